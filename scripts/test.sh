@@ -1,0 +1,24 @@
+#!/bin/sh
+# README's test command: installs what is missing, checks formatting and lints (native and
+# wasm32), builds the worker once, then runs every test: the native unit and flow tests, and the
+# end-to-end tests that serve the built worker with wrangler dev.
+set -eu
+. "$(dirname -- "$0")/toolchain.sh"
+cd "$EDGEID_ROOT"
+started=$(date +%s)
+ensure_toolchain
+node scripts/dev-vars.mjs
+
+step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy (native, all targets)"
+cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy (wasm32 worker)"
+cargo clippy --lib --target wasm32-unknown-unknown --release --locked -- -D warnings
+step "build the worker"
+sh scripts/build-worker.sh
+step "cargo test"
+EDGEID_PREBUILT=1 cargo test --locked -- --test-threads 4
+step "done"

@@ -1,0 +1,134 @@
+//! The one place that turns errors into HTTP: status, the stable `error` code of API.md and a
+//! safe description. Internal details are logged here and never sent.
+
+use crate::flows::login::LoginError;
+use crate::flows::password_reset::{ForgotPasswordError, ResetPasswordError};
+use crate::flows::signup::{ResendError, SignupError};
+use crate::flows::verify_email::VerifyEmailError;
+use crate::flows::Internal;
+
+/// An error response: `{"error": code, "error_description": description}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub description: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, description: impl Into<String>) -> ApiError {
+        ApiError { status, code, description: description.into() }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> ApiError {
+        ApiError::new(400, "invalid_request", description)
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(404, "not_found", "no such endpoint")
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> ApiError {
+        ApiError::new(405, "method_not_allowed", format!("this endpoint accepts {allowed}"))
+    }
+
+    pub fn payload_too_large(limit: usize) -> ApiError {
+        ApiError::new(413, "payload_too_large", format!("the request body is larger than {limit} bytes"))
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the body as application/json or application/x-www-form-urlencoded",
+        )
+    }
+
+    /// Logs the detail, answers without it.
+    pub fn server_error(detail: &dyn std::fmt::Display) -> ApiError {
+        log::error!("server_error: {detail}");
+        ApiError::new(500, "server_error", "the server could not complete the request; try again later")
+    }
+
+    fn invalid_email(detail: &dyn std::fmt::Display) -> ApiError {
+        ApiError::invalid_request(detail.to_string())
+    }
+
+    fn weak_password(detail: &dyn std::fmt::Display) -> ApiError {
+        ApiError::new(400, "weak_password", format!("{detail}; a long passphrase is best"))
+    }
+
+    fn invalid_one_time_token(what: &str) -> ApiError {
+        ApiError::new(400, "invalid_token", format!("the {what} link is invalid, has expired or was already used"))
+    }
+}
+
+impl From<Internal> for ApiError {
+    fn from(err: Internal) -> ApiError {
+        ApiError::server_error(&err)
+    }
+}
+
+impl From<SignupError> for ApiError {
+    fn from(err: SignupError) -> ApiError {
+        match err {
+            SignupError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            SignupError::WeakPassword(detail) => ApiError::weak_password(&detail),
+            SignupError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<ResendError> for ApiError {
+    fn from(err: ResendError) -> ApiError {
+        match err {
+            ResendError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            ResendError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<VerifyEmailError> for ApiError {
+    fn from(err: VerifyEmailError) -> ApiError {
+        match err {
+            VerifyEmailError::InvalidToken => ApiError::invalid_one_time_token("verification"),
+            VerifyEmailError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<LoginError> for ApiError {
+    fn from(err: LoginError) -> ApiError {
+        match err {
+            LoginError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            LoginError::InvalidCredentials => {
+                ApiError::new(401, "invalid_credentials", "the email or the password is wrong")
+            }
+            LoginError::EmailNotVerified => ApiError::new(
+                403,
+                "email_not_verified",
+                "confirm your email address with the link we sent before signing in",
+            ),
+            LoginError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<ForgotPasswordError> for ApiError {
+    fn from(err: ForgotPasswordError) -> ApiError {
+        match err {
+            ForgotPasswordError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            ForgotPasswordError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<ResetPasswordError> for ApiError {
+    fn from(err: ResetPasswordError) -> ApiError {
+        match err {
+            ResetPasswordError::WeakPassword(detail) => ApiError::weak_password(&detail),
+            ResetPasswordError::InvalidToken => ApiError::invalid_one_time_token("password reset"),
+            ResetPasswordError::Internal(internal) => internal.into(),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! HTTP: routing, request parsing and responses, independent of the Workers runtime.
+//! `handle(ctx, request)` is the whole API; the adapter only converts to and from `worker` types.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::domain::documents::openid_configuration;
+use crate::flows::{login, password_reset, signup, verify_email, Context};
+use crate::ports::{Database, Entropy};
+use crate::store;
+
+pub mod error;
+pub mod pages;
+pub mod request;
+
+use error::ApiError;
+use pages::Page;
+use request::{parse_body, BodyFormat, Fields};
+
+/// An incoming request. Header names are matched case-insensitively.
+#[derive(Debug, Clone, Default)]
+pub struct ApiRequest {
+    pub method: String,
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(candidate, _)| candidate == name)
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// A browser that submitted one of our HTML forms and expects a page back.
+    fn wants_html(&self, fields: &Fields) -> bool {
+        fields.format == BodyFormat::Form && self.header("accept").is_some_and(|accept| accept.contains("text/html"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    fn new(status: u16, content_type: &str, body: Vec<u8>) -> ApiResponse {
+        ApiResponse {
+            status,
+            headers: vec![
+                ("Content-Type".to_owned(), content_type.to_owned()),
+                ("X-Content-Type-Options".to_owned(), "nosniff".to_owned()),
+                ("Referrer-Policy".to_owned(), "no-referrer".to_owned()),
+            ],
+            body,
+        }
+    }
+
+    fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// A JSON response that no cache may keep (every account endpoint, every token).
+    fn private_json(status: u16, body: &Value) -> ApiResponse {
+        ApiResponse::new(status, "application/json", body.to_string().into_bytes())
+            .with_header("Cache-Control", "no-store")
+    }
+
+    fn status(status: u16, value: &str) -> ApiResponse {
+        ApiResponse::private_json(status, &json!({ "status": value }))
+    }
+
+    fn page(page: Page) -> ApiResponse {
+        ApiResponse::new(page.status, "text/html; charset=utf-8", page.html.into_bytes())
+            .with_header("Cache-Control", "no-store")
+            .with_header("Content-Security-Policy", Page::content_security_policy())
+            .with_header("X-Frame-Options", "DENY")
+    }
+
+    /// A public document that caches may keep for `max_age` seconds, revalidated by its ETag.
+    fn public_json(request: &ApiRequest, body: String, max_age: u32) -> ApiResponse {
+        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
+        let matches = request.header("if-none-match").is_some_and(|candidates| {
+            candidates.split(',').any(|candidate| {
+                let candidate = candidate.trim();
+                candidate == "*" || candidate.trim_start_matches("W/") == etag
+            })
+        });
+        let (status, body) = if matches { (304, Vec::new()) } else { (200, body.into_bytes()) };
+        ApiResponse::new(status, "application/json", body)
+            .with_header("Cache-Control", format!("public, max-age={max_age}"))
+            .with_header("ETag", etag)
+            .with_header("Access-Control-Allow-Origin", "*")
+    }
+}
+
+impl From<ApiError> for ApiResponse {
+    fn from(err: ApiError) -> ApiResponse {
+        ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": err.description }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// How long caches may keep the JWKS. Short, because keys are rotated by replacing a secret.
+const JWKS_MAX_AGE_SECONDS: u32 = 300;
+const DISCOVERY_MAX_AGE_SECONDS: u32 = 3600;
+const SECURITY_TXT: &str = include_str!("../../.well-known/security.txt");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Discovery,
+    Jwks,
+    SecurityTxt,
+    Signup,
+    VerifyEmail,
+    ResendVerification,
+    Login,
+    ForgotPassword,
+    ResetPassword,
+    VerifyEmailPage,
+    ResetPasswordPage,
+}
+
+impl Route {
+    fn find(path: &str) -> Option<Route> {
+        Some(match path {
+            "/healthz" => Route::Health,
+            "/.well-known/openid-configuration" => Route::Discovery,
+            "/.well-known/jwks.json" => Route::Jwks,
+            "/.well-known/security.txt" => Route::SecurityTxt,
+            "/v1/signup" => Route::Signup,
+            "/v1/email/verify" => Route::VerifyEmail,
+            "/v1/email/resend" => Route::ResendVerification,
+            "/v1/login" => Route::Login,
+            "/v1/password/forgot" => Route::ForgotPassword,
+            "/v1/password/reset" => Route::ResetPassword,
+            "/verify-email" => Route::VerifyEmailPage,
+            "/reset-password" => Route::ResetPasswordPage,
+            _ => return None,
+        })
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Route::Health
+            | Route::Discovery
+            | Route::Jwks
+            | Route::SecurityTxt
+            | Route::VerifyEmailPage
+            | Route::ResetPasswordPage => "GET",
+            Route::Signup
+            | Route::VerifyEmail
+            | Route::ResendVerification
+            | Route::Login
+            | Route::ForgotPassword
+            | Route::ResetPassword => "POST",
+        }
+    }
+}
+
+/// The whole HTTP API.
+pub async fn handle<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, request: &ApiRequest) -> ApiResponse {
+    let Some(route) = Route::find(&request.path) else {
+        return ApiError::not_found().into();
+    };
+    let is_head = request.method == "HEAD" && route.method() == "GET";
+    if request.method != route.method() && !is_head {
+        let allowed = if route.method() == "GET" { "GET, HEAD" } else { route.method() };
+        return ApiResponse::from(ApiError::method_not_allowed(allowed)).with_header("Allow", allowed);
+    }
+    let mut response = match dispatch(ctx, route, request).await {
+        Ok(response) => response,
+        Err(err) => err.into(),
+    };
+    if is_head {
+        response.body.clear();
+    }
+    response
+}
+
+async fn dispatch<D: Database, E: Entropy>(
+    ctx: &Context<'_, D, E>,
+    route: Route,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    Ok(match route {
+        Route::Health => {
+            store::ping(ctx.db).await.map_err(|err| ApiError::server_error(&err))?;
+            ApiResponse::status(200, "ok")
+        }
+        Route::Discovery => {
+            let document = openid_configuration(ctx.config, ctx.keys.alg()).to_string();
+            ApiResponse::public_json(request, document, DISCOVERY_MAX_AGE_SECONDS)
+        }
+        Route::Jwks => ApiResponse::public_json(request, ctx.keys.jwks_json().to_owned(), JWKS_MAX_AGE_SECONDS),
+        Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
+            .with_header("Cache-Control", "public, max-age=86400"),
+        Route::VerifyEmailPage => ApiResponse::page(pages::verify_email_form(request.query_param("token").as_deref())),
+        Route::ResetPasswordPage => {
+            ApiResponse::page(pages::reset_password_form(request.query_param("token").as_deref(), None))
+        }
+        Route::Signup => {
+            let fields = parse_body(request)?;
+            signup::signup(ctx, fields.required("email")?, fields.required("password")?).await?;
+            ApiResponse::status(202, "verification_email_sent")
+        }
+        Route::ResendVerification => {
+            let fields = parse_body(request)?;
+            signup::resend_verification(ctx, fields.required("email")?).await?;
+            ApiResponse::status(202, "verification_email_sent")
+        }
+        Route::ForgotPassword => {
+            let fields = parse_body(request)?;
+            password_reset::forgot_password(ctx, fields.required("email")?).await?;
+            ApiResponse::status(202, "reset_email_sent")
+        }
+        Route::Login => {
+            let fields = parse_body(request)?;
+            let tokens =
+                login::login(ctx, fields.required("email")?, fields.required("password")?, fields.optional("nonce")?)
+                    .await?;
+            ApiResponse::private_json(
+                200,
+                &json!({
+                    "access_token": tokens.access_token,
+                    "token_type": "Bearer",
+                    "expires_in": tokens.expires_in,
+                    "refresh_token": tokens.refresh_token,
+                    "id_token": tokens.id_token,
+                }),
+            )
+            .with_header("Pragma", "no-cache")
+        }
+        Route::VerifyEmail => {
+            let fields = parse_body(request)?;
+            let result = match fields.required("token") {
+                Ok(token) => verify_email::verify_email(ctx, token).await.map_err(ApiError::from),
+                Err(err) => Err(err),
+            };
+            match (request.wants_html(&fields), result) {
+                (false, Ok(())) => ApiResponse::status(200, "email_verified"),
+                (false, Err(err)) => err.into(),
+                (true, Ok(())) => ApiResponse::page(pages::result(
+                    200,
+                    "Email confirmed",
+                    "Your email address is confirmed. You can close this page and sign in.",
+                )),
+                (true, Err(err)) => {
+                    ApiResponse::page(pages::result(err.status, "This link does not work", &err.description))
+                }
+            }
+        }
+        Route::ResetPassword => {
+            let fields = parse_body(request)?;
+            let result = reset_password(ctx, &fields).await;
+            match (request.wants_html(&fields), result) {
+                (false, Ok(())) => ApiResponse::status(200, "password_updated"),
+                (false, Err(err)) => err.into(),
+                (true, Ok(())) => ApiResponse::page(pages::result(
+                    200,
+                    "Password changed",
+                    "Your new password is set and every other session has been signed out. You can sign in now.",
+                )),
+                // The form can be fixed and sent again: the token was not used.
+                (true, Err(err)) if err.code != "invalid_token" && err.status < 500 => ApiResponse::page(
+                    pages::reset_password_form(fields.optional("token").ok().flatten(), Some(&err.description)),
+                ),
+                (true, Err(err)) => {
+                    ApiResponse::page(pages::result(err.status, "This link does not work", &err.description))
+                }
+            }
+        }
+    })
+}
+
+async fn reset_password<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, fields: &Fields) -> Result<(), ApiError> {
+    let token = fields.required("token")?;
+    let password = fields.required("password")?;
+    // The HTML form sends the password twice; API clients may too.
+    if let Some(confirmation) = fields.optional("password_confirmation")? {
+        if confirmation != password {
+            return Err(ApiError::invalid_request("the two passwords are not the same"));
+        }
+    }
+    password_reset::reset_password(ctx, token, password).await?;
+    Ok(())
+}

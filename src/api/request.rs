@@ -1,0 +1,76 @@
+//! Request bodies: size limit, media type, and typed access to fields of JSON or form bodies.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::api::error::ApiError;
+use crate::api::ApiRequest;
+
+/// Bodies above this are refused before any parsing (API.md: 413 over 16 KiB).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Form,
+}
+
+/// The top-level fields of a JSON object or a form body.
+#[derive(Debug)]
+pub struct Fields {
+    pub format: BodyFormat,
+    values: BTreeMap<String, Value>,
+}
+
+pub fn parse_body(request: &ApiRequest) -> Result<Fields, ApiError> {
+    if request.body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::payload_too_large(MAX_BODY_BYTES));
+    }
+    let media_type = request
+        .header("content-type")
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json") => parse_json(&request.body),
+        Some("application/x-www-form-urlencoded") => parse_form(&request.body),
+        _ => Err(ApiError::unsupported_media_type()),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Fields, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(Fields { format: BodyFormat::Json, values: object.into_iter().collect() }),
+        Ok(_) => Err(ApiError::invalid_request("the body must be a JSON object")),
+        Err(_) => Err(ApiError::invalid_request("the body is not valid JSON")),
+    }
+}
+
+fn parse_form(body: &[u8]) -> Result<Fields, ApiError> {
+    if std::str::from_utf8(body).is_err() {
+        return Err(ApiError::invalid_request("the form body is not valid UTF-8"));
+    }
+    let mut values = BTreeMap::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if values.insert(name.to_string(), Value::String(value.into_owned())).is_some() {
+            return Err(ApiError::invalid_request(format!("the field `{name}` appears more than once")));
+        }
+    }
+    Ok(Fields { format: BodyFormat::Form, values })
+}
+
+impl Fields {
+    /// A string field that must be present.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.optional(name)?.ok_or_else(|| ApiError::invalid_request(format!("the field `{name}` is required")))
+    }
+
+    /// A string field that may be absent (or JSON `null`).
+    pub fn optional(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.values.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value)),
+            Some(_) => Err(ApiError::invalid_request(format!("the field `{name}` must be a string"))),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The worker's configuration: raw strings from the environment in, a validated `Config` out.
+//! Every name here is a row of the configuration table in API.md.
+
+use crate::domain::signing::SigningAlg;
+
+/// Mail delivery back-ends, chosen by `MAIL_PROVIDER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailProvider {
+    /// The Resend HTTP API (`POST {MAIL_API_URL}/emails`).
+    Resend,
+    /// Writes each message, link included, to the worker's log: for local development.
+    Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub provider: MailProvider,
+    /// Base URL of the provider's API, without a trailing slash.
+    pub api_url: String,
+    pub api_key: Option<String>,
+    pub from: String,
+}
+
+/// Validated configuration. There is deliberately no `Default`: a worker either has a complete,
+/// checked configuration or answers every request with `server_error` and logs why.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `iss` of every token, without a trailing slash.
+    pub issuer: String,
+    pub access_token_audience: String,
+    pub access_token_ttl_seconds: i64,
+    pub refresh_token_ttl_seconds: i64,
+    pub signing_alg: SigningAlg,
+    pub require_email_verification: bool,
+    pub mail: MailConfig,
+    /// Origin of the links inside emails, without a trailing slash.
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set")]
+    Missing { name: &'static str },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// One-time tokens' lifetimes are part of the contract (API.md §Accounts), not configuration.
+pub const VERIFY_EMAIL_TOKEN_TTL_SECONDS: i64 = 24 * 60 * 60;
+pub const RESET_PASSWORD_TOKEN_TTL_SECONDS: i64 = 60 * 60;
+
+const RESEND_API_URL: &str = "https://api.resend.com";
+
+impl Config {
+    /// Reads and checks every variable through `lookup` (the adapter passes `env.var`/`env.secret`).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &'static str| lookup(name).map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let issuer = http_base_url("ISSUER", &get("ISSUER").ok_or(ConfigError::Missing { name: "ISSUER" })?)?;
+        let public_url = match get("PUBLIC_URL") {
+            Some(url) => http_base_url("PUBLIC_URL", &url)?,
+            None => issuer.clone(),
+        };
+        let access_token_audience = get("ACCESS_TOKEN_AUDIENCE").unwrap_or_else(|| "edgeid".to_owned());
+        let access_token_ttl_seconds =
+            seconds("ACCESS_TOKEN_TTL_SECONDS", get("ACCESS_TOKEN_TTL_SECONDS"), 900, 60..=86_400)?;
+        let refresh_token_ttl_seconds =
+            seconds("REFRESH_TOKEN_TTL_SECONDS", get("REFRESH_TOKEN_TTL_SECONDS"), 2_592_000, 300..=31_536_000)?;
+        let signing_alg = match get("SIGNING_ALG").as_deref() {
+            None | Some("ES256") => SigningAlg::Es256,
+            Some("EdDSA") => SigningAlg::EdDsa,
+            Some("RS256") => {
+                return Err(ConfigError::Invalid {
+                    name: "SIGNING_ALG",
+                    reason: "RS256 is not available in this version; use ES256 or EdDSA".to_owned(),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "SIGNING_ALG",
+                    reason: format!("{other:?} is not one of ES256, EdDSA"),
+                })
+            }
+        };
+        let require_email_verification = match get("REQUIRE_EMAIL_VERIFICATION").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "REQUIRE_EMAIL_VERIFICATION",
+                    reason: format!("{other:?} is neither true nor false"),
+                })
+            }
+        };
+        let provider = match get("MAIL_PROVIDER").as_deref() {
+            None | Some("resend") => MailProvider::Resend,
+            Some("log") => MailProvider::Log,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "MAIL_PROVIDER",
+                    reason: format!("{other:?} is not one of resend, log"),
+                })
+            }
+        };
+        let api_url = match get("MAIL_API_URL") {
+            Some(url) => http_base_url("MAIL_API_URL", &url)?,
+            None => RESEND_API_URL.to_owned(),
+        };
+        let api_key = get("MAIL_API_KEY");
+        if provider == MailProvider::Resend && api_key.is_none() {
+            return Err(ConfigError::Missing { name: "MAIL_API_KEY" });
+        }
+        let from = get("MAIL_FROM").unwrap_or_else(|| "edgeid <no-reply@localhost>".to_owned());
+        if from.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid { name: "MAIL_FROM", reason: "contains a control character".to_owned() });
+        }
+
+        Ok(Config {
+            issuer,
+            access_token_audience,
+            access_token_ttl_seconds,
+            refresh_token_ttl_seconds,
+            signing_alg,
+            require_email_verification,
+            mail: MailConfig { provider, api_url, api_key, from },
+            public_url,
+        })
+    }
+}
+
+fn seconds(
+    name: &'static str,
+    raw: Option<String>,
+    default: i64,
+    bounds: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<i64>() {
+        Ok(value) if bounds.contains(&value) => Ok(value),
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{raw:?} is not a number of seconds in {}..={}", bounds.start(), bounds.end()),
+        }),
+    }
+}
+
+/// An `http(s)://host[:port][/path]` URL with no query, fragment or user info, trailing slash
+/// removed. Issuers may carry a path (a worker mounted under a route).
+fn http_base_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid { name, reason: format!("{raw:?} {reason}") };
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| invalid("is not an http(s) URL"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || raw.contains(['?', '#', ' ']) || raw.chars().any(char::is_control) || host.contains('@') {
+        return Err(invalid("is not a plain http(s) URL"));
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn dev_defaults() {
+        let config = config(&[("ISSUER", "http://127.0.0.1:8787/"), ("MAIL_PROVIDER", "log")]).unwrap();
+        assert_eq!(config.issuer, "http://127.0.0.1:8787");
+        assert_eq!(config.public_url, "http://127.0.0.1:8787");
+        assert_eq!(config.access_token_audience, "edgeid");
+        assert_eq!(config.access_token_ttl_seconds, 900);
+        assert_eq!(config.refresh_token_ttl_seconds, 2_592_000);
+        assert_eq!(config.signing_alg, SigningAlg::Es256);
+        assert!(config.require_email_verification);
+        assert_eq!(config.mail.provider, MailProvider::Log);
+        assert_eq!(config.mail.api_url, "https://api.resend.com");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let cases: &[(&[(&str, &str)], ConfigError)] = &[
+            (&[], ConfigError::Missing { name: "ISSUER" }),
+            (&[("ISSUER", "http://x"), ("MAIL_PROVIDER", "resend")], ConfigError::Missing { name: "MAIL_API_KEY" }),
+            (&[("ISSUER", "http://x")], ConfigError::Missing { name: "MAIL_API_KEY" }),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(&config(pairs).unwrap_err(), expected);
+        }
+        for (name, value) in [
+            ("ISSUER", "ftp://example.com"),
+            ("ISSUER", "https://example.com/?q"),
+            ("PUBLIC_URL", "example.com"),
+            ("ACCESS_TOKEN_TTL_SECONDS", "-5"),
+            ("ACCESS_TOKEN_TTL_SECONDS", "ten"),
+            ("REFRESH_TOKEN_TTL_SECONDS", "1"),
+            ("SIGNING_ALG", "HS256"),
+            ("SIGNING_ALG", "none"),
+            ("REQUIRE_EMAIL_VERIFICATION", "yes"),
+            ("MAIL_PROVIDER", "smtp"),
+            ("MAIL_API_URL", "http://user@127.0.0.1"),
+        ] {
+            let mut pairs = vec![("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log")];
+            pairs.retain(|(k, _)| *k != name);
+            pairs.push((name, value));
+            assert!(matches!(config(&pairs), Err(ConfigError::Invalid { name: n, .. }) if n == name), "{name}={value}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure, synchronous domain logic: what an email, a password, a token and a key are.
+
+pub mod documents;
+pub mod email;
+pub mod opaque_token;
+pub mod password;
+pub mod signing;
+pub mod tokens;

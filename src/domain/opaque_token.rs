@@ -1,0 +1,127 @@
+//! Opaque bearer secrets (verification, reset and refresh tokens): 256 random bits shown once,
+//! stored only as their SHA-256.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::ports::{Entropy, EntropyError};
+
+const TOKEN_BYTES: usize = 32;
+/// Base64url without padding of 32 bytes.
+const TOKEN_CHARS: usize = 43;
+
+/// A freshly generated token. The plaintext exists only on its way to the mail or the token
+/// response; the store sees [`OpaqueToken::hash`].
+pub struct OpaqueToken {
+    plaintext: String,
+    hash: TokenHash,
+}
+
+/// The SHA-256 of a token, hex-encoded: what the store keys rows by. A fast hash is right here:
+/// the token has 256 bits of entropy, so there is nothing to brute-force.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenHash(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token is not of the issued form")]
+pub struct MalformedToken;
+
+impl OpaqueToken {
+    pub fn generate(entropy: &impl Entropy) -> Result<OpaqueToken, EntropyError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        entropy.fill(&mut bytes)?;
+        let plaintext = URL_SAFE_NO_PAD.encode(bytes);
+        let hash = TokenHash::of_plaintext(&plaintext);
+        Ok(OpaqueToken { plaintext, hash })
+    }
+
+    pub fn plaintext(&self) -> &str {
+        &self.plaintext
+    }
+
+    pub fn hash(&self) -> &TokenHash {
+        &self.hash
+    }
+}
+
+impl fmt::Debug for OpaqueToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpaqueToken").field("hash", &self.hash).finish_non_exhaustive()
+    }
+}
+
+impl TokenHash {
+    /// Hashes a token a client presented, after checking it has the issued form, so that
+    /// garbage never reaches the store.
+    pub fn of_presented(presented: &str) -> Result<TokenHash, MalformedToken> {
+        let well_formed = presented.len() == TOKEN_CHARS
+            && URL_SAFE_NO_PAD.decode(presented).is_ok_and(|bytes| bytes.len() == TOKEN_BYTES);
+        if !well_formed {
+            return Err(MalformedToken);
+        }
+        Ok(TokenHash::of_plaintext(presented))
+    }
+
+    fn of_plaintext(plaintext: &str) -> TokenHash {
+        let digest = Sha256::digest(plaintext.as_bytes());
+        TokenHash(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}…)", &self.0[..8])
+    }
+}
+
+/// A random identifier (users, sessions, JWT ids): 128 bits, base64url.
+pub fn random_id(entropy: &impl Entropy) -> Result<String, EntropyError> {
+    let mut bytes = [0u8; 16];
+    entropy.fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(u8);
+    impl Entropy for Fixed {
+        fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
+            buffer.fill(self.0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plaintext_carries_256_bits_and_round_trips_to_its_hash() {
+        let token = OpaqueToken::generate(&Fixed(0xab)).unwrap();
+        assert_eq!(token.plaintext().len(), TOKEN_CHARS);
+        assert_eq!(URL_SAFE_NO_PAD.decode(token.plaintext()).unwrap(), vec![0xab; 32]);
+        assert_eq!(&TokenHash::of_presented(token.plaintext()).unwrap(), token.hash());
+        assert_eq!(token.hash().as_str().len(), 64);
+        assert_ne!(token.hash().as_str(), token.plaintext());
+    }
+
+    #[test]
+    fn refuses_malformed_presentations() {
+        let good = OpaqueToken::generate(&Fixed(1)).unwrap().plaintext().to_owned();
+        for bad in [
+            String::new(),
+            good[..42].to_owned(),
+            format!("{good}A"),
+            format!("{}=", &good[..42]),
+            good.replace(|c: char| c.is_ascii_alphabetic(), "+"),
+            "a".repeat(43).replace('a', "\u{e9}"),
+        ] {
+            assert_eq!(TokenHash::of_presented(&bad), Err(MalformedToken), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The account flows: plain async functions over a [`Context`] of configuration, ports and the
+//! current time. They return typed results and errors; `api/` turns those into HTTP.
+
+use std::cell::RefCell;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::domain::opaque_token::{random_id, OpaqueToken};
+use crate::domain::password::PasswordHashError;
+use crate::domain::signing::{SigningError, SigningKeys};
+use crate::mail::OutgoingMail;
+use crate::ports::{Database, DatabaseError, Entropy, EntropyError};
+
+pub mod login;
+pub mod password_reset;
+pub mod signup;
+pub mod verify_email;
+
+/// Everything a flow may touch. One context serves one request, at one instant `now`.
+pub struct Context<'a, D, E> {
+    pub config: &'a Config,
+    pub keys: &'a SigningKeys,
+    pub db: &'a D,
+    pub entropy: &'a E,
+    pub now: DateTime<Utc>,
+    /// Mail the request wants sent. The adapter delivers it after the response is on its way,
+    /// so that no response's timing depends on whether a mail was sent.
+    pub outbox: &'a Outbox,
+}
+
+impl<D: Database, E: Entropy> Context<'_, D, E> {
+    fn new_token(&self) -> Result<OpaqueToken, Internal> {
+        Ok(OpaqueToken::generate(self.entropy)?)
+    }
+
+    fn new_id(&self) -> Result<String, Internal> {
+        Ok(random_id(self.entropy)?)
+    }
+}
+
+/// Mail queued by a request.
+#[derive(Debug, Default)]
+pub struct Outbox(RefCell<Vec<OutgoingMail>>);
+
+impl Outbox {
+    pub fn push(&self, mail: OutgoingMail) {
+        self.0.borrow_mut().push(mail);
+    }
+
+    pub fn take(&self) -> Vec<OutgoingMail> {
+        self.0.take()
+    }
+}
+
+/// A failure that is nobody's fault but ours: the API answers `server_error` and logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Entropy(#[from] EntropyError),
+    #[error(transparent)]
+    PasswordHash(#[from] PasswordHashError),
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+}

@@ -1,0 +1,81 @@
+//! "Forgot password": mailing a reset link, and setting a new password with it.
+
+use chrono::Duration;
+
+use crate::config::RESET_PASSWORD_TOKEN_TTL_SECONDS;
+use crate::domain::email::{Email, EmailError};
+use crate::domain::opaque_token::TokenHash;
+use crate::domain::password::{hash_password, Password, PasswordPolicyError};
+use crate::flows::{Context, Internal};
+use crate::mail;
+use crate::ports::{Database, Entropy};
+use crate::store::{self, NewOneTimeToken, Purpose};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgotPasswordError {
+    #[error("invalid email: {0}")]
+    InvalidEmail(#[from] EmailError),
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+/// Mails a reset link when the address has an account; does nothing otherwise, and the caller
+/// cannot tell which happened.
+pub async fn forgot_password<D: Database, E: Entropy>(
+    ctx: &Context<'_, D, E>,
+    raw_email: &str,
+) -> Result<(), ForgotPasswordError> {
+    let email = Email::parse(raw_email)?;
+    let Some(user) = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)? else {
+        return Ok(());
+    };
+    let token = ctx.new_token()?;
+    store::insert_one_time_token(
+        ctx.db,
+        &NewOneTimeToken {
+            user_id: &user.id,
+            purpose: Purpose::ResetPassword,
+            hash: token.hash(),
+            expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
+        },
+        ctx.now,
+    )
+    .await
+    .map_err(Internal::from)?;
+    ctx.outbox.push(mail::reset_mail(&ctx.config.public_url, &email, token.plaintext(), ctx.new_id()?));
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResetPasswordError {
+    #[error("weak password: {0}")]
+    WeakPassword(#[from] PasswordPolicyError),
+    #[error("reset token is unknown, expired or already used")]
+    InvalidToken,
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+/// Sets a new password with a reset token; every session of the user ends.
+pub async fn reset_password<D: Database, E: Entropy>(
+    ctx: &Context<'_, D, E>,
+    presented: &str,
+    raw_password: &str,
+) -> Result<(), ResetPasswordError> {
+    let password = Password::new_for_policy(raw_password)?;
+    let hash = TokenHash::of_presented(presented).map_err(|_| ResetPasswordError::InvalidToken)?;
+    // A cheap read first, so that a dead token costs no Argon2id run; the batch below checks
+    // again and is the only thing that decides.
+    if store::live_token_owner(ctx.db, &hash, Purpose::ResetPassword, ctx.now).await.map_err(Internal::from)?.is_none()
+    {
+        return Err(ResetPasswordError::InvalidToken);
+    }
+    let mut salt = [0u8; 16];
+    ctx.entropy.fill(&mut salt).map_err(Internal::from)?;
+    let password_hash = hash_password(&password, &salt).map_err(Internal::from)?;
+    let nonce = ctx.new_id()?;
+    match store::reset_password(ctx.db, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
+        true => Ok(()),
+        false => Err(ResetPasswordError::InvalidToken),
+    }
+}

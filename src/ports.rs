@@ -1,0 +1,105 @@
+//! The traits the core needs from the outside world: a SQL database, randomness and an HTTP
+//! client. The Cloudflare adapter implements them with D1, `crypto.getRandomValues` and
+//! `fetch`; the tests with SQLite, a seeded generator and a recorder.
+
+use std::collections::BTreeMap;
+
+/// A value bound to or read from a SQL statement. D1 and SQLite share these three types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Text(String),
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Integer(value)
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(value)
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// One parameterised statement; parameters are `?1`, `?2`, … in `sql`.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub sql: &'static str,
+    pub params: Vec<SqlValue>,
+}
+
+impl Statement {
+    pub fn new(sql: &'static str, params: impl IntoIterator<Item = SqlValue>) -> Statement {
+        Statement { sql, params: params.into_iter().collect() }
+    }
+}
+
+/// A result row by column name.
+pub type Row = BTreeMap<String, SqlValue>;
+
+/// What one statement of a batch produced.
+#[derive(Debug, Clone, Default)]
+pub struct StatementOutcome {
+    pub rows: Vec<Row>,
+    /// Rows inserted, updated or deleted.
+    pub changes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct DatabaseError(pub String);
+
+/// A SQL database with D1's semantics: a batch runs as one transaction, all or nothing.
+// Workers are single-threaded and their futures are not `Send`: no `Send` bounds here.
+#[allow(async_fn_in_trait)]
+pub trait Database {
+    async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the random number generator failed: {0}")]
+pub struct EntropyError(pub String);
+
+/// Cryptographically secure randomness.
+pub trait Entropy {
+    fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError>;
+}
+
+/// An outgoing HTTP request, built by the core and carried out by the adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("http request failed: {0}")]
+pub struct HttpError(pub String);
+
+#[allow(async_fn_in_trait)]
+pub trait HttpClient {
+    async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, HttpError>;
+}

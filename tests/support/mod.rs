@@ -1,0 +1,279 @@
+//! Test support: SQLite behind the core's `Database` port (running the real migrations), seeded
+//! randomness, a fixed clock that tests advance, and an app that drives `api::handle`.
+
+use std::cell::{Cell, RefCell};
+
+use chrono::{DateTime, Duration, Utc};
+use edgeid::api::{handle, ApiRequest, ApiResponse};
+use edgeid::config::Config;
+use edgeid::domain::signing::SigningKeys;
+use edgeid::flows::{Context, Outbox};
+use edgeid::mail::OutgoingMail;
+use edgeid::ports::{Database, DatabaseError, Entropy, EntropyError, SqlValue, Statement, StatementOutcome};
+use jwt_compact::jwk::JsonWebKey;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// SQLite in memory with every file of `migrations/` applied, in name order, exactly as
+/// `wrangler d1 migrations apply` does.
+pub struct Sqlite {
+    connection: RefCell<rusqlite::Connection>,
+    /// When set, every batch fails: for testing how the API answers a broken store.
+    pub broken: Cell<bool>,
+}
+
+impl Sqlite {
+    pub fn with_migrations() -> Sqlite {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection.pragma_update(None, "foreign_keys", true).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for file in files {
+            connection.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        }
+        Sqlite { connection: RefCell::new(connection), broken: Cell::new(false) }
+    }
+
+    /// A single integer from a query, for assertions on stored state.
+    pub fn count(&self, sql: &str) -> i64 {
+        self.connection.borrow().query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+}
+
+impl Database for Sqlite {
+    async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
+        if self.broken.get() {
+            return Err(DatabaseError("disk I/O error (injected)".to_owned()));
+        }
+        let error = |err: rusqlite::Error| DatabaseError(err.to_string());
+        let mut connection = self.connection.borrow_mut();
+        // Like D1's batch: one transaction, rolled back if any statement fails.
+        let transaction = connection.transaction().map_err(error)?;
+        let mut outcomes = Vec::new();
+        for statement in &statements {
+            let mut prepared = transaction.prepare(statement.sql).map_err(error)?;
+            let params: Vec<rusqlite::types::Value> = statement
+                .params
+                .iter()
+                .map(|param| match param {
+                    SqlValue::Null => rusqlite::types::Value::Null,
+                    SqlValue::Integer(value) => rusqlite::types::Value::Integer(*value),
+                    SqlValue::Text(value) => rusqlite::types::Value::Text(value.clone()),
+                })
+                .collect();
+            let params = rusqlite::params_from_iter(params);
+            if prepared.column_count() == 0 {
+                let changes = prepared.execute(params).map_err(error)?;
+                outcomes.push(StatementOutcome { rows: Vec::new(), changes: changes as u64 });
+                continue;
+            }
+            let names: Vec<String> = prepared.column_names().into_iter().map(str::to_owned).collect();
+            let mut rows = prepared.query(params).map_err(error)?;
+            let mut collected = Vec::new();
+            while let Some(row) = rows.next().map_err(error)? {
+                let mut columns = std::collections::BTreeMap::new();
+                for (index, name) in names.iter().enumerate() {
+                    let value = match row.get_ref(index).map_err(error)? {
+                        rusqlite::types::ValueRef::Null => SqlValue::Null,
+                        rusqlite::types::ValueRef::Integer(value) => SqlValue::Integer(value),
+                        rusqlite::types::ValueRef::Text(text) => {
+                            SqlValue::Text(String::from_utf8_lossy(text).into_owned())
+                        }
+                        other => return Err(DatabaseError(format!("unexpected column type {other:?}"))),
+                    };
+                    columns.insert(name.clone(), value);
+                }
+                collected.push(columns);
+            }
+            outcomes.push(StatementOutcome { rows: collected, changes: 0 });
+        }
+        transaction.commit().map_err(error)?;
+        Ok(outcomes)
+    }
+}
+
+/// Deterministic "randomness": SHA-256 of a seed and a counter. Reproducible runs, and still
+/// distinct values for every call.
+pub struct SeededEntropy {
+    seed: u64,
+    counter: Cell<u64>,
+}
+
+impl SeededEntropy {
+    pub fn new(seed: u64) -> SeededEntropy {
+        SeededEntropy { seed, counter: Cell::new(0) }
+    }
+}
+
+impl Entropy for SeededEntropy {
+    fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
+        for chunk in buffer.chunks_mut(32) {
+            let counter = self.counter.get();
+            self.counter.set(counter + 1);
+            let block =
+                Sha256::new().chain_update(self.seed.to_le_bytes()).chain_update(counter.to_le_bytes()).finalize();
+            chunk.copy_from_slice(&block[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// jwt-compact's fixtures' instant (STYLE.md).
+pub fn epoch() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2020-09-01T10:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+/// A private JWK Set with one P-256 and one Ed25519 key, from fixed bytes.
+pub fn test_signing_keys_secret() -> String {
+    let p256_key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
+    let ed25519_key = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32])).sk;
+    let keys = vec![
+        serde_json::to_value(JsonWebKey::from(&p256_key)).unwrap(),
+        serde_json::to_value(JsonWebKey::from(&ed25519_key)).unwrap(),
+    ];
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+pub fn test_config(overrides: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
+        ("ISSUER", "https://id.example.test"),
+        ("PUBLIC_URL", "https://app.example.test"),
+        ("ACCESS_TOKEN_AUDIENCE", "edgeid-tests"),
+        ("MAIL_PROVIDER", "resend"),
+        ("MAIL_API_URL", "https://mail.example.test"),
+        ("MAIL_API_KEY", "re_test_key"),
+        ("MAIL_FROM", "edgeid <no-reply@example.test>"),
+    ];
+    for (name, value) in overrides {
+        vars.retain(|(existing, _)| existing != name);
+        vars.push((name, value));
+    }
+    Config::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap()
+}
+
+/// The API with everything injected: real SQL on SQLite, a clock tests move, captured mail.
+pub struct App {
+    pub config: Config,
+    pub keys: SigningKeys,
+    pub db: Sqlite,
+    pub entropy: SeededEntropy,
+    pub now: Cell<DateTime<Utc>>,
+    pub mails: RefCell<Vec<OutgoingMail>>,
+}
+
+/// A response with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub response: ApiResponse,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.response.body).into_owned()
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.json["error"].as_str()), (status, Some(code)), "{}", self.text());
+        assert_eq!(self.response.header("cache-control"), Some("no-store"));
+        assert_eq!(self.response.header("content-type"), Some("application/json"));
+        assert!(self.json["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+}
+
+impl App {
+    pub fn new() -> App {
+        App::with_config(test_config(&[]))
+    }
+
+    pub fn with_config(config: Config) -> App {
+        let keys = SigningKeys::from_secret(&test_signing_keys_secret(), config.signing_alg).unwrap();
+        App {
+            config,
+            keys,
+            db: Sqlite::with_migrations(),
+            entropy: SeededEntropy::new(42),
+            now: Cell::new(epoch()),
+            mails: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.now.set(self.now.get() + Duration::seconds(seconds));
+    }
+
+    pub fn send(&self, request: ApiRequest) -> Reply {
+        let outbox = Outbox::default();
+        let ctx = Context {
+            config: &self.config,
+            keys: &self.keys,
+            db: &self.db,
+            entropy: &self.entropy,
+            now: self.now.get(),
+            outbox: &outbox,
+        };
+        let response = pollster::block_on(handle(&ctx, &request));
+        self.mails.borrow_mut().extend(outbox.take());
+        let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+        Reply { status: response.status, json, response }
+    }
+
+    pub fn request(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let mut headers = Vec::new();
+        if let Some(content_type) = content_type {
+            headers.push(("Content-Type".to_owned(), content_type.to_owned()));
+        }
+        self.send(ApiRequest {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            headers,
+            body: body.to_vec(),
+        })
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Reply {
+        self.request("POST", path, Some("application/json"), body.to_string().as_bytes())
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, b"")
+    }
+
+    /// Takes the mails sent so far.
+    pub fn take_mails(&self) -> Vec<OutgoingMail> {
+        self.mails.take()
+    }
+
+    /// The only mail sent since the last call, which must go to `to`.
+    #[track_caller]
+    pub fn single_mail_to(&self, to: &str) -> OutgoingMail {
+        let mails = self.take_mails();
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert_eq!(mails[0].to.as_str(), to);
+        mails.into_iter().next().unwrap()
+    }
+
+    /// Signs up and verifies `email`, returning nothing but a ready account.
+    pub fn verified_account(&self, email: &str, password: &str) {
+        assert_eq!(self.post("/v1/signup", serde_json::json!({"email": email, "password": password})).status, 202);
+        let token = token_in_link(&self.single_mail_to(email).text, "/verify-email");
+        assert_eq!(self.post("/v1/email/verify", serde_json::json!({"token": token})).status, 200);
+    }
+}
+
+/// The token of the `${PUBLIC_URL}{path}?token=` link in a mail's text body.
+#[track_caller]
+pub fn token_in_link(text: &str, path: &str) -> String {
+    let marker = format!("{path}?token=");
+    let start = text.find(&marker).unwrap_or_else(|| panic!("no {marker} link in {text}")) + marker.len();
+    text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+}

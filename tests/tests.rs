@@ -1,0 +1,7 @@
+//! edgeid's one integration-test crate: native flow tests over the real SQL on SQLite, and
+//! end-to-end tests against the built worker under `wrangler dev`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod e2e;
+mod flows;
+mod support;
