@@ -50,6 +50,10 @@ CREATE TABLE refresh_tokens (
     -- Rotation: when this token was exchanged, and the hash of its successor.
     consumed_at INTEGER,
     replaced_by TEXT,
+    -- The successor's plaintext, sealed (XChaCha20-Poly1305) under a key derived from this
+    -- token's own plaintext: a client retrying within the grace window gets the same successor,
+    -- and nobody without this token can open it.
+    successor_sealed TEXT,
     revoked_at INTEGER
 );
 

@@ -29,7 +29,13 @@ pub struct Config {
     pub issuer: String,
     pub access_token_audience: String,
     pub access_token_ttl_seconds: i64,
+    /// Sliding lifetime: each rotation issues a refresh token good for this long.
     pub refresh_token_ttl_seconds: i64,
+    /// Absolute lifetime of a session, however often its refresh token rotates.
+    pub session_absolute_ttl_seconds: i64,
+    /// How long a rotated refresh token may be presented again and get the same successor
+    /// (a client whose response was lost), instead of counting as reuse.
+    pub refresh_token_reuse_grace_seconds: i64,
     pub signing_alg: SigningAlg,
     pub require_email_verification: bool,
     pub mail: MailConfig,
@@ -66,6 +72,10 @@ impl Config {
             seconds("ACCESS_TOKEN_TTL_SECONDS", get("ACCESS_TOKEN_TTL_SECONDS"), 900, 60..=86_400)?;
         let refresh_token_ttl_seconds =
             seconds("REFRESH_TOKEN_TTL_SECONDS", get("REFRESH_TOKEN_TTL_SECONDS"), 2_592_000, 300..=31_536_000)?;
+        let session_absolute_ttl_seconds =
+            seconds("SESSION_ABSOLUTE_TTL_SECONDS", get("SESSION_ABSOLUTE_TTL_SECONDS"), 7_776_000, 300..=63_072_000)?;
+        let refresh_token_reuse_grace_seconds =
+            seconds("REFRESH_TOKEN_REUSE_GRACE_SECONDS", get("REFRESH_TOKEN_REUSE_GRACE_SECONDS"), 10, 0..=300)?;
         let signing_alg = match get("SIGNING_ALG").as_deref() {
             None | Some("ES256") => SigningAlg::Es256,
             Some("EdDSA") => SigningAlg::EdDsa,
@@ -120,6 +130,8 @@ impl Config {
             access_token_audience,
             access_token_ttl_seconds,
             refresh_token_ttl_seconds,
+            session_absolute_ttl_seconds,
+            refresh_token_reuse_grace_seconds,
             signing_alg,
             require_email_verification,
             mail: MailConfig { provider, api_url, api_key, from },
@@ -177,6 +189,8 @@ mod tests {
         assert_eq!(config.access_token_audience, "edgeid");
         assert_eq!(config.access_token_ttl_seconds, 900);
         assert_eq!(config.refresh_token_ttl_seconds, 2_592_000);
+        assert_eq!(config.session_absolute_ttl_seconds, 7_776_000);
+        assert_eq!(config.refresh_token_reuse_grace_seconds, 10);
         assert_eq!(config.signing_alg, SigningAlg::Es256);
         assert!(config.require_email_verification);
         assert_eq!(config.mail.provider, MailProvider::Log);
@@ -200,6 +214,8 @@ mod tests {
             ("ACCESS_TOKEN_TTL_SECONDS", "-5"),
             ("ACCESS_TOKEN_TTL_SECONDS", "ten"),
             ("REFRESH_TOKEN_TTL_SECONDS", "1"),
+            ("REFRESH_TOKEN_REUSE_GRACE_SECONDS", "3600"),
+            ("SESSION_ABSOLUTE_TTL_SECONDS", "0"),
             ("SIGNING_ALG", "HS256"),
             ("SIGNING_ALG", "none"),
             ("REQUIRE_EMAIL_VERIFICATION", "yes"),

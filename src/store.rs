@@ -106,16 +106,7 @@ pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Opt
             [email.as_str().into()],
         )])
         .await?;
-    first_row(&outcomes)
-        .map(|row| {
-            Ok(UserRecord {
-                id: text(row, "id")?,
-                email: text(row, "email")?,
-                password_hash: text(row, "password_hash")?,
-                email_verified: !matches!(row.get("email_verified_at"), None | Some(SqlValue::Null)),
-            })
-        })
-        .transpose()
+    first_row(&outcomes).map(user_record).transpose()
 }
 
 /// Stores a new one-time token. A new reset token voids the user's older ones, so only the
@@ -283,5 +274,163 @@ fn text(row: &Row, column: &str) -> Result<String, DatabaseError> {
     match row.get(column) {
         Some(SqlValue::Text(value)) => Ok(value.clone()),
         other => Err(DatabaseError(format!("column {column} is not text: {other:?}"))),
+    }
+}
+
+/// A refresh token with what a rotation needs to know about its session and user.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub auth_time: i64,
+    pub consumed_at: Option<i64>,
+    pub successor_sealed: Option<String>,
+    /// Whether the token this one was rotated into has itself been used or revoked.
+    pub successor_used: bool,
+    pub revoked: bool,
+    pub expires_at: i64,
+    pub session_revoked: bool,
+    pub session_expires_at: i64,
+}
+
+/// Rotates `old` into `new` if `old` is live and its session too: one conditional `UPDATE`
+/// decides, so of concurrent rotations exactly one wins; the successor inherits the session and
+/// never outlives it. Returns whether this call won.
+pub async fn rotate_refresh_token(
+    db: &impl Database,
+    old: &TokenHash,
+    new: &TokenHash,
+    successor_sealed: &str,
+    new_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "UPDATE refresh_tokens SET consumed_at = ?4, replaced_by = ?2, successor_sealed = ?3
+                 WHERE token_hash = ?1 AND consumed_at IS NULL AND revoked_at IS NULL AND expires_at > ?4
+                   AND session_id IN (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?4)",
+                [old.as_str().into(), new.as_str().into(), successor_sealed.into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
+                 SELECT ?2, r.session_id, r.user_id, ?3, min(?4, s.expires_at)
+                 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id
+                 WHERE r.token_hash = ?1 AND r.replaced_by = ?2",
+                [old.as_str().into(), new.as_str().into(), now.timestamp().into(), new_expires_at.timestamp().into()],
+            ),
+        ])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
+
+pub async fn find_refresh_token(
+    db: &impl Database,
+    hash: &TokenHash,
+) -> Result<Option<RefreshTokenRecord>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT r.session_id, r.user_id, r.consumed_at, r.successor_sealed, r.revoked_at, r.expires_at,
+                    s.auth_time, s.revoked_at AS session_revoked_at, s.expires_at AS session_expires_at,
+                    u.email, u.email_verified_at,
+                    (SELECT count(*) FROM refresh_tokens n
+                      WHERE n.token_hash = r.replaced_by AND (n.consumed_at IS NOT NULL OR n.revoked_at IS NOT NULL))
+                      AS successor_used
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = r.user_id
+             WHERE r.token_hash = ?1",
+            [hash.as_str().into()],
+        )])
+        .await?;
+    first_row(&outcomes)
+        .map(|row| {
+            Ok(RefreshTokenRecord {
+                session_id: text(row, "session_id")?,
+                user_id: text(row, "user_id")?,
+                email: text(row, "email")?,
+                email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+                auth_time: integer(row, "auth_time")?,
+                consumed_at: optional_integer(row, "consumed_at")?,
+                successor_sealed: optional_text(row, "successor_sealed")?,
+                successor_used: integer(row, "successor_used")? > 0,
+                revoked: optional_integer(row, "revoked_at")?.is_some(),
+                expires_at: integer(row, "expires_at")?,
+                session_revoked: optional_integer(row, "session_revoked_at")?.is_some(),
+                session_expires_at: integer(row, "session_expires_at")?,
+            })
+        })
+        .transpose()
+}
+
+/// Ends the session `refresh_token` belongs to, with every refresh token of its family.
+/// Unknown tokens change nothing.
+pub async fn revoke_family(
+    db: &impl Database,
+    refresh_token: &TokenHash,
+    now: DateTime<Utc>,
+) -> Result<(), DatabaseError> {
+    let params = || -> Vec<SqlValue> { vec![refresh_token.as_str().into(), now.timestamp().into()] };
+    db.batch(vec![
+        Statement::new(
+            "UPDATE sessions SET revoked_at = ?2
+             WHERE revoked_at IS NULL AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+            params(),
+        ),
+        Statement::new(
+            "UPDATE refresh_tokens SET revoked_at = ?2
+             WHERE revoked_at IS NULL
+               AND session_id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)",
+            params(),
+        ),
+    ])
+    .await
+    .map(drop)
+}
+
+/// The user behind an access token, if its session is still live.
+pub async fn find_session_user(
+    db: &impl Database,
+    user_id: &str,
+    session_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<UserRecord>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT u.id, u.email, u.password_hash, u.email_verified_at
+             FROM users u JOIN sessions s ON s.user_id = u.id
+             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3",
+            [user_id.into(), session_id.into(), now.timestamp().into()],
+        )])
+        .await?;
+    first_row(&outcomes).map(user_record).transpose()
+}
+
+fn user_record(row: &Row) -> Result<UserRecord, DatabaseError> {
+    Ok(UserRecord {
+        id: text(row, "id")?,
+        email: text(row, "email")?,
+        password_hash: text(row, "password_hash")?,
+        email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+    })
+}
+
+fn integer(row: &Row, column: &str) -> Result<i64, DatabaseError> {
+    optional_integer(row, column)?.ok_or_else(|| DatabaseError(format!("column {column} is null")))
+}
+
+fn optional_integer(row: &Row, column: &str) -> Result<Option<i64>, DatabaseError> {
+    match row.get(column) {
+        Some(SqlValue::Integer(value)) => Ok(Some(*value)),
+        None | Some(SqlValue::Null) => Ok(None),
+        Some(other) => Err(DatabaseError(format!("column {column} is not an integer: {other:?}"))),
+    }
+}
+
+fn optional_text(row: &Row, column: &str) -> Result<Option<String>, DatabaseError> {
+    match row.get(column) {
+        Some(SqlValue::Text(value)) => Ok(Some(value.clone())),
+        None | Some(SqlValue::Null) => Ok(None),
+        Some(other) => Err(DatabaseError(format!("column {column} is not text: {other:?}"))),
     }
 }

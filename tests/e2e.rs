@@ -233,6 +233,7 @@ fn end_to_end_against_wrangler_dev() {
     let cases: &[(&str, Case)] = &[
         ("whole lifecycle", whole_lifecycle),
         ("one winner among concurrent uses of a token", concurrent_token_uses),
+        ("sessions: userinfo, refresh, logout, revoke", sessions_over_http),
         ("error contract", error_contract),
     ];
     for (name, case) in cases {
@@ -350,21 +351,75 @@ fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
     assert!(!refused.status.success());
 }
 
-/// Fires `uses` requests at once and returns their statuses.
+/// Fires one POST per JSON body at once and returns their statuses.
 fn all_at_once(worker: &Worker, path: &'static str, bodies: Vec<Value>) -> Vec<u16> {
-    let barrier = Arc::new(Barrier::new(bodies.len()));
-    let handles: Vec<_> = bodies
+    let requests = bodies.into_iter().map(|body| ("application/json", body.to_string())).collect();
+    all_at_once_raw(worker, path, requests).into_iter().map(|(status, _)| status).collect()
+}
+
+/// Fires one POST per (content type, body) at once and returns their statuses and JSON bodies.
+fn all_at_once_raw(worker: &Worker, path: &'static str, requests: Vec<(&'static str, String)>) -> Vec<(u16, Value)> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let handles: Vec<_> = requests
         .into_iter()
-        .map(|body| {
+        .map(|(content_type, body)| {
             let (barrier, url) = (Arc::clone(&barrier), worker.url(path));
             thread::spawn(move || {
                 let client = client();
                 barrier.wait();
-                client.post(url).json(&body).send().unwrap().status().as_u16()
+                let response = client.post(url).header("content-type", content_type).body(body).send().unwrap();
+                (response.status().as_u16(), response.json().unwrap_or(Value::Null))
             })
         })
         .collect();
     handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+}
+
+fn sessions_over_http(worker: &Worker, sink: &MailSink) {
+    let email = "session@example.com";
+    let mut seen = 0;
+    post(worker, "/v1/signup", json!({"email": email, "password": "first passphrase"}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    post(worker, "/v1/email/verify", json!({"token": token}));
+    let (_, login) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    let userinfo = |access: &str| client().get(worker.url("/userinfo")).bearer_auth(access).send().unwrap();
+    let me: Value = userinfo(login["access_token"].as_str().unwrap()).json().unwrap();
+    assert_eq!(me["email"], email);
+    assert_eq!(me["email_verified"], true);
+
+    // Eight tabs refresh with the same token at once: every one gets the same successor.
+    let form = format!("grant_type=refresh_token&refresh_token={}", login["refresh_token"].as_str().unwrap());
+    let results = all_at_once_raw(
+        worker,
+        "/oauth/token",
+        (0..8).map(|_| ("application/x-www-form-urlencoded", form.clone())).collect(),
+    );
+    assert!(results.iter().all(|(status, _)| *status == 200), "{results:?}");
+    let successor = results[0].1["refresh_token"].as_str().unwrap().to_owned();
+    assert!(results.iter().all(|(_, body)| body["refresh_token"] == successor.as_str()), "{results:?}");
+    let refreshed = &results[0].1;
+    assert_eq!(userinfo(refreshed["access_token"].as_str().unwrap()).status(), 200);
+
+    let logout = client().post(worker.url("/v1/logout")).json(&json!({"refresh_token": successor})).send().unwrap();
+    assert_eq!(logout.status(), 204);
+    let refused = userinfo(refreshed["access_token"].as_str().unwrap());
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    let again = client()
+        .post(worker.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=refresh_token&refresh_token={successor}"))
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    assert_eq!(again.json::<Value>().unwrap()["error"], "invalid_grant");
+    let revoke = client()
+        .post(worker.url("/oauth/revoke"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=anything")
+        .send()
+        .unwrap();
+    assert_eq!(revoke.status(), 200);
 }
 
 fn concurrent_token_uses(worker: &Worker, sink: &MailSink) {

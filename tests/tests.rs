@@ -4,4 +4,5 @@
 
 mod e2e;
 mod flows;
+mod sessions;
 mod support;

@@ -3,6 +3,7 @@
 
 use crate::flows::login::LoginError;
 use crate::flows::password_reset::{ForgotPasswordError, ResetPasswordError};
+use crate::flows::session::{RefreshError, UserinfoError};
 use crate::flows::signup::{ResendError, SignupError};
 use crate::flows::verify_email::VerifyEmailError;
 use crate::flows::Internal;
@@ -13,11 +14,13 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub description: String,
+    /// `WWW-Authenticate` for 401s on bearer-protected resources (RFC 6750 §3).
+    pub challenge: Option<&'static str>,
 }
 
 impl ApiError {
     fn new(status: u16, code: &'static str, description: impl Into<String>) -> ApiError {
-        ApiError { status, code, description: description.into() }
+        ApiError { status, code, description: description.into(), challenge: None }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> ApiError {
@@ -42,6 +45,19 @@ impl ApiError {
             "unsupported_media_type",
             "send the body as application/json or application/x-www-form-urlencoded",
         )
+    }
+
+    pub fn unsupported_grant_type() -> ApiError {
+        ApiError::new(400, "unsupported_grant_type", "only grant_type=refresh_token is supported")
+    }
+
+    /// 401 for a missing, malformed, expired or forged bearer token.
+    pub fn invalid_bearer_token(detail: &dyn std::fmt::Display) -> ApiError {
+        log::info!("bearer token refused: {detail}");
+        ApiError {
+            challenge: Some("Bearer error=\"invalid_token\""),
+            ..ApiError::new(401, "invalid_token", "the access token is missing, invalid or expired")
+        }
     }
 
     /// Logs the detail, answers without it.
@@ -129,6 +145,28 @@ impl From<ResetPasswordError> for ApiError {
             ResetPasswordError::WeakPassword(detail) => ApiError::weak_password(&detail),
             ResetPasswordError::InvalidToken => ApiError::invalid_one_time_token("password reset"),
             ResetPasswordError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    fn from(err: RefreshError) -> ApiError {
+        match err {
+            RefreshError::InvalidGrant(reason) => {
+                log::info!("refresh refused: {reason}");
+                ApiError::new(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
+            }
+            RefreshError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<UserinfoError> for ApiError {
+    fn from(err: UserinfoError) -> ApiError {
+        match err {
+            UserinfoError::InvalidToken(detail) => ApiError::invalid_bearer_token(&detail),
+            UserinfoError::SessionEnded => ApiError::invalid_bearer_token(&"session ended"),
+            UserinfoError::Internal(internal) => internal.into(),
         }
     }
 }

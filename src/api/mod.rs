@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::documents::openid_configuration;
-use crate::flows::{login, password_reset, signup, verify_email, Context};
+use crate::flows::{login, password_reset, session, signup, verify_email, Context};
 use crate::ports::{Database, Entropy};
 use crate::store;
 
@@ -110,8 +110,28 @@ impl ApiResponse {
 
 impl From<ApiError> for ApiResponse {
     fn from(err: ApiError) -> ApiResponse {
-        ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": err.description }))
+        let response =
+            ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": err.description }));
+        match err.challenge {
+            Some(challenge) => response.with_header("WWW-Authenticate", challenge),
+            None => response,
+        }
     }
+}
+
+/// The token response of API.md §Tokens (RFC 6749 §5.1).
+fn token_response(tokens: &login::LoginTokens) -> ApiResponse {
+    ApiResponse::private_json(
+        200,
+        &json!({
+            "access_token": tokens.access_token,
+            "token_type": "Bearer",
+            "expires_in": tokens.expires_in,
+            "refresh_token": tokens.refresh_token,
+            "id_token": tokens.id_token,
+        }),
+    )
+    .with_header("Pragma", "no-cache")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -137,6 +157,10 @@ enum Route {
     ResetPassword,
     VerifyEmailPage,
     ResetPasswordPage,
+    Token,
+    Revoke,
+    Logout,
+    Userinfo,
 }
 
 impl Route {
@@ -154,6 +178,10 @@ impl Route {
             "/v1/password/reset" => Route::ResetPassword,
             "/verify-email" => Route::VerifyEmailPage,
             "/reset-password" => Route::ResetPasswordPage,
+            "/oauth/token" => Route::Token,
+            "/oauth/revoke" => Route::Revoke,
+            "/v1/logout" => Route::Logout,
+            "/userinfo" => Route::Userinfo,
             _ => return None,
         })
     }
@@ -165,13 +193,17 @@ impl Route {
             | Route::Jwks
             | Route::SecurityTxt
             | Route::VerifyEmailPage
-            | Route::ResetPasswordPage => "GET",
+            | Route::ResetPasswordPage
+            | Route::Userinfo => "GET",
             Route::Signup
             | Route::VerifyEmail
             | Route::ResendVerification
             | Route::Login
             | Route::ForgotPassword
-            | Route::ResetPassword => "POST",
+            | Route::ResetPassword
+            | Route::Token
+            | Route::Revoke
+            | Route::Logout => "POST",
         }
     }
 }
@@ -237,17 +269,36 @@ async fn dispatch<D: Database, E: Entropy>(
             let tokens =
                 login::login(ctx, fields.required("email")?, fields.required("password")?, fields.optional("nonce")?)
                     .await?;
+            token_response(&tokens)
+        }
+        Route::Token => {
+            let fields = parse_body(request)?;
+            match fields.required("grant_type")? {
+                "refresh_token" => token_response(&session::refresh(ctx, fields.required("refresh_token")?).await?),
+                _ => return Err(ApiError::unsupported_grant_type()),
+            }
+        }
+        Route::Revoke => {
+            // RFC 7009 §2.2: 200 whether or not the token was valid.
+            let fields = parse_body(request)?;
+            session::end_session(ctx, fields.required("token")?).await?;
+            ApiResponse::new(200, "application/json", b"{}".to_vec()).with_header("Cache-Control", "no-store")
+        }
+        Route::Logout => {
+            let fields = parse_body(request)?;
+            session::end_session(ctx, fields.required("refresh_token")?).await?;
+            let mut response =
+                ApiResponse::new(204, "application/json", Vec::new()).with_header("Cache-Control", "no-store");
+            response.headers.retain(|(name, _)| name != "Content-Type");
+            response
+        }
+        Route::Userinfo => {
+            let token = bearer_token(request)?;
+            let userinfo = session::userinfo(ctx, token).await?;
             ApiResponse::private_json(
                 200,
-                &json!({
-                    "access_token": tokens.access_token,
-                    "token_type": "Bearer",
-                    "expires_in": tokens.expires_in,
-                    "refresh_token": tokens.refresh_token,
-                    "id_token": tokens.id_token,
-                }),
+                &json!({ "sub": userinfo.sub, "email": userinfo.email, "email_verified": userinfo.email_verified }),
             )
-            .with_header("Pragma", "no-cache")
         }
         Route::VerifyEmail => {
             let fields = parse_body(request)?;
@@ -289,6 +340,16 @@ async fn dispatch<D: Database, E: Entropy>(
             }
         }
     })
+}
+
+/// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1).
+fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
+    let header =
+        request.header("authorization").ok_or_else(|| ApiError::invalid_bearer_token(&"no Authorization header"))?;
+    match header.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(ApiError::invalid_bearer_token(&"Authorization is not a Bearer token")),
+    }
 }
 
 async fn reset_password<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, fields: &Fields) -> Result<(), ApiError> {

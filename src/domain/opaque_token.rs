@@ -5,6 +5,8 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
 use crate::ports::{Entropy, EntropyError};
@@ -81,6 +83,36 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// Seals `successor` so that only the holder of `previous` (a token's plaintext) can open it:
+/// XChaCha20-Poly1305 under SHA-256 of a domain tag and `previous`, with a random nonce.
+pub fn seal_successor(previous: &str, successor: &OpaqueToken, entropy: &impl Entropy) -> Result<String, EntropyError> {
+    let mut nonce = [0u8; 24];
+    entropy.fill(&mut nonce)?;
+    let sealed = successor_cipher(previous)
+        .encrypt(&XNonce::from(nonce), successor.plaintext.as_bytes())
+        .map_err(|_| EntropyError("sealing failed".to_owned()))?;
+    let mut bytes = nonce.to_vec();
+    bytes.extend(sealed);
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Opens what [`seal_successor`] sealed; `None` if `previous` is not the token it was sealed for.
+pub fn open_successor(previous: &str, sealed: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+    if bytes.len() < 24 {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(24);
+    let nonce = XNonce::from(<[u8; 24]>::try_from(nonce).ok()?);
+    let plaintext = successor_cipher(previous).decrypt(&nonce, ciphertext).ok()?;
+    String::from_utf8(plaintext).ok()
+}
+
+fn successor_cipher(previous: &str) -> XChaCha20Poly1305 {
+    let key = Sha256::new().chain_update(b"edgeid refresh successor v1\0").chain_update(previous.as_bytes()).finalize();
+    XChaCha20Poly1305::new(&key)
+}
+
 /// A random identifier (users, sessions, JWT ids): 128 bits, base64url.
 pub fn random_id(entropy: &impl Entropy) -> Result<String, EntropyError> {
     let mut bytes = [0u8; 16];
@@ -108,6 +140,21 @@ mod tests {
         assert_eq!(&TokenHash::of_presented(token.plaintext()).unwrap(), token.hash());
         assert_eq!(token.hash().as_str().len(), 64);
         assert_ne!(token.hash().as_str(), token.plaintext());
+    }
+
+    #[test]
+    fn only_the_previous_token_opens_its_successor() {
+        let previous = OpaqueToken::generate(&Fixed(1)).unwrap();
+        let other = OpaqueToken::generate(&Fixed(2)).unwrap();
+        let successor = OpaqueToken::generate(&Fixed(3)).unwrap();
+        let sealed = seal_successor(previous.plaintext(), &successor, &Fixed(4)).unwrap();
+        assert_eq!(open_successor(previous.plaintext(), &sealed).as_deref(), Some(successor.plaintext()));
+        assert_eq!(open_successor(other.plaintext(), &sealed), None);
+        assert!(!sealed.contains(successor.plaintext()));
+        let mut tampered = sealed.into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(open_successor(previous.plaintext(), std::str::from_utf8(&tampered).unwrap()), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt, Claims, Header};
+use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -42,6 +43,23 @@ pub enum KeyError {
 #[derive(Debug, thiserror::Error)]
 #[error("token signing failed: {0}")]
 pub struct SigningError(String);
+
+/// Why a presented JWT was refused. Only logged: clients see one `invalid_token`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRejected {
+    #[error("not a compact JWS")]
+    Malformed,
+    #[error("header names a key source or critical extension (jku, x5u, jwk, x5c, crit)")]
+    ForbiddenHeader,
+    #[error("typ is not {0}")]
+    WrongType(&'static str),
+    #[error("alg is not the configured algorithm")]
+    WrongAlgorithm,
+    #[error("kid names no published key")]
+    UnknownKey,
+    #[error("signature or claims invalid: {0}")]
+    Invalid(String),
+}
 
 enum PrivateKey {
     Es256(p256::ecdsa::SigningKey),
@@ -127,6 +145,41 @@ impl SigningKeys {
     /// The JWKS document (`{"keys": [...]}`), public parts only.
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
+    }
+
+    /// Checks a JWT's header and signature against the published keys and returns its claims,
+    /// unvalidated in time. The algorithm is the configured one, never the header's: a token whose
+    /// `alg` differs (`none`, `HS256`, …) is refused before any key is touched, as is one that
+    /// tries to bring its own key (`jku`, `x5u`, `jwk`, `x5c`) or demands extensions (`crit`).
+    pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<Claims<T>, TokenRejected> {
+        let header_segment = token.split('.').next().ok_or(TokenRejected::Malformed)?;
+        let header: Map<String, Value> = URL_SAFE_NO_PAD
+            .decode(header_segment)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(TokenRejected::Malformed)?;
+        if ["jku", "x5u", "jwk", "x5c", "crit"].iter().any(|name| header.contains_key(*name)) {
+            return Err(TokenRejected::ForbiddenHeader);
+        }
+        if header.get("typ").and_then(Value::as_str) != Some(typ) {
+            return Err(TokenRejected::WrongType(typ));
+        }
+        if header.get("alg").and_then(Value::as_str) != Some(self.alg.jws_name()) {
+            return Err(TokenRejected::WrongAlgorithm);
+        }
+        let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenRejected::UnknownKey)?;
+        let key = self.keys.iter().find(|key| key.kid == kid).ok_or(TokenRejected::UnknownKey)?;
+        let untrusted = UntrustedToken::new(token).map_err(|_| TokenRejected::Malformed)?;
+        let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
+        let token = match &key.private {
+            PrivateKey::Es256(private) => {
+                Es256.validator::<T>(private.verifying_key()).validate(&untrusted).map_err(invalid)?
+            }
+            PrivateKey::EdDsa(private) => {
+                Ed25519.validator::<T>(&private.public_key()).validate(&untrusted).map_err(invalid)?
+            }
+        };
+        Ok(token.into_parts().1)
     }
 
     /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.

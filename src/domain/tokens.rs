@@ -1,11 +1,11 @@
 //! The claims of the JWTs edgeid issues: RFC 9068 access tokens and OpenID Connect ID tokens.
 
 use chrono::{DateTime, Duration, Utc};
-use jwt_compact::Claims;
+use jwt_compact::{Claims, TimeOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::domain::signing::{SigningError, SigningKeys};
+use crate::domain::signing::{SigningError, SigningKeys, TokenRejected};
 
 /// The scopes every first-party login grants.
 pub const LOGIN_SCOPE: &str = "openid email offline_access";
@@ -98,6 +98,33 @@ pub fn issue_tokens(
         id_token: keys.sign("JWT", &id)?,
         expires_in: config.access_token_ttl_seconds,
     })
+}
+
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: i64 = 30;
+
+/// Validates an access token presented to us (userinfo): header and signature by
+/// [`SigningKeys::verify`], then `iss`, `aud`, `exp` and `nbf` with a small leeway.
+pub fn verify_access_token(
+    config: &Config,
+    keys: &SigningKeys,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<AccessTokenClaims, TokenRejected> {
+    let claims = keys.verify::<AccessTokenClaims>(token, "at+jwt")?;
+    let time = TimeOptions::new(Duration::seconds(LEEWAY_SECONDS), move || now);
+    let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
+    claims.validate_expiration(&time).map_err(invalid)?;
+    if claims.not_before.is_some() {
+        claims.validate_maturity(&time).map_err(invalid)?;
+    }
+    if claims.custom.iss != config.issuer {
+        return Err(TokenRejected::Invalid("iss is not this issuer".to_owned()));
+    }
+    if claims.custom.aud != config.access_token_audience {
+        return Err(TokenRejected::Invalid("aud is not the configured audience".to_owned()));
+    }
+    Ok(claims.custom)
 }
 
 fn timed<T>(custom: T, now: DateTime<Utc>, lifetime: Duration) -> Claims<T> {

@@ -53,15 +53,16 @@ pub async fn login<D: Database, E: Entropy>(
 
     let session_id = ctx.new_id()?;
     let refresh_token = ctx.new_token()?;
-    let refresh_lifetime = Duration::seconds(ctx.config.refresh_token_ttl_seconds);
+    let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
+    let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     store::start_session(
         ctx.db,
         &NewSession {
             id: &session_id,
             user_id: &user.id,
-            expires_at: ctx.now + refresh_lifetime,
+            expires_at: session_expires_at,
             refresh_token_hash: refresh_token.hash(),
-            refresh_token_expires_at: ctx.now + refresh_lifetime,
+            refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
         },
         ctx.now,
     )

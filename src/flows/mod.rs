@@ -14,6 +14,7 @@ use crate::ports::{Database, DatabaseError, Entropy, EntropyError};
 
 pub mod login;
 pub mod password_reset;
+pub mod session;
 pub mod signup;
 pub mod verify_email;
 
