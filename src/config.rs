@@ -1,6 +1,9 @@
 //! The worker's configuration: raw strings from the environment in, a validated `Config` out.
 //! Every name here is a row of the configuration table in API.md.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use crate::domain::signing::SigningAlg;
 
 /// Mail delivery back-ends, chosen by `MAIL_PROVIDER`.
@@ -37,6 +40,13 @@ pub struct Config {
     /// (a client whose response was lost), instead of counting as reuse.
     pub refresh_token_reuse_grace_seconds: i64,
     pub signing_alg: SigningAlg,
+    /// Seals the private parts of the signing keys in D1 (secret `KEY_ENCRYPTION_KEY`).
+    pub key_encryption_key: KeyEncryptionKey,
+    /// How long a signing key signs before the next one takes over.
+    pub key_rotation_interval_seconds: i64,
+    /// How long a new key is published in the JWKS before it signs: longer than any cache of
+    /// the JWKS may keep it.
+    pub key_publication_lead_seconds: i64,
     pub require_email_verification: bool,
     pub mail: MailConfig,
     /// Origin of the links inside emails, without a trailing slash.
@@ -55,9 +65,25 @@ pub enum ConfigError {
 pub const VERIFY_EMAIL_TOKEN_TTL_SECONDS: i64 = 24 * 60 * 60;
 pub const RESET_PASSWORD_TOKEN_TTL_SECONDS: i64 = 60 * 60;
 
+/// The 256-bit key-encryption key. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyEncryptionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyEncryptionKey(..)")
+    }
+}
+
 const RESEND_API_URL: &str = "https://api.resend.com";
 
 impl Config {
+    /// How long caches may keep the JWKS: five minutes, or a quarter of the publication lead if
+    /// that is shorter, so a new key reaches every cache before it signs.
+    pub fn jwks_max_age_seconds(&self) -> i64 {
+        (self.key_publication_lead_seconds / 4).min(300)
+    }
+
     /// Reads and checks every variable through `lookup` (the adapter passes `env.var`/`env.secret`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &'static str| lookup(name).map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
@@ -92,6 +118,32 @@ impl Config {
                 })
             }
         };
+        let key_encryption_key = {
+            let raw = get("KEY_ENCRYPTION_KEY").ok_or(ConfigError::Missing { name: "KEY_ENCRYPTION_KEY" })?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(raw.trim_end_matches('='))
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+            KeyEncryptionKey(bytes.ok_or_else(|| ConfigError::Invalid {
+                name: "KEY_ENCRYPTION_KEY",
+                reason: "is not 32 bytes in base64url".to_owned(),
+            })?)
+        };
+        let key_rotation_interval_seconds = seconds(
+            "KEY_ROTATION_INTERVAL_SECONDS",
+            get("KEY_ROTATION_INTERVAL_SECONDS"),
+            2_592_000,
+            86_400..=31_536_000,
+        )?;
+        // The JWKS max-age and the isolates' key cache are derived from the lead (a quarter of
+        // it at most), so any lead keeps new keys visible before they sign; at most half the
+        // interval, so each key signs for a while before the next is published.
+        let key_publication_lead_seconds = seconds(
+            "KEY_PUBLICATION_LEAD_SECONDS",
+            get("KEY_PUBLICATION_LEAD_SECONDS"),
+            86_400,
+            4..=key_rotation_interval_seconds / 2,
+        )?;
         let require_email_verification = match get("REQUIRE_EMAIL_VERIFICATION").as_deref() {
             None | Some("true") => true,
             Some("false") => false,
@@ -133,6 +185,9 @@ impl Config {
             session_absolute_ttl_seconds,
             refresh_token_reuse_grace_seconds,
             signing_alg,
+            key_encryption_key,
+            key_rotation_interval_seconds,
+            key_publication_lead_seconds,
             require_email_verification,
             mail: MailConfig { provider, api_url, api_key, from },
             public_url,
@@ -176,6 +231,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const KEK: (&str, &str) = ("KEY_ENCRYPTION_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
@@ -183,7 +240,7 @@ mod tests {
 
     #[test]
     fn dev_defaults() {
-        let config = config(&[("ISSUER", "http://127.0.0.1:8787/"), ("MAIL_PROVIDER", "log")]).unwrap();
+        let config = config(&[("ISSUER", "http://127.0.0.1:8787/"), ("MAIL_PROVIDER", "log"), KEK]).unwrap();
         assert_eq!(config.issuer, "http://127.0.0.1:8787");
         assert_eq!(config.public_url, "http://127.0.0.1:8787");
         assert_eq!(config.access_token_audience, "edgeid");
@@ -195,14 +252,22 @@ mod tests {
         assert!(config.require_email_verification);
         assert_eq!(config.mail.provider, MailProvider::Log);
         assert_eq!(config.mail.api_url, "https://api.resend.com");
+        assert_eq!(config.key_encryption_key, KeyEncryptionKey([0; 32]));
+        assert_eq!(config.key_rotation_interval_seconds, 2_592_000);
+        assert_eq!(config.key_publication_lead_seconds, 86_400);
+        assert_eq!(format!("{:?}", config.key_encryption_key), "KeyEncryptionKey(..)");
     }
 
     #[test]
     fn refuses_what_it_cannot_honour() {
         let cases: &[(&[(&str, &str)], ConfigError)] = &[
             (&[], ConfigError::Missing { name: "ISSUER" }),
-            (&[("ISSUER", "http://x"), ("MAIL_PROVIDER", "resend")], ConfigError::Missing { name: "MAIL_API_KEY" }),
-            (&[("ISSUER", "http://x")], ConfigError::Missing { name: "MAIL_API_KEY" }),
+            (&[("ISSUER", "http://x"), ("MAIL_PROVIDER", "log")], ConfigError::Missing { name: "KEY_ENCRYPTION_KEY" }),
+            (
+                &[("ISSUER", "http://x"), ("MAIL_PROVIDER", "resend"), KEK],
+                ConfigError::Missing { name: "MAIL_API_KEY" },
+            ),
+            (&[("ISSUER", "http://x"), KEK], ConfigError::Missing { name: "MAIL_API_KEY" }),
         ];
         for (pairs, expected) in cases {
             assert_eq!(&config(pairs).unwrap_err(), expected);
@@ -221,8 +286,12 @@ mod tests {
             ("REQUIRE_EMAIL_VERIFICATION", "yes"),
             ("MAIL_PROVIDER", "smtp"),
             ("MAIL_API_URL", "http://user@127.0.0.1"),
+            ("KEY_ENCRYPTION_KEY", "c2hvcnQ"),
+            ("KEY_ROTATION_INTERVAL_SECONDS", "60"),
+            ("KEY_PUBLICATION_LEAD_SECONDS", "3"),
+            ("KEY_PUBLICATION_LEAD_SECONDS", "2592000"),
         ] {
-            let mut pairs = vec![("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log")];
+            let mut pairs = vec![("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log"), KEK];
             pairs.retain(|(k, _)| *k != name);
             pairs.push((name, value));
             assert!(matches!(config(&pairs), Err(ConfigError::Invalid { name: n, .. }) if n == name), "{name}={value}");

@@ -2,13 +2,14 @@
 //!
 //! Reading order: `config` (what the operator sets), `ports` (what the core needs from the
 //! world), `domain` (pure rules: emails, passwords, tokens, keys), `store` (every SQL
-//! statement), `mail` (messages and providers), `flows` (the account lifecycle), `api` (HTTP),
+//! statement), `keyring` (signing keys over time), `mail` (messages and providers), `flows` (the account lifecycle), `api` (HTTP),
 //! and `cloudflare`, the only module that touches the Workers runtime.
 
 pub mod api;
 pub mod config;
 pub mod domain;
 pub mod flows;
+pub mod keyring;
 pub mod mail;
 pub mod ports;
 pub mod store;

@@ -434,3 +434,87 @@ fn optional_text(row: &Row, column: &str) -> Result<Option<String>, DatabaseErro
         Some(other) => Err(DatabaseError(format!("column {column} is not text: {other:?}"))),
     }
 }
+
+/// A signing key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub private_sealed: String,
+    pub published_at: i64,
+    pub activates_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// Every signing key still in the table, newest activation first.
+pub async fn list_signing_keys(db: &impl Database) -> Result<Vec<SigningKeyRecord>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT kid, alg, public_jwk, private_sealed, published_at, activates_at, retired_at
+             FROM signing_keys ORDER BY activates_at DESC, kid",
+            [],
+        )])
+        .await?;
+    outcomes
+        .first()
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            Ok(SigningKeyRecord {
+                kid: text(row, "kid")?,
+                alg: text(row, "alg")?,
+                public_jwk: text(row, "public_jwk")?,
+                private_sealed: text(row, "private_sealed")?,
+                published_at: integer(row, "published_at")?,
+                activates_at: integer(row, "activates_at")?,
+                retired_at: optional_integer(row, "retired_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Adds a key that activates at `key.activates_at`; every key not yet retired retires then.
+/// A key with the same kid already present is left as it is, unless it was retired, in which
+/// case it is brought back: inserting the (deterministic) bootstrap key is idempotent.
+pub async fn add_signing_key(
+    db: &impl Database,
+    key: &SigningKeyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), DatabaseError> {
+    db.batch(vec![
+        Statement::new(
+            "UPDATE signing_keys SET retired_at = ?2
+             WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?2)",
+            [key.kid.as_str().into(), key.activates_at.into()],
+        ),
+        Statement::new(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (kid) DO UPDATE SET retired_at = NULL, activates_at = min(activates_at, excluded.activates_at)",
+            [
+                key.kid.as_str().into(),
+                key.alg.as_str().into(),
+                key.public_jwk.as_str().into(),
+                key.private_sealed.as_str().into(),
+                now.timestamp().into(),
+                key.published_at.into(),
+                key.activates_at.into(),
+            ],
+        ),
+    ])
+    .await
+    .map(drop)
+}
+
+/// Deletes keys retired before `retired_before`: no unexpired token can carry their kid.
+pub async fn remove_retired_signing_keys(db: &impl Database, retired_before: i64) -> Result<u64, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at <= ?1",
+            [retired_before.into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0))
+}

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::support::token_in_link;
 
 const MAIL_API_KEY: &str = "e2e-mail-api-key";
+const KEY_PUBLICATION_LEAD_SECONDS: u64 = 4;
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -155,6 +156,9 @@ impl Worker {
             "MAIL_PROVIDER:resend".to_owned(),
             format!("MAIL_API_URL:http://127.0.0.1:{}", sink.port),
             format!("MAIL_API_KEY:{MAIL_API_KEY}"),
+            // Short enough to watch a rotation happen; the JWKS max-age and the isolates' key
+            // cache shrink with it (a quarter of the lead, one second here).
+            format!("KEY_PUBLICATION_LEAD_SECONDS:{KEY_PUBLICATION_LEAD_SECONDS}"),
         ];
         let port_arg = port.to_string();
         let mut args = vec!["wrangler", "dev", "--ip", "127.0.0.1", "--port", &port_arg, "--persist-to", &state_arg];
@@ -234,6 +238,7 @@ fn end_to_end_against_wrangler_dev() {
         ("whole lifecycle", whole_lifecycle),
         ("one winner among concurrent uses of a token", concurrent_token_uses),
         ("sessions: userinfo, refresh, logout, revoke", sessions_over_http),
+        ("key rotation by the cron trigger", key_rotation_by_cron),
         ("error contract", error_contract),
     ];
     for (name, case) in cases {
@@ -315,7 +320,8 @@ fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {
     assert_eq!(id.claims().custom.sub, access.claims().custom.sub);
 }
 
-fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
+/// Runs tests/verify_with_jose.mjs on an access and an ID token: the claims if jose accepts.
+fn run_jose(worker: &Worker, access_token: &str, id_token: &str) -> Option<Value> {
     let output = Command::new("node")
         .current_dir(repository())
         .env("PATH", tool_path())
@@ -324,31 +330,30 @@ fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
             &worker.url("/.well-known/jwks.json"),
             &worker.base,
             "edgeid",
-            tokens["access_token"].as_str().unwrap(),
-            tokens["id_token"].as_str().unwrap(),
+            access_token,
+            id_token,
         ])
         .output()
         .unwrap();
-    assert!(output.status.success(), "jose: {}", String::from_utf8_lossy(&output.stderr));
-    let payloads: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(payloads["id"]["email"], "lifecycle@example.com");
+    if !output.status.success() {
+        eprintln!("jose: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    Some(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+fn check_with_jose(worker: &Worker, tokens: &Value, email: &str) {
+    let claims = run_jose(worker, tokens["access_token"].as_str().unwrap(), tokens["id_token"].as_str().unwrap())
+        .expect("jose accepts our tokens");
+    assert_eq!(claims["id"]["email"], email);
+}
+
+fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
+    check_with_jose(worker, tokens, "lifecycle@example.com");
     // A token altered by one character must fail the same check.
     let access = tokens["access_token"].as_str().unwrap();
     let tampered = format!("{}{}", &access[..access.len() - 2], if access.ends_with("AA") { "BB" } else { "AA" });
-    let refused = Command::new("node")
-        .current_dir(repository())
-        .env("PATH", tool_path())
-        .args([
-            "tests/verify_with_jose.mjs",
-            &worker.url("/.well-known/jwks.json"),
-            &worker.base,
-            "edgeid",
-            &tampered,
-            tokens["id_token"].as_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
+    assert!(run_jose(worker, &tampered, tokens["id_token"].as_str().unwrap()).is_none());
 }
 
 /// Fires one POST per JSON body at once and returns their statuses.
@@ -496,4 +501,46 @@ fn error_contract(worker: &Worker, _sink: &MailSink) {
     let discovery: Value = client.get(worker.url("/.well-known/openid-configuration")).send().unwrap().json().unwrap();
     assert_eq!(discovery["issuer"], worker.base.as_str());
     assert_eq!(discovery["jwks_uri"], worker.url("/.well-known/jwks.json"));
+}
+
+fn jwks_kids(worker: &Worker) -> Vec<String> {
+    let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+fn access_kid(tokens: &Value) -> String {
+    UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap().header().key_id.clone().unwrap()
+}
+
+fn key_rotation_by_cron(worker: &Worker, sink: &MailSink) {
+    let email = "keys@example.com";
+    let mut seen = 0;
+    post(worker, "/v1/signup", json!({"email": email, "password": "first passphrase"}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    post(worker, "/v1/email/verify", json!({"token": token}));
+    let (_, before) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    let old_kid = access_kid(&before);
+    assert_eq!(jwks_kids(worker), vec![old_kid.clone()]);
+
+    // What an administrator runs for a rotation on demand (README: Signing keys).
+    let rotate = client().get(worker.url("/cdn-cgi/local/scheduled?cron=rotate")).send().unwrap();
+    assert!(rotate.status().is_success(), "{}", rotate.status());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jwks_kids(worker).len() < 2 {
+        assert!(Instant::now() < deadline, "the new key was never published");
+        thread::sleep(Duration::from_millis(200));
+    }
+    let published = jwks_kids(worker);
+    let new_kid = published.iter().find(|kid| **kid != old_kid).unwrap().clone();
+
+    // After the lead, new tokens carry the new kid; tokens signed before still verify.
+    thread::sleep(Duration::from_secs(KEY_PUBLICATION_LEAD_SECONDS + 1));
+    let (_, after) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    assert_eq!(access_kid(&after), new_kid);
+    for tokens in [&before, &after] {
+        let me =
+            client().get(worker.url("/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().unwrap();
+        assert_eq!(me.status(), 200);
+        check_with_jose(worker, tokens, "keys@example.com");
+    }
 }

@@ -4,5 +4,6 @@
 
 mod e2e;
 mod flows;
+mod keys;
 mod sessions;
 mod support;

@@ -92,7 +92,7 @@ impl ApiResponse {
     }
 
     /// A public document that caches may keep for `max_age` seconds, revalidated by its ETag.
-    fn public_json(request: &ApiRequest, body: String, max_age: u32) -> ApiResponse {
+    fn public_json(request: &ApiRequest, body: String, max_age: i64) -> ApiResponse {
         let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
         let matches = request.header("if-none-match").is_some_and(|candidates| {
             candidates.split(',').any(|candidate| {
@@ -138,9 +138,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// How long caches may keep the JWKS. Short, because keys are rotated by replacing a secret.
-const JWKS_MAX_AGE_SECONDS: u32 = 300;
-const DISCOVERY_MAX_AGE_SECONDS: u32 = 3600;
 const SECURITY_TXT: &str = include_str!("../../.well-known/security.txt");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,13 +233,19 @@ async fn dispatch<D: Database, E: Entropy>(
     Ok(match route {
         Route::Health => {
             store::ping(ctx.db).await.map_err(|err| ApiError::server_error(&err))?;
+            // Ready means ready to sign: this bootstraps the first key on a fresh database.
+            ctx.signing_keys().await?;
             ApiResponse::status(200, "ok")
         }
         Route::Discovery => {
-            let document = openid_configuration(ctx.config, ctx.keys.alg()).to_string();
-            ApiResponse::public_json(request, document, DISCOVERY_MAX_AGE_SECONDS)
+            let document = openid_configuration(ctx.config, ctx.signing_keys().await?.algorithms()).to_string();
+            ApiResponse::public_json(request, document, ctx.config.jwks_max_age_seconds())
         }
-        Route::Jwks => ApiResponse::public_json(request, ctx.keys.jwks_json().to_owned(), JWKS_MAX_AGE_SECONDS),
+        Route::Jwks => ApiResponse::public_json(
+            request,
+            ctx.signing_keys().await?.jwks_json().to_owned(),
+            ctx.config.jwks_max_age_seconds(),
+        ),
         Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
             .with_header("Cache-Control", "public, max-age=86400"),
         Route::VerifyEmailPage => ApiResponse::page(pages::verify_email_form(request.query_param("token").as_deref())),

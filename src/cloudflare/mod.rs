@@ -5,18 +5,17 @@
 mod d1;
 mod fetch;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use worker::{event, Context, Env, Headers, Request, Response};
+use worker::{event, Context, Env, Headers, Request, Response, ScheduleContext, ScheduledEvent};
 
 use crate::api::error::ApiError;
 use crate::api::request::MAX_BODY_BYTES;
 use crate::api::{handle, ApiRequest, ApiResponse};
 use crate::config::Config;
-use crate::domain::signing::{SigningAlg, SigningKeys};
 use crate::flows;
+use crate::keyring::{self, Keyring};
 use crate::mail;
 use crate::ports::{Entropy, EntropyError};
 
@@ -32,15 +31,21 @@ async fn fetch(request: Request, env: Env, worker_ctx: Context) -> worker::Resul
 
 async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
     let config = Config::from_lookup(|name| lookup(env, name)).map_err(|err| format!("configuration: {err}"))?;
-    let keys = signing_keys(env, config.signing_alg)?;
     let api_request = match to_api_request(&mut request).await {
         Ok(api_request) => api_request,
         Err(rejection) => return Ok(rejection),
     };
     let db = d1::D1(env.d1("DB").map_err(|err| format!("D1 binding DB: {err}"))?);
     let outbox = flows::Outbox::default();
-    let ctx =
-        flows::Context { config: &config, keys: &keys, db: &db, entropy: &WebCrypto, now: now(), outbox: &outbox };
+    let keyring = KEYRING.with(Rc::clone);
+    let ctx = flows::Context {
+        config: &config,
+        keyring: &keyring,
+        db: &db,
+        entropy: &WebCrypto,
+        now: now(),
+        outbox: &outbox,
+    };
     let response = handle(&ctx, &api_request).await;
 
     let mails = outbox.take();
@@ -57,29 +62,35 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
     Ok(response)
 }
 
+/// The cron trigger: key rotation and clean-up (`keyring::maintain`). The cron string `rotate`
+/// (only reachable locally, `/__scheduled?cron=rotate` or `/cdn-cgi/local/scheduled?cron=rotate`)
+/// publishes the next key at once.
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    console_logger::install();
+    let config = match Config::from_lookup(|name| lookup(&env, name)) {
+        Ok(config) => config,
+        Err(err) => return log::error!("key maintenance skipped: configuration: {err}"),
+    };
+    let db = match env.d1("DB") {
+        Ok(db) => d1::D1(db),
+        Err(err) => return log::error!("key maintenance skipped: D1 binding DB: {err}"),
+    };
+    let force = event.cron() == "rotate";
+    match keyring::maintain(&db, &config, &WebCrypto, now(), force).await {
+        Ok(report) => log::info!("key maintenance ({}): {report:?}", event.cron()),
+        Err(err) => log::error!("key maintenance failed: {err}"),
+    }
+}
+
 /// A variable from `[vars]`, `--var` or a secret (`wrangler secret put`, `.dev.vars`).
 fn lookup(env: &Env, name: &str) -> Option<String> {
     env.var(name).map(|var| var.to_string()).or_else(|_| env.secret(name).map(|secret| secret.to_string())).ok()
 }
 
 thread_local! {
-    /// Parsed keys for the life of the isolate: parsing derives public keys, which is the
-    /// costly part, and the secret only changes with a new deployment.
-    static KEYS: RefCell<Option<(String, SigningAlg, Rc<SigningKeys>)>> = const { RefCell::new(None) };
-}
-
-fn signing_keys(env: &Env, alg: SigningAlg) -> Result<Rc<SigningKeys>, String> {
-    let secret = lookup(env, "SIGNING_KEYS").ok_or("SIGNING_KEYS is not set (see README: Configuration)")?;
-    KEYS.with(|cache| {
-        if let Some((cached_secret, cached_alg, keys)) = cache.borrow().as_ref() {
-            if *cached_secret == secret && *cached_alg == alg {
-                return Ok(Rc::clone(keys));
-            }
-        }
-        let keys = Rc::new(SigningKeys::from_secret(&secret, alg).map_err(|err| err.to_string())?);
-        *cache.borrow_mut() = Some((secret, alg, Rc::clone(&keys)));
-        Ok(keys)
-    })
+    /// The key table as this isolate last read it (see `keyring`): a minute at most.
+    static KEYRING: Rc<Keyring> = Rc::new(Keyring::new(60));
 }
 
 fn now() -> DateTime<Utc> {

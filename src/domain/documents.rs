@@ -3,12 +3,11 @@
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::domain::signing::SigningAlg;
 
 /// OpenID Connect Discovery 1.0 §3 metadata. Only what is implemented is advertised: the token
 /// endpoint offers the refresh grant, and there is no authorization endpoint yet, so
 /// `code_challenge_methods_supported` is absent.
-pub fn openid_configuration(config: &Config, alg: SigningAlg) -> Value {
+pub fn openid_configuration(config: &Config, algorithms: &[&str]) -> Value {
     let issuer = &config.issuer;
     json!({
         "issuer": issuer,
@@ -18,7 +17,7 @@ pub fn openid_configuration(config: &Config, alg: SigningAlg) -> Value {
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg.jws_name()],
+        "id_token_signing_alg_values_supported": algorithms,
         "grant_types_supported": ["refresh_token"],
         "scopes_supported": ["openid", "email", "offline_access"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "email", "email_verified", "sid", "nonce"],

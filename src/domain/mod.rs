@@ -4,5 +4,6 @@ pub mod documents;
 pub mod email;
 pub mod opaque_token;
 pub mod password;
+pub mod sealing;
 pub mod signing;
 pub mod tokens;

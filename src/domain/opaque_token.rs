@@ -5,10 +5,9 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
+use crate::domain::sealing;
 use crate::ports::{Entropy, EntropyError};
 
 const TOKEN_BYTES: usize = 32;
@@ -84,33 +83,18 @@ impl fmt::Debug for TokenHash {
 }
 
 /// Seals `successor` so that only the holder of `previous` (a token's plaintext) can open it:
-/// XChaCha20-Poly1305 under SHA-256 of a domain tag and `previous`, with a random nonce.
+/// the sealing key is SHA-256 of a domain tag and `previous`.
 pub fn seal_successor(previous: &str, successor: &OpaqueToken, entropy: &impl Entropy) -> Result<String, EntropyError> {
-    let mut nonce = [0u8; 24];
-    entropy.fill(&mut nonce)?;
-    let sealed = successor_cipher(previous)
-        .encrypt(&XNonce::from(nonce), successor.plaintext.as_bytes())
-        .map_err(|_| EntropyError("sealing failed".to_owned()))?;
-    let mut bytes = nonce.to_vec();
-    bytes.extend(sealed);
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    sealing::seal(&successor_key(previous), b"", successor.plaintext.as_bytes(), entropy)
 }
 
 /// Opens what [`seal_successor`] sealed; `None` if `previous` is not the token it was sealed for.
 pub fn open_successor(previous: &str, sealed: &str) -> Option<String> {
-    let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
-    if bytes.len() < 24 {
-        return None;
-    }
-    let (nonce, ciphertext) = bytes.split_at(24);
-    let nonce = XNonce::from(<[u8; 24]>::try_from(nonce).ok()?);
-    let plaintext = successor_cipher(previous).decrypt(&nonce, ciphertext).ok()?;
-    String::from_utf8(plaintext).ok()
+    String::from_utf8(sealing::open(&successor_key(previous), b"", sealed)?).ok()
 }
 
-fn successor_cipher(previous: &str) -> XChaCha20Poly1305 {
-    let key = Sha256::new().chain_update(b"edgeid refresh successor v1\0").chain_update(previous.as_bytes()).finalize();
-    XChaCha20Poly1305::new(&key)
+fn successor_key(previous: &str) -> [u8; 32] {
+    Sha256::new().chain_update(b"edgeid refresh successor v1\0").chain_update(previous.as_bytes()).finalize().into()
 }
 
 /// A random identifier (users, sessions, JWT ids): 128 bits, base64url.

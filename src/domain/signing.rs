@@ -1,10 +1,13 @@
-//! Signing keys: parsed from the `SIGNING_KEYS` secret (a private JWK or JWK Set), identified by
-//! their RFC 7638 thumbprint, published as a JWKS of public parts only.
+//! Signing keys: generated (or, for the very first key, derived from the key-encryption key),
+//! identified by their RFC 7638 thumbprint, stored with the private part sealed, published as a
+//! JWKS of public parts only, and used to sign and verify JWTs with the algorithm they are typed
+//! with, never the one a token claims.
 
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hkdf::Hkdf;
 use jwt_compact::alg::{Ed25519, Es256};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
@@ -13,8 +16,9 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-/// The JWS algorithms edgeid signs with. The verifier side never reads `alg` from a token: it
-/// takes the algorithm from here.
+use crate::ports::{Entropy, EntropyError};
+
+/// The JWS algorithms edgeid signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningAlg {
     Es256,
@@ -28,16 +32,22 @@ impl SigningAlg {
             SigningAlg::EdDsa => "EdDSA",
         }
     }
+
+    pub fn from_jws_name(name: &str) -> Option<SigningAlg> {
+        match name {
+            "ES256" => Some(SigningAlg::Es256),
+            "EdDSA" => Some(SigningAlg::EdDsa),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("SIGNING_KEYS is not a JWK or a JWK Set: {0}")]
-    NotJson(String),
-    #[error("key {index} of SIGNING_KEYS is not a supported private key (P-256 EC or Ed25519 OKP): {reason}")]
-    Unsupported { index: usize, reason: String },
-    #[error("SIGNING_KEYS holds no private key for {0}")]
-    NoKeyForAlgorithm(&'static str),
+    #[error("key {kid} is not a usable {alg} key: {reason}")]
+    Unusable { kid: String, alg: String, reason: String },
+    #[error("the private part of key {0} does not open with KEY_ENCRYPTION_KEY")]
+    Sealed(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +63,7 @@ pub enum TokenRejected {
     ForbiddenHeader,
     #[error("typ is not {0}")]
     WrongType(&'static str),
-    #[error("alg is not the configured algorithm")]
+    #[error("alg is not the algorithm of the key named by kid")]
     WrongAlgorithm,
     #[error("kid names no published key")]
     UnknownKey,
@@ -66,80 +76,188 @@ enum PrivateKey {
     EdDsa(ed25519_compact::SecretKey),
 }
 
-struct Key {
+enum PublicKey {
+    Es256(p256::ecdsa::VerifyingKey),
+    EdDsa(ed25519_compact::PublicKey),
+}
+
+/// A private signing key with its identity.
+pub struct KeyMaterial {
+    alg: SigningAlg,
     kid: String,
     private: PrivateKey,
-    /// The public JWK as published: key parameters plus `kid`, `alg` and `use`.
+    /// Key parameters plus `kid`, `alg` and `use`, as published.
     public_jwk: Map<String, Value>,
 }
 
-/// The keys of one configured algorithm: the first signs, all are published so that tokens
-/// signed by a key being rotated out keep verifying.
-pub struct SigningKeys {
-    alg: SigningAlg,
-    keys: Vec<Key>,
-    jwks_json: String,
-}
-
-impl fmt::Debug for SigningKeys {
+impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<&str> = self.keys.iter().map(|key| key.kid.as_str()).collect();
-        f.debug_struct("SigningKeys").field("alg", &self.alg).field("kids", &kids).finish_non_exhaustive()
+        f.debug_struct("KeyMaterial").field("alg", &self.alg).field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
-impl SigningKeys {
-    /// Parses the secret and keeps the keys of `alg`, in the order given.
-    pub fn from_secret(secret: &str, alg: SigningAlg) -> Result<SigningKeys, KeyError> {
-        let value: Value = serde_json::from_str(secret).map_err(|err| KeyError::NotJson(err.to_string()))?;
-        let jwks = match value.get("keys") {
-            Some(Value::Array(keys)) => keys.clone(),
-            Some(_) => return Err(KeyError::NotJson("\"keys\" is not an array".to_owned())),
-            None => vec![value],
-        };
-        let mut keys = Vec::new();
-        for (index, jwk) in jwks.iter().enumerate() {
-            let unsupported = |reason: String| KeyError::Unsupported { index, reason };
-            let parsed: JsonWebKey<'_> =
-                serde_json::from_value(jwk.clone()).map_err(|err| unsupported(err.to_string()))?;
-            let private = match &parsed {
-                JsonWebKey::EllipticCurve { .. } => PrivateKey::Es256(
-                    p256::ecdsa::SigningKey::try_from(&parsed).map_err(|err| unsupported(err.to_string()))?,
-                ),
-                JsonWebKey::KeyPair { .. } => PrivateKey::EdDsa(
-                    ed25519_compact::SecretKey::try_from(&parsed).map_err(|err| unsupported(err.to_string()))?,
-                ),
-                _ => return Err(unsupported("only EC P-256 and OKP Ed25519 keys are supported".to_owned())),
-            };
-            let key_alg = match private {
-                PrivateKey::Es256(_) => SigningAlg::Es256,
-                PrivateKey::EdDsa(_) => SigningAlg::EdDsa,
-            };
-            if key_alg != alg {
-                continue;
+impl KeyMaterial {
+    /// A fresh random key.
+    pub fn generate(alg: SigningAlg, entropy: &impl Entropy) -> Result<KeyMaterial, EntropyError> {
+        loop {
+            let mut seed = [0u8; 32];
+            entropy.fill(&mut seed)?;
+            if let Some(key) = KeyMaterial::from_seed(alg, seed) {
+                return Ok(key);
             }
-            keys.push(Key::new(private, alg));
         }
-        if keys.is_empty() {
-            return Err(KeyError::NoKeyForAlgorithm(alg.jws_name()));
+    }
+
+    /// The first key of an installation, derived from the key-encryption key with HKDF-SHA256.
+    /// Being a function of configuration, it needs no coordination: however many requests find
+    /// the key table empty at once, they all insert the same key, and the first insert wins.
+    pub fn derive_bootstrap(alg: SigningAlg, key_encryption_key: &[u8; 32]) -> KeyMaterial {
+        let hkdf = Hkdf::<Sha256>::new(Some(b"edgeid signing key bootstrap v1"), key_encryption_key);
+        let mut counter = 0u32;
+        loop {
+            let mut seed = [0u8; 32];
+            let info = format!("{} {counter}", alg.jws_name());
+            // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
+            if hkdf.expand(info.as_bytes(), &mut seed).is_ok() {
+                if let Some(key) = KeyMaterial::from_seed(alg, seed) {
+                    return key;
+                }
+            }
+            counter += 1;
         }
-        let published: Vec<&Map<String, Value>> = keys.iter().map(|key| &key.public_jwk).collect();
-        let jwks_json = json!({ "keys": published }).to_string();
-        Ok(SigningKeys { alg, keys, jwks_json })
+    }
+
+    /// `None` only for a P-256 scalar out of range (probability about 2^-32).
+    fn from_seed(alg: SigningAlg, seed: [u8; 32]) -> Option<KeyMaterial> {
+        let private = match alg {
+            SigningAlg::Es256 => PrivateKey::Es256(p256::ecdsa::SigningKey::from_slice(&seed).ok()?),
+            SigningAlg::EdDsa => {
+                PrivateKey::EdDsa(ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)).sk)
+            }
+        };
+        Some(KeyMaterial::new(alg, private))
+    }
+
+    /// Reads a private JWK back (as [`KeyMaterial::private_jwk`] wrote it).
+    pub fn from_private_jwk(alg: SigningAlg, kid: &str, json: &[u8]) -> Result<KeyMaterial, KeyError> {
+        let unusable =
+            |reason: String| KeyError::Unusable { kid: kid.to_owned(), alg: alg.jws_name().to_owned(), reason };
+        let jwk: JsonWebKey<'_> = serde_json::from_slice(json).map_err(|err| unusable(err.to_string()))?;
+        let private = match alg {
+            SigningAlg::Es256 => {
+                PrivateKey::Es256(p256::ecdsa::SigningKey::try_from(&jwk).map_err(|err| unusable(err.to_string()))?)
+            }
+            SigningAlg::EdDsa => {
+                PrivateKey::EdDsa(ed25519_compact::SecretKey::try_from(&jwk).map_err(|err| unusable(err.to_string()))?)
+            }
+        };
+        let key = KeyMaterial::new(alg, private);
+        if key.kid != kid {
+            return Err(unusable("its thumbprint is not its kid".to_owned()));
+        }
+        Ok(key)
+    }
+
+    fn new(alg: SigningAlg, private: PrivateKey) -> KeyMaterial {
+        let public = match &private {
+            PrivateKey::Es256(key) => public_members(&JsonWebKey::from(key.verifying_key())),
+            PrivateKey::EdDsa(key) => public_members(&JsonWebKey::from(&key.public_key())),
+        };
+        let kid = thumbprint(&public);
+        let mut public_jwk = public;
+        public_jwk.insert("kid".to_owned(), Value::String(kid.clone()));
+        public_jwk.insert("alg".to_owned(), Value::String(alg.jws_name().to_owned()));
+        public_jwk.insert("use".to_owned(), Value::String("sig".to_owned()));
+        KeyMaterial { alg, kid, private, public_jwk }
     }
 
     pub fn alg(&self) -> SigningAlg {
         self.alg
     }
 
-    /// The `kid` of the key that signs new tokens.
-    pub fn active_kid(&self) -> &str {
-        self.active().kid.as_str()
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
-    fn active(&self) -> &Key {
-        // `from_secret` refuses an empty key list, so there is always a first key.
-        &self.keys[0]
+    pub fn public_jwk(&self) -> &Map<String, Value> {
+        &self.public_jwk
+    }
+
+    /// The private JWK, for sealing. Never log or return it.
+    pub fn private_jwk(&self) -> Vec<u8> {
+        let jwk = match &self.private {
+            PrivateKey::Es256(key) => JsonWebKey::from(key),
+            PrivateKey::EdDsa(key) => JsonWebKey::from(key),
+        };
+        serde_json::to_vec(&jwk).unwrap_or_default()
+    }
+
+    fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
+        let header = Header::empty().with_key_id(self.kid.clone()).with_token_type(typ);
+        let signed = match &self.private {
+            PrivateKey::Es256(private) => Es256.token(&header, claims, private),
+            PrivateKey::EdDsa(private) => Ed25519.token(&header, claims, private),
+        };
+        signed.map_err(|err| SigningError(err.to_string()))
+    }
+}
+
+/// A published public key, parsed for verification.
+struct VerifyingKey {
+    kid: String,
+    alg: SigningAlg,
+    key: PublicKey,
+}
+
+impl VerifyingKey {
+    fn from_public_jwk(jwk: &Map<String, Value>) -> Option<VerifyingKey> {
+        let kid = jwk.get("kid")?.as_str()?.to_owned();
+        let alg = SigningAlg::from_jws_name(jwk.get("alg")?.as_str()?)?;
+        let parsed: JsonWebKey<'_> = serde_json::from_value(Value::Object(jwk.clone())).ok()?;
+        let key = match alg {
+            SigningAlg::Es256 => PublicKey::Es256(p256::ecdsa::VerifyingKey::try_from(&parsed).ok()?),
+            SigningAlg::EdDsa => PublicKey::EdDsa(ed25519_compact::PublicKey::try_from(&parsed).ok()?),
+        };
+        Some(VerifyingKey { kid, alg, key })
+    }
+}
+
+/// The keys in force at one instant: the one that signs, and every published one (it among
+/// them), which verify.
+pub struct SigningKeys {
+    active: KeyMaterial,
+    published: Vec<VerifyingKey>,
+    jwks_json: String,
+    algorithms: Vec<&'static str>,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<&str> = self.published.iter().map(|key| key.kid.as_str()).collect();
+        f.debug_struct("SigningKeys").field("active", &self.active).field("published", &kids).finish()
+    }
+}
+
+impl SigningKeys {
+    /// `active` signs; `published` (public JWKs, `active`'s among them or not) go in the JWKS.
+    pub fn new(active: KeyMaterial, published: &[Map<String, Value>]) -> SigningKeys {
+        let mut jwks: Vec<Map<String, Value>> = published.to_vec();
+        if !jwks.iter().any(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(active.kid())) {
+            jwks.insert(0, active.public_jwk().clone());
+        }
+        let published: Vec<VerifyingKey> = jwks.iter().filter_map(VerifyingKey::from_public_jwk).collect();
+        let mut algorithms: Vec<&'static str> = Vec::new();
+        for key in &published {
+            if !algorithms.contains(&key.alg.jws_name()) {
+                algorithms.push(key.alg.jws_name());
+            }
+        }
+        let jwks_json = json!({ "keys": jwks }).to_string();
+        SigningKeys { active, published, jwks_json, algorithms }
+    }
+
+    pub fn active_kid(&self) -> &str {
+        self.active.kid()
     }
 
     /// The JWKS document (`{"keys": [...]}`), public parts only.
@@ -147,10 +265,21 @@ impl SigningKeys {
         &self.jwks_json
     }
 
+    /// The algorithms of the published keys, for the discovery document.
+    pub fn algorithms(&self) -> &[&'static str] {
+        &self.algorithms
+    }
+
+    /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.
+    pub fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
+        self.active.sign(typ, claims)
+    }
+
     /// Checks a JWT's header and signature against the published keys and returns its claims,
-    /// unvalidated in time. The algorithm is the configured one, never the header's: a token whose
-    /// `alg` differs (`none`, `HS256`, …) is refused before any key is touched, as is one that
-    /// tries to bring its own key (`jku`, `x5u`, `jwk`, `x5c`) or demands extensions (`crit`).
+    /// unvalidated in time. The algorithm is that of the key the `kid` names, never the header's
+    /// choice: a token whose `alg` differs (`none`, `HS256`, …) is refused before any key is
+    /// used, as is one that tries to bring its own key (`jku`, `x5u`, `jwk`, `x5c`) or demands
+    /// extensions (`crit`).
     pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<Claims<T>, TokenRejected> {
         let header_segment = token.split('.').next().ok_or(TokenRejected::Malformed)?;
         let header: Map<String, Value> = URL_SAFE_NO_PAD
@@ -164,48 +293,18 @@ impl SigningKeys {
         if header.get("typ").and_then(Value::as_str) != Some(typ) {
             return Err(TokenRejected::WrongType(typ));
         }
-        if header.get("alg").and_then(Value::as_str) != Some(self.alg.jws_name()) {
+        let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenRejected::UnknownKey)?;
+        let key = self.published.iter().find(|key| key.kid == kid).ok_or(TokenRejected::UnknownKey)?;
+        if header.get("alg").and_then(Value::as_str) != Some(key.alg.jws_name()) {
             return Err(TokenRejected::WrongAlgorithm);
         }
-        let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenRejected::UnknownKey)?;
-        let key = self.keys.iter().find(|key| key.kid == kid).ok_or(TokenRejected::UnknownKey)?;
         let untrusted = UntrustedToken::new(token).map_err(|_| TokenRejected::Malformed)?;
         let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
-        let token = match &key.private {
-            PrivateKey::Es256(private) => {
-                Es256.validator::<T>(private.verifying_key()).validate(&untrusted).map_err(invalid)?
-            }
-            PrivateKey::EdDsa(private) => {
-                Ed25519.validator::<T>(&private.public_key()).validate(&untrusted).map_err(invalid)?
-            }
+        let token = match &key.key {
+            PublicKey::Es256(public) => Es256.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
+            PublicKey::EdDsa(public) => Ed25519.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
         };
         Ok(token.into_parts().1)
-    }
-
-    /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.
-    pub fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
-        let key = self.active();
-        let header = Header::empty().with_key_id(key.kid.clone()).with_token_type(typ);
-        let signed = match &key.private {
-            PrivateKey::Es256(private) => Es256.token(&header, claims, private),
-            PrivateKey::EdDsa(private) => Ed25519.token(&header, claims, private),
-        };
-        signed.map_err(|err| SigningError(err.to_string()))
-    }
-}
-
-impl Key {
-    fn new(private: PrivateKey, alg: SigningAlg) -> Key {
-        let public = match &private {
-            PrivateKey::Es256(key) => public_members(&JsonWebKey::from(key.verifying_key())),
-            PrivateKey::EdDsa(key) => public_members(&JsonWebKey::from(&key.public_key())),
-        };
-        let kid = thumbprint(&public);
-        let mut public_jwk = public;
-        public_jwk.insert("kid".to_owned(), Value::String(kid.clone()));
-        public_jwk.insert("alg".to_owned(), Value::String(alg.jws_name().to_owned()));
-        public_jwk.insert("use".to_owned(), Value::String("sig".to_owned()));
-        Key { kid, private, public_jwk }
     }
 }
 
@@ -228,44 +327,52 @@ fn thumbprint(required_members: &Map<String, Value>) -> String {
 mod tests {
     use super::*;
 
-    /// The example key of RFC 7638 §3.1 is RSA; RFC 8037 Appendix A.3 gives an Ed25519 key and
-    /// its thumbprint, which pins our canonical form to the specification.
+    /// RFC 8037 Appendix A gives an Ed25519 key and its RFC 7638 thumbprint, which pins our
+    /// canonical form to the specifications.
     const RFC8037_ED25519: &str = r#"{"kty":"OKP","crv":"Ed25519",
         "d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A",
         "x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    const RFC8037_KID: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 
     #[test]
     fn kid_is_the_rfc_7638_thumbprint() {
-        let keys = SigningKeys::from_secret(RFC8037_ED25519, SigningAlg::EdDsa).unwrap();
-        assert_eq!(keys.active_kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
-    }
-
-    #[test]
-    fn jwks_publishes_public_parts_only() {
-        let keys = SigningKeys::from_secret(RFC8037_ED25519, SigningAlg::EdDsa).unwrap();
-        let jwks: Value = serde_json::from_str(keys.jwks_json()).unwrap();
+        let key = KeyMaterial::from_private_jwk(SigningAlg::EdDsa, RFC8037_KID, RFC8037_ED25519.as_bytes()).unwrap();
+        assert_eq!(key.kid(), RFC8037_KID);
         assert_eq!(
-            jwks,
-            json!({"keys": [{
+            Value::Object(key.public_jwk().clone()),
+            json!({
                 "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
-                "kid": "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k", "alg": "EdDSA", "use": "sig"
-            }]})
+                "kid": RFC8037_KID, "alg": "EdDSA", "use": "sig"
+            })
         );
+        // A stored key whose kid does not match its material is refused.
+        assert!(KeyMaterial::from_private_jwk(SigningAlg::EdDsa, "other", RFC8037_ED25519.as_bytes()).is_err());
+        assert!(KeyMaterial::from_private_jwk(SigningAlg::Es256, RFC8037_KID, RFC8037_ED25519.as_bytes()).is_err());
     }
 
     #[test]
-    fn refuses_unusable_secrets() {
-        let public_only = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
-        let hmac = r#"{"kty":"oct","k":"c2VjcmV0"}"#;
-        let cases = [
-            ("not json", SigningAlg::Es256),
-            (r#"{"keys": 5}"#, SigningAlg::Es256),
-            (public_only, SigningAlg::EdDsa),
-            (hmac, SigningAlg::Es256),
-            (RFC8037_ED25519, SigningAlg::Es256),
-        ];
-        for (secret, alg) in cases {
-            assert!(SigningKeys::from_secret(secret, alg).is_err(), "{secret}");
+    fn private_jwks_round_trip_and_the_jwks_holds_no_private_member() {
+        for alg in [SigningAlg::Es256, SigningAlg::EdDsa] {
+            let key = KeyMaterial::derive_bootstrap(alg, &[3; 32]);
+            let again = KeyMaterial::from_private_jwk(alg, key.kid(), &key.private_jwk()).unwrap();
+            assert_eq!(again.kid(), key.kid());
+            let keys = SigningKeys::new(key, &[]);
+            let jwks: Value = serde_json::from_str(keys.jwks_json()).unwrap();
+            let published = jwks["keys"][0].as_object().unwrap();
+            assert!(!published.contains_key("d"));
+            assert_eq!(published["use"], "sig");
+            assert_eq!(keys.algorithms(), [alg.jws_name()]);
         }
+    }
+
+    #[test]
+    fn bootstrap_keys_are_a_function_of_the_key_encryption_key() {
+        let a = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[1; 32]);
+        let b = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[1; 32]);
+        let c = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[2; 32]);
+        let d = KeyMaterial::derive_bootstrap(SigningAlg::EdDsa, &[1; 32]);
+        assert_eq!(a.kid(), b.kid());
+        assert_ne!(a.kid(), c.kid());
+        assert_ne!(a.kid(), d.kid());
     }
 }

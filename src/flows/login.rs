@@ -69,9 +69,10 @@ pub async fn login<D: Database, E: Entropy>(
     .await
     .map_err(Internal::from)?;
 
+    let keys = ctx.signing_keys().await?;
     let signed = issue_tokens(
         ctx.config,
-        ctx.keys,
+        &keys,
         ctx.now,
         ctx.new_id()?,
         &Subject {

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use crate::config::Config;
 use crate::domain::opaque_token::{random_id, OpaqueToken};
 use crate::domain::password::PasswordHashError;
+use std::rc::Rc;
+
 use crate::domain::signing::{SigningError, SigningKeys};
+use crate::keyring::{Keyring, KeyringError};
 use crate::mail::OutgoingMail;
 use crate::ports::{Database, DatabaseError, Entropy, EntropyError};
 
@@ -21,7 +24,7 @@ pub mod verify_email;
 /// Everything a flow may touch. One context serves one request, at one instant `now`.
 pub struct Context<'a, D, E> {
     pub config: &'a Config,
-    pub keys: &'a SigningKeys,
+    pub keyring: &'a Keyring,
     pub db: &'a D,
     pub entropy: &'a E,
     pub now: DateTime<Utc>,
@@ -37,6 +40,11 @@ impl<D: Database, E: Entropy> Context<'_, D, E> {
 
     fn new_id(&self) -> Result<String, Internal> {
         Ok(random_id(self.entropy)?)
+    }
+
+    /// The signing keys in force now (bootstrapping the first one if there is none).
+    pub async fn signing_keys(&self) -> Result<Rc<SigningKeys>, Internal> {
+        Ok(self.keyring.signing_keys(self.db, self.config, self.entropy, self.now).await?)
     }
 }
 
@@ -65,4 +73,6 @@ pub enum Internal {
     PasswordHash(#[from] PasswordHashError),
     #[error(transparent)]
     Signing(#[from] SigningError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
 }

@@ -43,7 +43,7 @@ pub async fn refresh<D: Database, E: Entropy>(
         .map_err(Internal::from)?
         .ok_or(RefreshError::InvalidGrant("unknown"))?;
     if won {
-        return Ok(issue(ctx, &record, successor.plaintext().to_owned())?);
+        return Ok(issue(ctx, &record, successor.plaintext().to_owned()).await?);
     }
     let now = ctx.now.timestamp();
     if record.revoked || record.session_revoked {
@@ -57,7 +57,7 @@ pub async fn refresh<D: Database, E: Entropy>(
     let retried_successor = record.successor_sealed.as_deref().and_then(|sealed| open_successor(presented, sealed));
     match retried_successor {
         Some(successor) if within_grace && !record.successor_used && record.session_expires_at > now => {
-            Ok(issue(ctx, &record, successor)?)
+            Ok(issue(ctx, &record, successor).await?)
         }
         _ => {
             log::warn!("refresh token reuse detected; revoking session {}", record.session_id);
@@ -67,15 +67,16 @@ pub async fn refresh<D: Database, E: Entropy>(
     }
 }
 
-fn issue<D: Database, E: Entropy>(
+async fn issue<D: Database, E: Entropy>(
     ctx: &Context<'_, D, E>,
     record: &RefreshTokenRecord,
     refresh_token: String,
 ) -> Result<LoginTokens, Internal> {
+    let keys = ctx.signing_keys().await?;
     let auth_time = DateTime::<Utc>::from_timestamp(record.auth_time, 0).unwrap_or(ctx.now);
     let signed = issue_tokens(
         ctx.config,
-        ctx.keys,
+        &keys,
         ctx.now,
         ctx.new_id()?,
         &Subject {
@@ -126,7 +127,8 @@ pub async fn userinfo<D: Database, E: Entropy>(
     ctx: &Context<'_, D, E>,
     access_token: &str,
 ) -> Result<Userinfo, UserinfoError> {
-    let claims = verify_access_token(ctx.config, ctx.keys, ctx.now, access_token)?;
+    let keys = ctx.signing_keys().await?;
+    let claims = verify_access_token(ctx.config, &keys, ctx.now, access_token)?;
     let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, ctx.now)
         .await
         .map_err(Internal::from)?

@@ -6,8 +6,9 @@ use std::cell::{Cell, RefCell};
 use chrono::{DateTime, Duration, Utc};
 use edgeid::api::{handle, ApiRequest, ApiResponse};
 use edgeid::config::Config;
-use edgeid::domain::signing::SigningKeys;
+use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
+use edgeid::keyring::Keyring;
 use edgeid::mail::OutgoingMail;
 use edgeid::ports::{Database, DatabaseError, Entropy, EntropyError, SqlValue, Statement, StatementOutcome};
 use jwt_compact::jwk::JsonWebKey;
@@ -37,6 +38,15 @@ impl Sqlite {
             connection.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
         }
         Sqlite { connection: RefCell::new(connection), broken: Cell::new(false) }
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.connection.borrow().execute(sql, []).unwrap();
+    }
+
+    /// A single text value from a query.
+    pub fn text(&self, sql: &str) -> String {
+        self.connection.borrow().query_row(sql, [], |row| row.get(0)).unwrap()
     }
 
     /// A single integer from a query, for assertions on stored state.
@@ -128,15 +138,14 @@ pub fn epoch() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2020-09-01T10:00:00Z").unwrap().with_timezone(&Utc)
 }
 
-/// A private JWK Set with one P-256 and one Ed25519 key, from fixed bytes.
-pub fn test_signing_keys_secret() -> String {
-    let p256_key = p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap();
-    let ed25519_key = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([9; 32])).sk;
-    let keys = vec![
-        serde_json::to_value(JsonWebKey::from(&p256_key)).unwrap(),
-        serde_json::to_value(JsonWebKey::from(&ed25519_key)).unwrap(),
-    ];
-    serde_json::json!({ "keys": keys }).to_string()
+/// The key-encryption key of the tests: fixed, so runs are reproducible.
+pub const TEST_KEY_ENCRYPTION_KEY: &str = "ZWRnZWlkLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE";
+
+/// The private key a fresh installation with the test configuration signs with.
+pub fn bootstrap_p256_key(config: &Config) -> p256::ecdsa::SigningKey {
+    let key = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &config.key_encryption_key.0);
+    let jwk: JsonWebKey<'_> = serde_json::from_slice(&key.private_jwk()).unwrap();
+    p256::ecdsa::SigningKey::try_from(&jwk).unwrap()
 }
 
 pub fn test_config(overrides: &[(&str, &str)]) -> Config {
@@ -148,6 +157,7 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         ("MAIL_API_URL", "https://mail.example.test"),
         ("MAIL_API_KEY", "re_test_key"),
         ("MAIL_FROM", "edgeid <no-reply@example.test>"),
+        ("KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY),
     ];
     for (name, value) in overrides {
         vars.retain(|(existing, _)| existing != name);
@@ -159,7 +169,7 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
 /// The API with everything injected: real SQL on SQLite, a clock tests move, captured mail.
 pub struct App {
     pub config: Config,
-    pub keys: SigningKeys,
+    pub keyring: Keyring,
     pub db: Sqlite,
     pub entropy: SeededEntropy,
     pub now: Cell<DateTime<Utc>>,
@@ -194,15 +204,21 @@ impl App {
     }
 
     pub fn with_config(config: Config) -> App {
-        let keys = SigningKeys::from_secret(&test_signing_keys_secret(), config.signing_alg).unwrap();
         App {
             config,
-            keys,
+            // No cache: tests move the clock and the key table and want to see it at once.
+            keyring: Keyring::new(0),
             db: Sqlite::with_migrations(),
             entropy: SeededEntropy::new(42),
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Runs the cron trigger's key maintenance at the current instant.
+    pub fn maintain_keys(&self, force: bool) -> edgeid::keyring::Maintenance {
+        pollster::block_on(edgeid::keyring::maintain(&self.db, &self.config, &self.entropy, self.now.get(), force))
+            .unwrap()
     }
 
     pub fn advance(&self, seconds: i64) {
@@ -213,7 +229,7 @@ impl App {
         let outbox = Outbox::default();
         let ctx = Context {
             config: &self.config,
-            keys: &self.keys,
+            keyring: &self.keyring,
             db: &self.db,
             entropy: &self.entropy,
             now: self.now.get(),

@@ -1,0 +1,154 @@
+//! Signing keys over simulated time: race-free bootstrap, publication before use, retirement,
+//! removal after the last token expires, on-demand rotation and a change of algorithm.
+
+use edgeid::api::ApiRequest;
+use edgeid::keyring::Keyring;
+use serde_json::{json, Value};
+
+use crate::support::{test_config, App};
+
+const PASSWORD: &str = "correct horse battery";
+const DAY: i64 = 86_400;
+
+fn kids(app: &App) -> Vec<String> {
+    let jwks = app.get("/.well-known/jwks.json").json;
+    jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+fn login(app: &App, email: &str) -> Value {
+    let reply = app.post("/v1/login", json!({"email": email, "password": PASSWORD}));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json
+}
+
+fn kid_of(token: &Value) -> String {
+    let token = jwt_compact::UntrustedToken::new(token["access_token"].as_str().unwrap()).unwrap();
+    token.header().key_id.clone().unwrap()
+}
+
+fn userinfo_status(app: &App, token: &Value) -> u16 {
+    app.send(ApiRequest {
+        method: "GET".into(),
+        path: "/userinfo".into(),
+        headers: vec![("Authorization".into(), format!("Bearer {}", token["access_token"].as_str().unwrap()))],
+        ..Default::default()
+    })
+    .status
+}
+
+#[test]
+fn the_first_key_is_bootstrapped_exactly_once() {
+    let app = App::new();
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 0);
+    assert_eq!(app.get("/healthz").status, 200);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+    // Other isolates (their own keyrings, empty caches) find it, or would add the same row.
+    for _ in 0..5 {
+        let isolate = Keyring::new(60);
+        let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.entropy, app.now.get())).unwrap();
+        assert_eq!(keys.active_kid(), kids(&app)[0]);
+    }
+    app.db.execute("DELETE FROM signing_keys");
+    let first = kids(&app);
+    app.db.execute("DELETE FROM signing_keys");
+    assert_eq!(kids(&app), first, "the bootstrap key is a function of KEY_ENCRYPTION_KEY");
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+}
+
+#[test]
+fn private_keys_are_sealed_at_rest() {
+    let app = App::new();
+    app.get("/healthz");
+    let stored = app.db.text("SELECT public_jwk || ' ' || private_sealed FROM signing_keys");
+    let private = crate::support::bootstrap_p256_key(&app.config);
+    let d = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, private.to_bytes());
+    assert!(!stored.contains(&d), "the private scalar is stored in the clear");
+    assert!(!stored.contains("\"d\""));
+    // Deployed with another key-encryption key (new isolates, so a new keyring), the stored key
+    // cannot be opened: a server error, nothing leaked.
+    let mut app = app;
+    app.config = test_config(&[("KEY_ENCRYPTION_KEY", "b3RoZXIta2V5LWVuY3J5cHRpb24ta2V5LW9mLTMyYiE")]);
+    app.keyring = Keyring::new(60);
+    app.verified_account("sealed@example.com", PASSWORD);
+    let reply = app.post("/v1/login", json!({"email": "sealed@example.com", "password": PASSWORD}));
+    reply.assert_error(500, "server_error");
+}
+
+#[test]
+fn keys_rotate_publish_first_and_retire_after_their_tokens_expire() {
+    let app = App::with_config(test_config(&[
+        ("KEY_ROTATION_INTERVAL_SECONDS", &(30 * DAY).to_string()),
+        ("KEY_PUBLICATION_LEAD_SECONDS", &DAY.to_string()),
+    ]));
+    app.verified_account("rotate@example.com", PASSWORD);
+    let first_token = login(&app, "rotate@example.com");
+    let first_kid = kid_of(&first_token);
+    assert_eq!(kids(&app), vec![first_kid.clone()]);
+
+    // Not due yet: nothing happens.
+    app.advance(28 * DAY);
+    assert_eq!(app.maintain_keys(false).published, None);
+    // Due (30 days minus the one-day lead): the next key is published, not yet signing.
+    app.advance(DAY + 1);
+    let published = app.maintain_keys(false).published.expect("a key is published");
+    let second_kid = published.0;
+    assert_eq!(published.1, app.now.get().timestamp() + DAY);
+    assert_eq!(kids(&app), [second_kid.clone(), first_kid.clone()]);
+    assert_eq!(app.get("/.well-known/jwks.json").response.header("cache-control"), Some("public, max-age=300"));
+    let before_switch = login(&app, "rotate@example.com");
+    assert_eq!(kid_of(&before_switch), first_kid);
+    // Running again while a key is pending publishes nothing more.
+    assert_eq!(app.maintain_keys(false).published, None);
+
+    // The lead passes: the new key signs; the old one still verifies what it signed.
+    app.advance(DAY - 60);
+    let last_of_first = login(&app, "rotate@example.com");
+    assert_eq!(kid_of(&last_of_first), first_kid);
+    app.advance(60);
+    let after_switch = login(&app, "rotate@example.com");
+    assert_eq!(kid_of(&after_switch), second_kid);
+    assert_eq!(userinfo_status(&app, &last_of_first), 200);
+    assert_eq!(kids(&app), [second_kid.clone(), first_kid.clone()]);
+
+    // Once the last token the old key signed has expired (900 s + 30 s leeway), it is gone.
+    app.advance(929);
+    assert_eq!(kids(&app).len(), 2);
+    assert_eq!(app.maintain_keys(false).removed, 0);
+    app.advance(1);
+    assert_eq!(kids(&app), vec![second_kid.clone()]);
+    assert_eq!(app.maintain_keys(false).removed, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+    assert_eq!(userinfo_status(&app, &after_switch), 200);
+}
+
+#[test]
+fn an_administrator_can_rotate_on_demand() {
+    let app = App::new();
+    app.get("/healthz");
+    let first = kids(&app);
+    let report = app.maintain_keys(true);
+    let (kid, activates_at) = report.published.expect("forced rotation publishes");
+    assert_eq!(activates_at, app.now.get().timestamp() + app.config.key_publication_lead_seconds);
+    assert_eq!(kids(&app), [kid.clone(), first[0].clone()]);
+    assert_eq!(app.maintain_keys(true).published, None, "one pending key at a time");
+}
+
+#[test]
+fn changing_the_algorithm_keeps_old_tokens_verifiable() {
+    let mut app = App::new();
+    app.verified_account("alg@example.com", PASSWORD);
+    let es256_token = login(&app, "alg@example.com");
+    app.config = test_config(&[("SIGNING_ALG", "EdDSA")]);
+    let eddsa_token = login(&app, "alg@example.com");
+    let header = jwt_compact::UntrustedToken::new(eddsa_token["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.algorithm(), "EdDSA");
+    assert_eq!(userinfo_status(&app, &es256_token), 200);
+    assert_eq!(userinfo_status(&app, &eddsa_token), 200);
+    let discovery = app.get("/.well-known/openid-configuration").json;
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["EdDSA", "ES256"]));
+    app.advance(931);
+    assert_eq!(
+        app.get("/.well-known/openid-configuration").json["id_token_signing_alg_values_supported"],
+        json!(["EdDSA"])
+    );
+}
