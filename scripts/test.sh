@@ -7,6 +7,7 @@ set -eu
 cd "$EDGEID_ROOT"
 started=$(date +%s)
 ensure_toolchain
+ensure_python_packages
 node scripts/dev-vars.mjs
 
 step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }

@@ -71,6 +71,18 @@ ensure_worker_build() {
   fi
 }
 
+# PyJWT for the tests, in a virtual environment of its own, pinned by
+# tools/python/requirements.txt.
+ensure_python_packages() {
+  venv="$EDGEID_TOOLS/python"
+  stamp="$venv/.requirements"
+  if [ -f "$stamp" ] && cmp -s "$stamp" "$EDGEID_ROOT/tools/python/requirements.txt"; then return 0; fi
+  edgeid_log "installing the Python test verifiers (PyJWT) into .tools/python"
+  python3 -m venv "$venv" &&
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$EDGEID_ROOT/tools/python/requirements.txt" &&
+    cp "$EDGEID_ROOT/tools/python/requirements.txt" "$stamp"
+}
+
 # Everything, in order.
 ensure_toolchain() {
   ensure_node && ensure_npm_packages && ensure_wasm_target && ensure_worker_build

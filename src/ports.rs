@@ -92,7 +92,15 @@ pub struct OutboundRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundResponse {
     pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl OutboundResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -238,6 +238,7 @@ fn end_to_end_against_wrangler_dev() {
         ("whole lifecycle", whole_lifecycle),
         ("one winner among concurrent uses of a token", concurrent_token_uses),
         ("sessions: userinfo, refresh, logout, revoke", sessions_over_http),
+        ("independent clients: PyJWT and openid-client", independent_clients),
         ("key rotation by the cron trigger", key_rotation_by_cron),
         ("error contract", error_contract),
     ];
@@ -278,6 +279,7 @@ fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
     let (status, tokens) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
     assert_eq!(status, 200, "{tokens}");
     check_tokens_with_jwt_compact(worker, &tokens);
+    check_tokens_with_the_rust_verifier(worker, &tokens);
     check_tokens_with_jose(worker, &tokens);
 
     assert_eq!(
@@ -303,6 +305,40 @@ fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
     assert_eq!(mail.body["subject"], "You already have an account");
 }
 
+/// `edgeid::verifier` over real HTTP, as a downstream Rust service would run it.
+struct Reqwest;
+
+impl edgeid::ports::HttpClient for Reqwest {
+    async fn send(
+        &self,
+        request: edgeid::ports::OutboundRequest,
+    ) -> Result<edgeid::ports::OutboundResponse, edgeid::ports::HttpError> {
+        let response = client().get(&request.url).send().map_err(|err| edgeid::ports::HttpError(err.to_string()))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        Ok(edgeid::ports::OutboundResponse { status, headers, body: response.text().unwrap_or_default() })
+    }
+}
+
+fn check_tokens_with_the_rust_verifier(worker: &Worker, tokens: &Value) {
+    use edgeid::verifier::{Verifier, VerifierConfig};
+    let verifier = Verifier::new(VerifierConfig::for_issuer(&worker.base, "edgeid"), Reqwest);
+    let access = tokens["access_token"].as_str().unwrap();
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    let claims = pollster::block_on(verifier.verify_access_token(access, now)).unwrap();
+    assert_eq!(claims.iss, worker.base);
+    for _ in 0..20 {
+        pollster::block_on(verifier.verify_access_token(access, now)).unwrap();
+    }
+    assert_eq!(verifier.jwks_fetches(), 1);
+    let tampered = format!("{}x", &access[..access.len() - 1]);
+    assert!(pollster::block_on(verifier.verify_access_token(&tampered, now)).is_err());
+}
+
 fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {
     let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
     let access = UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap();
@@ -321,7 +357,7 @@ fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {
 }
 
 /// Runs tests/verify_with_jose.mjs on an access and an ID token: the claims if jose accepts.
-fn run_jose(worker: &Worker, access_token: &str, id_token: &str) -> Option<Value> {
+fn run_jose(worker: &Worker, access_token: &str, id_token: &str) -> Result<Value, String> {
     let output = Command::new("node")
         .current_dir(repository())
         .env("PATH", tool_path())
@@ -336,15 +372,14 @@ fn run_jose(worker: &Worker, access_token: &str, id_token: &str) -> Option<Value
         .output()
         .unwrap();
     if !output.status.success() {
-        eprintln!("jose: {}", String::from_utf8_lossy(&output.stderr));
-        return None;
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     }
-    Some(serde_json::from_slice(&output.stdout).unwrap())
+    Ok(serde_json::from_slice(&output.stdout).unwrap())
 }
 
 fn check_with_jose(worker: &Worker, tokens: &Value, email: &str) {
     let claims = run_jose(worker, tokens["access_token"].as_str().unwrap(), tokens["id_token"].as_str().unwrap())
-        .expect("jose accepts our tokens");
+        .unwrap_or_else(|err| panic!("jose refused our tokens: {err}"));
     assert_eq!(claims["id"]["email"], email);
 }
 
@@ -353,7 +388,7 @@ fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
     // A token altered by one character must fail the same check.
     let access = tokens["access_token"].as_str().unwrap();
     let tampered = format!("{}{}", &access[..access.len() - 2], if access.ends_with("AA") { "BB" } else { "AA" });
-    assert!(run_jose(worker, &tampered, tokens["id_token"].as_str().unwrap()).is_none());
+    assert!(run_jose(worker, &tampered, tokens["id_token"].as_str().unwrap()).is_err());
 }
 
 /// Fires one POST per JSON body at once and returns their statuses.
@@ -543,4 +578,51 @@ fn key_rotation_by_cron(worker: &Worker, sink: &MailSink) {
         assert_eq!(me.status(), 200);
         check_with_jose(worker, tokens, "keys@example.com");
     }
+}
+
+fn independent_clients(worker: &Worker, sink: &MailSink) {
+    let email = "clients@example.com";
+    let mut seen = 0;
+    post(worker, "/v1/signup", json!({"email": email, "password": "first passphrase"}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    post(worker, "/v1/email/verify", json!({"token": token}));
+    let (_, tokens) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    let access = tokens["access_token"].as_str().unwrap();
+
+    // PyJWT with PyJWKClient, from the project's own virtual environment.
+    let python = repository().join(".tools/python/bin/python");
+    let pyjwt = |token: &str| {
+        Command::new(&python)
+            .current_dir(repository())
+            .args(["tests/verify_with_pyjwt.py", &worker.url("/.well-known/jwks.json"), &worker.base, "edgeid", token])
+            .output()
+            .unwrap_or_else(|err| panic!("{}: {err} (run scripts/test.sh to install it)", python.display()))
+    };
+    let output = pyjwt(access);
+    assert!(output.status.success(), "PyJWT: {}", String::from_utf8_lossy(&output.stderr));
+    let claims: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(claims["client_id"], "edgeid");
+    let tampered = format!("{}{}", &access[..access.len() - 1], if access.ends_with('A') { 'B' } else { 'A' });
+    assert!(!pyjwt(&tampered).status.success(), "a tampered signature is refused");
+    let id_token = tokens["id_token"].as_str().unwrap();
+    assert!(!pyjwt(id_token).status.success(), "an ID token is not an access token");
+
+    // openid-client: discovery, then a refresh grant whose ID token it validates itself.
+    let output = Command::new("node")
+        .current_dir(repository())
+        .env("PATH", tool_path())
+        .args([
+            "tests/discover_with_openid_client.mjs",
+            &worker.base,
+            "edgeid",
+            tokens["refresh_token"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "openid-client: {}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["metadata"]["issuer"], worker.base.as_str());
+    assert_eq!(result["refreshed"]["claims"]["email"], email);
+    let rotated = result["refreshed"]["refresh_token"].as_str().unwrap();
+    assert_ne!(rotated, tokens["refresh_token"].as_str().unwrap());
 }

@@ -7,3 +7,4 @@ mod flows;
 mod keys;
 mod sessions;
 mod support;
+mod verifier;

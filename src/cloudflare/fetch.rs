@@ -21,8 +21,9 @@ impl HttpClient for Fetcher {
         let outbound = Request::new_with_init(&request.url, &init).map_err(error)?;
         let mut response = Fetch::Request(outbound).send().await.map_err(error)?;
         let status = response.status_code();
+        let headers = response.headers().entries().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
         let body = response.text().await.unwrap_or_default();
-        Ok(OutboundResponse { status, body })
+        Ok(OutboundResponse { status, headers, body })
     }
 }
 

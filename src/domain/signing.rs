@@ -62,7 +62,7 @@ pub enum TokenRejected {
     #[error("header names a key source or critical extension (jku, x5u, jwk, x5c, crit)")]
     ForbiddenHeader,
     #[error("typ is not {0}")]
-    WrongType(&'static str),
+    WrongType(String),
     #[error("alg is not the algorithm of the key named by kid")]
     WrongAlgorithm,
     #[error("kid names no published key")]
@@ -222,19 +222,88 @@ impl VerifyingKey {
     }
 }
 
+/// A set of public keys (a JWKS), parsed for verification. The issuer verifies with its own;
+/// downstream services build one from the JWKS they fetched (see `verifier`).
+pub struct PublishedKeys {
+    keys: Vec<VerifyingKey>,
+}
+
+impl fmt::Debug for PublishedKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.keys.iter().map(|key| key.kid.as_str())).finish()
+    }
+}
+
+impl PublishedKeys {
+    /// The keys of a JWK Set document. Keys of other types or algorithms, or without `kid` and
+    /// `alg`, are skipped: they can never verify one of our tokens.
+    pub fn from_jwks_json(jwks: &str) -> Option<PublishedKeys> {
+        let document: Value = serde_json::from_str(jwks).ok()?;
+        let keys = document.get("keys")?.as_array()?;
+        Some(PublishedKeys {
+            keys: keys.iter().filter_map(Value::as_object).filter_map(VerifyingKey::from_public_jwk).collect(),
+        })
+    }
+
+    fn from_jwks(jwks: &[Map<String, Value>]) -> PublishedKeys {
+        PublishedKeys { keys: jwks.iter().filter_map(VerifyingKey::from_public_jwk).collect() }
+    }
+
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid == kid)
+    }
+
+    /// Checks a JWT's header and signature and returns its claims, unvalidated in time. The
+    /// algorithm is that of the key the `kid` names, never the header's choice: a token whose
+    /// `alg` differs (`none`, `HS256`, …) is refused before any key is used, as is one that tries
+    /// to bring its own key (`jku`, `x5u`, `jwk`, `x5c`) or demands extensions (`crit`).
+    pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &str) -> Result<Claims<T>, TokenRejected> {
+        let header = token_header(token)?;
+        if header.get("typ").and_then(Value::as_str) != Some(typ) {
+            return Err(TokenRejected::WrongType(typ.to_owned()));
+        }
+        let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenRejected::UnknownKey)?;
+        let key = self.keys.iter().find(|key| key.kid == kid).ok_or(TokenRejected::UnknownKey)?;
+        if header.get("alg").and_then(Value::as_str) != Some(key.alg.jws_name()) {
+            return Err(TokenRejected::WrongAlgorithm);
+        }
+        let untrusted = UntrustedToken::new(token).map_err(|_| TokenRejected::Malformed)?;
+        let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
+        let token = match &key.key {
+            PublicKey::Es256(public) => Es256.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
+            PublicKey::EdDsa(public) => Ed25519.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
+        };
+        Ok(token.into_parts().1)
+    }
+}
+
+/// A token's protected header, refused outright if it names a key source or critical
+/// extensions.
+pub fn token_header(token: &str) -> Result<Map<String, Value>, TokenRejected> {
+    let header_segment = token.split('.').next().ok_or(TokenRejected::Malformed)?;
+    let header: Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(header_segment)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or(TokenRejected::Malformed)?;
+    if ["jku", "x5u", "jwk", "x5c", "crit"].iter().any(|name| header.contains_key(*name)) {
+        return Err(TokenRejected::ForbiddenHeader);
+    }
+    Ok(header)
+}
+
 /// The keys in force at one instant: the one that signs, and every published one (it among
 /// them), which verify.
 pub struct SigningKeys {
     active: KeyMaterial,
-    published: Vec<VerifyingKey>,
+    published: PublishedKeys,
     jwks_json: String,
     algorithms: Vec<&'static str>,
 }
 
 impl fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kids: Vec<&str> = self.published.iter().map(|key| key.kid.as_str()).collect();
-        f.debug_struct("SigningKeys").field("active", &self.active).field("published", &kids).finish()
+        f.debug_struct("SigningKeys").field("active", &self.active).field("published", &self.published).finish()
     }
 }
 
@@ -245,9 +314,9 @@ impl SigningKeys {
         if !jwks.iter().any(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(active.kid())) {
             jwks.insert(0, active.public_jwk().clone());
         }
-        let published: Vec<VerifyingKey> = jwks.iter().filter_map(VerifyingKey::from_public_jwk).collect();
+        let published = PublishedKeys::from_jwks(&jwks);
         let mut algorithms: Vec<&'static str> = Vec::new();
-        for key in &published {
+        for key in &published.keys {
             if !algorithms.contains(&key.alg.jws_name()) {
                 algorithms.push(key.alg.jws_name());
             }
@@ -270,41 +339,13 @@ impl SigningKeys {
         &self.algorithms
     }
 
+    pub fn published(&self) -> &PublishedKeys {
+        &self.published
+    }
+
     /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
         self.active.sign(typ, claims)
-    }
-
-    /// Checks a JWT's header and signature against the published keys and returns its claims,
-    /// unvalidated in time. The algorithm is that of the key the `kid` names, never the header's
-    /// choice: a token whose `alg` differs (`none`, `HS256`, …) is refused before any key is
-    /// used, as is one that tries to bring its own key (`jku`, `x5u`, `jwk`, `x5c`) or demands
-    /// extensions (`crit`).
-    pub fn verify<T: DeserializeOwned>(&self, token: &str, typ: &'static str) -> Result<Claims<T>, TokenRejected> {
-        let header_segment = token.split('.').next().ok_or(TokenRejected::Malformed)?;
-        let header: Map<String, Value> = URL_SAFE_NO_PAD
-            .decode(header_segment)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or(TokenRejected::Malformed)?;
-        if ["jku", "x5u", "jwk", "x5c", "crit"].iter().any(|name| header.contains_key(*name)) {
-            return Err(TokenRejected::ForbiddenHeader);
-        }
-        if header.get("typ").and_then(Value::as_str) != Some(typ) {
-            return Err(TokenRejected::WrongType(typ));
-        }
-        let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenRejected::UnknownKey)?;
-        let key = self.published.iter().find(|key| key.kid == kid).ok_or(TokenRejected::UnknownKey)?;
-        if header.get("alg").and_then(Value::as_str) != Some(key.alg.jws_name()) {
-            return Err(TokenRejected::WrongAlgorithm);
-        }
-        let untrusted = UntrustedToken::new(token).map_err(|_| TokenRejected::Malformed)?;
-        let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
-        let token = match &key.key {
-            PublicKey::Es256(public) => Es256.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
-            PublicKey::EdDsa(public) => Ed25519.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
-        };
-        Ok(token.into_parts().1)
     }
 }
 

@@ -5,7 +5,7 @@ use jwt_compact::{Claims, TimeOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::domain::signing::{SigningError, SigningKeys, TokenRejected};
+use crate::domain::signing::{PublishedKeys, SigningError, SigningKeys, TokenRejected};
 
 /// The scopes every first-party login grants.
 pub const LOGIN_SCOPE: &str = "openid email offline_access";
@@ -104,10 +104,22 @@ pub fn issue_tokens(
 pub const LEEWAY_SECONDS: i64 = 30;
 
 /// Validates an access token presented to us (userinfo): header and signature by
-/// [`SigningKeys::verify`], then `iss`, `aud`, `exp` and `nbf` with a small leeway.
+/// [`PublishedKeys::verify`], then `iss`, `aud`, `exp` and `nbf` with a small leeway.
 pub fn verify_access_token(
     config: &Config,
     keys: &SigningKeys,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<AccessTokenClaims, TokenRejected> {
+    validate_access_token(keys.published(), &config.issuer, &config.access_token_audience, now, token)
+}
+
+/// RFC 9068 §4 validation against a set of public keys: header policy and signature, then
+/// `iss`, `aud`, `exp` and `nbf` with [`LEEWAY_SECONDS`].
+pub fn validate_access_token(
+    keys: &PublishedKeys,
+    issuer: &str,
+    audience: &str,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<AccessTokenClaims, TokenRejected> {
@@ -118,10 +130,10 @@ pub fn verify_access_token(
     if claims.not_before.is_some() {
         claims.validate_maturity(&time).map_err(invalid)?;
     }
-    if claims.custom.iss != config.issuer {
+    if claims.custom.iss != issuer {
         return Err(TokenRejected::Invalid("iss is not this issuer".to_owned()));
     }
-    if claims.custom.aud != config.access_token_audience {
+    if claims.custom.aud != audience {
         return Err(TokenRejected::Invalid("aud is not the configured audience".to_owned()));
     }
     Ok(claims.custom)
