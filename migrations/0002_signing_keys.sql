@@ -2,7 +2,7 @@
 CREATE TABLE signing_keys (
     -- RFC 7638 thumbprint of the public key.
     kid TEXT PRIMARY KEY,
-    alg TEXT NOT NULL CHECK (alg IN ('ES256', 'EdDSA')),
+    alg TEXT NOT NULL CHECK (alg IN ('ES256', 'EdDSA', 'RS256')),
     -- The public JWK as published in the JWKS.
     public_jwk TEXT NOT NULL,
     -- The private JWK sealed with XChaCha20-Poly1305 under KEY_ENCRYPTION_KEY, bound to kid.

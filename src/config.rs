@@ -105,16 +105,11 @@ impl Config {
         let signing_alg = match get("SIGNING_ALG").as_deref() {
             None | Some("ES256") => SigningAlg::Es256,
             Some("EdDSA") => SigningAlg::EdDsa,
-            Some("RS256") => {
-                return Err(ConfigError::Invalid {
-                    name: "SIGNING_ALG",
-                    reason: "RS256 is not available in this version; use ES256 or EdDSA".to_owned(),
-                })
-            }
+            Some("RS256") => SigningAlg::Rs256,
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "SIGNING_ALG",
-                    reason: format!("{other:?} is not one of ES256, EdDSA"),
+                    reason: format!("{other:?} is not one of ES256, EdDSA, RS256"),
                 })
             }
         };
@@ -283,6 +278,7 @@ mod tests {
             ("SESSION_ABSOLUTE_TTL_SECONDS", "0"),
             ("SIGNING_ALG", "HS256"),
             ("SIGNING_ALG", "none"),
+            ("SIGNING_ALG", "RS512"),
             ("REQUIRE_EMAIL_VERIFICATION", "yes"),
             ("MAIL_PROVIDER", "smtp"),
             ("MAIL_API_URL", "http://user@127.0.0.1"),

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::domain::sealing;
 use crate::domain::signing::{KeyError, KeyMaterial, SigningAlg, SigningKeys};
 use crate::domain::tokens::LEEWAY_SECONDS;
-use crate::ports::{Database, DatabaseError, Entropy, EntropyError};
+use crate::ports::{Crypto, Database, DatabaseError, EntropyError};
 use crate::store::{self, SigningKeyRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,13 +93,13 @@ impl Keyring {
         &self,
         db: &impl Database,
         config: &Config,
-        entropy: &impl Entropy,
+        crypto: &impl Crypto,
         now: DateTime<Utc>,
     ) -> Result<Rc<SigningKeys>, KeyringError> {
         let cache_seconds = self.max_cache_seconds.min(config.key_publication_lead_seconds / 4);
         let mut records = self.records(db, now, cache_seconds).await?;
         if select(&records, config, now.timestamp()).is_none() {
-            bootstrap(db, config, entropy, now).await?;
+            bootstrap(db, config, crypto, now).await?;
             records = self.records(db, now, 0).await?;
         }
         let selection = select(&records, config, now.timestamp()).ok_or(KeyringError::NoActiveKey)?;
@@ -155,12 +155,11 @@ fn assemble(records: &[SigningKeyRecord], selection: &Selection, config: &Config
 fn record(
     key: &KeyMaterial,
     config: &Config,
-    entropy: &impl Entropy,
+    crypto: &impl Crypto,
     published_at: i64,
     activates_at: i64,
 ) -> Result<SigningKeyRecord, EntropyError> {
-    let private_sealed =
-        sealing::seal(&config.key_encryption_key.0, key.kid().as_bytes(), &key.private_jwk(), entropy)?;
+    let private_sealed = sealing::seal(&config.key_encryption_key.0, key.kid().as_bytes(), &key.private_jwk(), crypto)?;
     Ok(SigningKeyRecord {
         kid: key.kid().to_owned(),
         alg: key.alg().jws_name().to_owned(),
@@ -172,17 +171,29 @@ fn record(
     })
 }
 
+/// Adds a first key for the configured algorithm, active at once: nothing can have cached a
+/// JWKS without it. ES256 and EdDSA keys are derived from the key-encryption key, so racing
+/// requests insert the same row. An RS256 key cannot be derived (WebCrypto generates it), so
+/// racing requests each generate one and a conditional insert lets exactly one in.
 async fn bootstrap(
     db: &impl Database,
     config: &Config,
-    entropy: &impl Entropy,
+    crypto: &impl Crypto,
     now: DateTime<Utc>,
 ) -> Result<(), KeyringError> {
-    let key = KeyMaterial::derive_bootstrap(config.signing_alg, &config.key_encryption_key.0);
-    // Nothing can have cached a JWKS without this key, so it may sign at once.
-    let record = record(&key, config, entropy, now.timestamp(), now.timestamp())?;
-    log::info!("bootstrapping signing key {} ({})", key.kid(), key.alg().jws_name());
-    store::add_signing_key(db, &record, now).await?;
+    let at = now.timestamp();
+    match KeyMaterial::derive_bootstrap(config.signing_alg, &config.key_encryption_key.0) {
+        Some(key) => {
+            log::info!("bootstrapping signing key {} ({})", key.kid(), key.alg().jws_name());
+            store::add_signing_key(db, &record(&key, config, crypto, at, at)?, now).await?;
+        }
+        None => {
+            let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
+            if store::add_signing_key_unless_one_is_active(db, &record(&key, config, crypto, at, at)?, now).await? {
+                log::info!("bootstrapped signing key {} ({})", key.kid(), key.alg().jws_name());
+            }
+        }
+    }
     Ok(())
 }
 
@@ -192,7 +203,7 @@ async fn bootstrap(
 pub async fn maintain(
     db: &impl Database,
     config: &Config,
-    entropy: &impl Entropy,
+    crypto: &impl Crypto,
     now: DateTime<Utc>,
     force: bool,
 ) -> Result<Maintenance, KeyringError> {
@@ -200,7 +211,7 @@ pub async fn maintain(
     let at = now.timestamp();
     let mut records = store::list_signing_keys(db).await?;
     if select(&records, config, at).is_none() {
-        bootstrap(db, config, entropy, now).await?;
+        bootstrap(db, config, crypto, now).await?;
         records = store::list_signing_keys(db).await?;
     }
     let alg = config.signing_alg.jws_name();
@@ -211,9 +222,9 @@ pub async fn maintain(
             active.activates_at + config.key_rotation_interval_seconds - config.key_publication_lead_seconds <= at
         });
     if !pending && (due || force) {
-        let key = KeyMaterial::generate(config.signing_alg, entropy)?;
+        let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
         let activates_at = at + config.key_publication_lead_seconds;
-        store::add_signing_key(db, &record(&key, config, entropy, at, activates_at)?, now).await?;
+        store::add_signing_key(db, &record(&key, config, crypto, at, activates_at)?, now).await?;
         log::info!("published signing key {}; it signs from {activates_at}", key.kid());
         report.published = Some((key.kid().to_owned(), activates_at));
     }

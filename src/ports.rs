@@ -75,9 +75,23 @@ pub trait Database {
 #[error("the random number generator failed: {0}")]
 pub struct EntropyError(pub String);
 
-/// Cryptographically secure randomness.
-pub trait Entropy {
+#[derive(Debug, thiserror::Error)]
+#[error("RSA operation failed: {0}")]
+pub struct RsaError(pub String);
+
+/// Cryptographically secure randomness, and the RSA operations the core must not do itself:
+/// in the worker they run in WebCrypto (native code in workerd; the `rsa` crate has an unfixed
+/// timing advisory for private-key operations, RUSTSEC-2023-0071).
+#[allow(async_fn_in_trait)]
+pub trait Crypto {
     fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError>;
+
+    /// A new RSA-2048 key pair (public exponent 65537), as the JSON of its private JWK.
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, RsaError>;
+
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`) of `message` with the private JWK `key`.
+    /// `kid` identifies the key, for implementations that cache imported keys.
+    async fn sign_rs256(&self, kid: &str, key: &[u8], message: &[u8]) -> Result<Vec<u8>, RsaError>;
 }
 
 /// An outgoing HTTP request, built by the core and carried out by the adapter.

@@ -137,6 +137,12 @@ struct Worker {
 
 impl Worker {
     fn start(sink: &MailSink) -> Worker {
+        Worker::start_with(sink, &[])
+    }
+
+    /// Starts with extra `--var NAME:VALUE`s; ready when it serves a request that touches
+    /// neither D1 nor the keys, so that the first real requests still meet an empty key table.
+    fn start_with(sink: &MailSink, extra_vars: &[&str]) -> Worker {
         let port = free_port();
         let state = repository().join("target/e2e").join(format!("state-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
@@ -162,20 +168,20 @@ impl Worker {
         ];
         let port_arg = port.to_string();
         let mut args = vec!["wrangler", "dev", "--ip", "127.0.0.1", "--port", &port_arg, "--persist-to", &state_arg];
-        for var in &vars {
-            args.extend(["--var", var.as_str()]);
+        for var in vars.iter().map(String::as_str).chain(extra_vars.iter().copied()) {
+            args.extend(["--var", var]);
         }
         let child = npx(&args).stdout(log_file.try_clone().unwrap()).stderr(log_file).process_group(0).spawn().unwrap();
         let mut worker = Worker { child, base, log };
-        worker.wait_until_healthy();
+        worker.wait_until_serving();
         worker
     }
 
-    fn wait_until_healthy(&mut self) {
+    fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
         loop {
-            if let Ok(response) = client.get(format!("{}/healthz", self.base)).send() {
+            if let Ok(response) = client.get(format!("{}/.well-known/security.txt", self.base)).send() {
                 if response.status() == 200 {
                     return;
                 }
@@ -188,7 +194,7 @@ impl Worker {
             }
             assert!(
                 Instant::now() < deadline,
-                "wrangler dev did not become healthy:\n{}",
+                "wrangler dev did not start serving:\n{}",
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
             thread::sleep(Duration::from_millis(250));
@@ -233,6 +239,8 @@ fn post(worker: &Worker, path: &str, body: Value) -> (u16, Value) {
 fn end_to_end_against_wrangler_dev() {
     let sink = MailSink::start();
     let worker = Worker::start(&sink);
+    // Ready to sign by the time /healthz answers 200 (API.md, the run contract).
+    assert_eq!(client().get(worker.url("/healthz")).send().unwrap().status(), 200);
     type Case = fn(&Worker, &MailSink);
     let cases: &[(&str, Case)] = &[
         ("whole lifecycle", whole_lifecycle),
@@ -246,6 +254,47 @@ fn end_to_end_against_wrangler_dev() {
         eprintln!("e2e: {name}");
         case(&worker, &sink);
     }
+}
+
+/// A second server with `SIGNING_ALG=RS256`: its first key is generated in WebCrypto by
+/// whichever of many concurrent first requests wins, and exactly one is kept.
+#[test]
+fn end_to_end_rs256_through_webcrypto() {
+    let sink = MailSink::start();
+    let worker = Worker::start_with(&sink, &["SIGNING_ALG:RS256"]);
+    let results = (0..8)
+        .map(|_| {
+            let url = worker.url("/healthz");
+            thread::spawn(move || client().get(url).send().unwrap().status().as_u16())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .collect::<Vec<_>>();
+    assert!(results.iter().all(|status| *status == 200), "{results:?}");
+    let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "one key, however many requests raced: {jwks}");
+    assert_eq!((keys[0]["kty"].as_str(), keys[0]["alg"].as_str()), (Some("RSA"), Some("RS256")));
+    assert!(keys[0].get("d").is_none() && keys[0].get("p").is_none());
+
+    let email = "rsa@example.com";
+    let mut seen = 0;
+    post(&worker, "/v1/signup", json!({"email": email, "password": "first passphrase"}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    post(&worker, "/v1/email/verify", json!({"token": token}));
+    let (status, tokens) = post(&worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
+    assert_eq!(status, 200, "{tokens}");
+    let access = UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(access.algorithm(), "RS256");
+    check_with_jose(&worker, &tokens, email);
+    let me =
+        client().get(worker.url("/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().unwrap();
+    assert_eq!(me.status(), 200);
+    let (status, refreshed) =
+        post(&worker, "/oauth/token", json!({"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}));
+    assert_eq!(status, 200, "{refreshed}");
+    check_with_jose(&worker, &refreshed, email);
 }
 
 fn whole_lifecycle(worker: &Worker, sink: &MailSink) {

@@ -45,7 +45,7 @@ fn the_first_key_is_bootstrapped_exactly_once() {
     // Other isolates (their own keyrings, empty caches) find it, or would add the same row.
     for _ in 0..5 {
         let isolate = Keyring::new(60);
-        let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.entropy, app.now.get())).unwrap();
+        let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
         assert_eq!(keys.active_kid(), kids(&app)[0]);
     }
     app.db.execute("DELETE FROM signing_keys");
@@ -151,4 +151,43 @@ fn changing_the_algorithm_keeps_old_tokens_verifiable() {
         app.get("/.well-known/openid-configuration").json["id_token_signing_alg_values_supported"],
         json!(["EdDSA"])
     );
+}
+
+#[test]
+fn rs256_keys_sign_through_the_crypto_port_and_bootstrap_once() {
+    let app = App::with_config(test_config(&[("SIGNING_ALG", "RS256")]));
+    // Two isolates meet the empty table: each generates a key, one insert wins.
+    for _ in 0..2 {
+        let isolate = Keyring::new(60);
+        pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+
+    app.verified_account("rsa@example.com", PASSWORD);
+    let tokens = login(&app, "rsa@example.com");
+    let jwks = app.get("/.well-known/jwks.json").json;
+    let jwk = &jwks["keys"][0];
+    assert_eq!((jwk["kty"].as_str(), jwk["alg"].as_str()), (Some("RSA"), Some("RS256")));
+    for private in ["d", "p", "q", "dp", "dq", "qi"] {
+        assert!(jwk.get(private).is_none(), "{private}");
+    }
+    let public: jwt_compact::jwk::JsonWebKey<'_> = serde_json::from_value(jwk.clone()).unwrap();
+    let public = rsa::RsaPublicKey::try_from(&public).unwrap();
+    for (name, typ) in [("access_token", "at+jwt"), ("id_token", "JWT")] {
+        use jwt_compact::AlgorithmExt;
+        let token = jwt_compact::UntrustedToken::new(tokens[name].as_str().unwrap()).unwrap();
+        assert_eq!(token.algorithm(), "RS256");
+        assert_eq!(token.header().token_type.as_deref(), Some(typ));
+        assert_eq!(token.header().key_id.as_deref(), jwk["kid"].as_str());
+        jwt_compact::alg::Rsa::rs256().validator::<Value>(&public).validate(&token).unwrap();
+    }
+    assert_eq!(userinfo_status(&app, &tokens), 200);
+    let discovery = app.get("/.well-known/openid-configuration").json;
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["RS256"]));
+
+    // Rotation generates the next RSA key the same way.
+    let (next, _) = app.maintain_keys(true).published.unwrap();
+    app.advance(app.config.key_publication_lead_seconds);
+    assert_eq!(kid_of(&login(&app, "rsa@example.com")), next);
+    assert_eq!(userinfo_status(&app, &tokens), 401, "the first token has long expired");
 }

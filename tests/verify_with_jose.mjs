@@ -4,10 +4,12 @@
 import { createRemoteJWKSet, jwtVerify } from "jose";
 
 const [jwksUrl, issuer, audience, accessToken, idToken] = process.argv.slice(2);
+// Whatever the issuer signs with, but never "none" or a MAC.
+const algorithms = ["ES256", "EdDSA", "RS256"];
 const jwks = createRemoteJWKSet(new URL(jwksUrl));
 try {
-  const access = await jwtVerify(accessToken, jwks, { issuer, audience, typ: "at+jwt", algorithms: ["ES256"] });
-  const id = await jwtVerify(idToken, jwks, { issuer, audience, typ: "JWT", algorithms: ["ES256"] });
+  const access = await jwtVerify(accessToken, jwks, { issuer, audience, typ: "at+jwt", algorithms });
+  const id = await jwtVerify(idToken, jwks, { issuer, audience, typ: "JWT", algorithms });
   for (const claim of ["sub", "jti", "client_id", "scope", "sid", "exp", "iat"]) {
     if (access.payload[claim] === undefined) throw new Error(`access token lacks ${claim}`);
   }

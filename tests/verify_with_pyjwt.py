@@ -17,7 +17,7 @@ try:
     claims = jwt.decode(
         token,
         signing_key.key,
-        algorithms=["ES256", "EdDSA"],
+        algorithms=["ES256", "EdDSA", "RS256"],
         audience=audience,
         issuer=issuer,
         options={"require": ["exp", "iat", "iss", "sub", "aud", "jti"]},

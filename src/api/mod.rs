@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::documents::openid_configuration;
 use crate::flows::{login, password_reset, session, signup, verify_email, Context};
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store;
 
 pub mod error;
@@ -206,7 +206,7 @@ impl Route {
 }
 
 /// The whole HTTP API.
-pub async fn handle<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, request: &ApiRequest) -> ApiResponse {
+pub async fn handle<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, request: &ApiRequest) -> ApiResponse {
     let Some(route) = Route::find(&request.path) else {
         return ApiError::not_found().into();
     };
@@ -225,7 +225,7 @@ pub async fn handle<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, request: &
     response
 }
 
-async fn dispatch<D: Database, E: Entropy>(
+async fn dispatch<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     route: Route,
     request: &ApiRequest,
@@ -355,7 +355,7 @@ fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
     }
 }
 
-async fn reset_password<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, fields: &Fields) -> Result<(), ApiError> {
+async fn reset_password<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, fields: &Fields) -> Result<(), ApiError> {
     let token = fields.required("token")?;
     let password = fields.required("password")?;
     // The HTML form sends the password twice; API clients may too.

@@ -4,6 +4,7 @@
 
 mod d1;
 mod fetch;
+mod webcrypto;
 
 use std::rc::Rc;
 
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::flows;
 use crate::keyring::{self, Keyring};
 use crate::mail;
-use crate::ports::{Entropy, EntropyError};
+use webcrypto::WebCrypto;
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, worker_ctx: Context) -> worker::Result<Response> {
@@ -38,14 +39,8 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
     let db = d1::D1(env.d1("DB").map_err(|err| format!("D1 binding DB: {err}"))?);
     let outbox = flows::Outbox::default();
     let keyring = KEYRING.with(Rc::clone);
-    let ctx = flows::Context {
-        config: &config,
-        keyring: &keyring,
-        db: &db,
-        entropy: &WebCrypto,
-        now: now(),
-        outbox: &outbox,
-    };
+    let ctx =
+        flows::Context { config: &config, keyring: &keyring, db: &db, crypto: &WebCrypto, now: now(), outbox: &outbox };
     let response = handle(&ctx, &api_request).await;
 
     let mails = outbox.take();
@@ -96,14 +91,6 @@ thread_local! {
 fn now() -> DateTime<Utc> {
     let millis = worker::Date::now().as_millis();
     DateTime::from_timestamp_millis(i64::try_from(millis).unwrap_or(i64::MAX)).unwrap_or_default()
-}
-
-struct WebCrypto;
-
-impl Entropy for WebCrypto {
-    fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
-        getrandom::getrandom(buffer).map_err(|err| EntropyError(err.to_string()))
-    }
 }
 
 /// Reads the request. Bodies over the limit are refused from `Content-Length` before a byte is

@@ -8,7 +8,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::domain::sealing;
-use crate::ports::{Entropy, EntropyError};
+use crate::ports::{Crypto, EntropyError};
 
 const TOKEN_BYTES: usize = 32;
 /// Base64url without padding of 32 bytes.
@@ -31,9 +31,9 @@ pub struct TokenHash(String);
 pub struct MalformedToken;
 
 impl OpaqueToken {
-    pub fn generate(entropy: &impl Entropy) -> Result<OpaqueToken, EntropyError> {
+    pub fn generate(crypto: &impl Crypto) -> Result<OpaqueToken, EntropyError> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        entropy.fill(&mut bytes)?;
+        crypto.fill(&mut bytes)?;
         let plaintext = URL_SAFE_NO_PAD.encode(bytes);
         let hash = TokenHash::of_plaintext(&plaintext);
         Ok(OpaqueToken { plaintext, hash })
@@ -84,8 +84,8 @@ impl fmt::Debug for TokenHash {
 
 /// Seals `successor` so that only the holder of `previous` (a token's plaintext) can open it:
 /// the sealing key is SHA-256 of a domain tag and `previous`.
-pub fn seal_successor(previous: &str, successor: &OpaqueToken, entropy: &impl Entropy) -> Result<String, EntropyError> {
-    sealing::seal(&successor_key(previous), b"", successor.plaintext.as_bytes(), entropy)
+pub fn seal_successor(previous: &str, successor: &OpaqueToken, crypto: &impl Crypto) -> Result<String, EntropyError> {
+    sealing::seal(&successor_key(previous), b"", successor.plaintext.as_bytes(), crypto)
 }
 
 /// Opens what [`seal_successor`] sealed; `None` if `previous` is not the token it was sealed for.
@@ -98,9 +98,9 @@ fn successor_key(previous: &str) -> [u8; 32] {
 }
 
 /// A random identifier (users, sessions, JWT ids): 128 bits, base64url.
-pub fn random_id(entropy: &impl Entropy) -> Result<String, EntropyError> {
+pub fn random_id(crypto: &impl Crypto) -> Result<String, EntropyError> {
     let mut bytes = [0u8; 16];
-    entropy.fill(&mut bytes)?;
+    crypto.fill(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -109,7 +109,15 @@ mod tests {
     use super::*;
 
     struct Fixed(u8);
-    impl Entropy for Fixed {
+    impl Crypto for Fixed {
+        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::RsaError> {
+            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        }
+
+        async fn sign_rs256(&self, _: &str, _: &[u8], _: &[u8]) -> Result<Vec<u8>, crate::ports::RsaError> {
+            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        }
+
         fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
             buffer.fill(self.0);
             Ok(())

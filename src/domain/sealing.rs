@@ -6,7 +6,7 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 
-use crate::ports::{Entropy, EntropyError};
+use crate::ports::{Crypto, EntropyError};
 
 const NONCE_BYTES: usize = 24;
 
@@ -15,10 +15,10 @@ pub fn seal(
     key: &[u8; 32],
     associated_data: &[u8],
     plaintext: &[u8],
-    entropy: &impl Entropy,
+    crypto: &impl Crypto,
 ) -> Result<String, EntropyError> {
     let mut nonce = [0u8; NONCE_BYTES];
-    entropy.fill(&mut nonce)?;
+    crypto.fill(&mut nonce)?;
     let ciphertext = XChaCha20Poly1305::new(&Key::from(*key))
         .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: associated_data })
         .map_err(|_| EntropyError("sealing failed".to_owned()))?;
@@ -43,7 +43,15 @@ mod tests {
     use super::*;
 
     struct Counter(std::cell::Cell<u8>);
-    impl Entropy for Counter {
+    impl Crypto for Counter {
+        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::RsaError> {
+            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        }
+
+        async fn sign_rs256(&self, _: &str, _: &[u8], _: &[u8]) -> Result<Vec<u8>, crate::ports::RsaError> {
+            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        }
+
         fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
             self.0.set(self.0.get() + 1);
             buffer.fill(self.0.get());
@@ -53,14 +61,14 @@ mod tests {
 
     #[test]
     fn opens_only_with_the_same_key_and_associated_data() {
-        let entropy = Counter(std::cell::Cell::new(0));
-        let sealed = seal(&[1; 32], b"kid-1", b"private key", &entropy).unwrap();
+        let crypto = Counter(std::cell::Cell::new(0));
+        let sealed = seal(&[1; 32], b"kid-1", b"private key", &crypto).unwrap();
         assert_eq!(open(&[1; 32], b"kid-1", &sealed).as_deref(), Some(&b"private key"[..]));
         assert_eq!(open(&[2; 32], b"kid-1", &sealed), None);
         assert_eq!(open(&[1; 32], b"kid-2", &sealed), None);
         assert_eq!(open(&[1; 32], b"kid-1", &sealed[..sealed.len() - 2]), None);
         assert_eq!(open(&[1; 32], b"kid-1", "!"), None);
         // A fresh nonce every time: the same plaintext seals differently.
-        assert_ne!(seal(&[1; 32], b"kid-1", b"private key", &entropy).unwrap(), sealed);
+        assert_ne!(seal(&[1; 32], b"kid-1", b"private key", &crypto).unwrap(), sealed);
     }
 }

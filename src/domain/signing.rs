@@ -8,7 +8,7 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hkdf::Hkdf;
-use jwt_compact::alg::{Ed25519, Es256};
+use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
 use serde::de::DeserializeOwned;
@@ -16,13 +16,15 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::ports::{Entropy, EntropyError};
+use crate::ports::Crypto;
 
 /// The JWS algorithms edgeid signs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningAlg {
     Es256,
     EdDsa,
+    /// Signed through the `Crypto` port (WebCrypto in the worker), verified here.
+    Rs256,
 }
 
 impl SigningAlg {
@@ -30,6 +32,7 @@ impl SigningAlg {
         match self {
             SigningAlg::Es256 => "ES256",
             SigningAlg::EdDsa => "EdDSA",
+            SigningAlg::Rs256 => "RS256",
         }
     }
 
@@ -37,6 +40,7 @@ impl SigningAlg {
         match name {
             "ES256" => Some(SigningAlg::Es256),
             "EdDSA" => Some(SigningAlg::EdDsa),
+            "RS256" => Some(SigningAlg::Rs256),
             _ => None,
         }
     }
@@ -48,11 +52,16 @@ pub enum KeyError {
     Unusable { kid: String, alg: String, reason: String },
     #[error("the private part of key {0} does not open with KEY_ENCRYPTION_KEY")]
     Sealed(String),
+    #[error("key generation failed: {0}")]
+    Generation(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("token signing failed: {0}")]
 pub struct SigningError(String);
+
+/// RSA keys shorter than this are refused, as RFC 7518 §3.3 requires.
+const MIN_RSA_MODULUS_BITS: usize = 2048;
 
 /// Why a presented JWT was refused. Only logged: clients see one `invalid_token`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,11 +83,14 @@ pub enum TokenRejected {
 enum PrivateKey {
     Es256(p256::ecdsa::SigningKey),
     EdDsa(ed25519_compact::SecretKey),
+    /// The private JWK, handed to `Crypto::sign_rs256`: no RSA private operation runs here.
+    Rs256(Vec<u8>),
 }
 
 enum PublicKey {
     Es256(p256::ecdsa::VerifyingKey),
     EdDsa(ed25519_compact::PublicKey),
+    Rs256(rsa::RsaPublicKey),
 }
 
 /// A private signing key with its identity.
@@ -98,10 +110,14 @@ impl fmt::Debug for KeyMaterial {
 
 impl KeyMaterial {
     /// A fresh random key.
-    pub fn generate(alg: SigningAlg, entropy: &impl Entropy) -> Result<KeyMaterial, EntropyError> {
+    pub async fn generate(alg: SigningAlg, crypto: &impl Crypto) -> Result<KeyMaterial, KeyError> {
+        if alg == SigningAlg::Rs256 {
+            let jwk = crypto.generate_rsa_key().await.map_err(|err| KeyError::Generation(err.to_string()))?;
+            return KeyMaterial::from_rsa_private_jwk(jwk, None);
+        }
         loop {
             let mut seed = [0u8; 32];
-            entropy.fill(&mut seed)?;
+            crypto.fill(&mut seed).map_err(|err| KeyError::Generation(err.to_string()))?;
             if let Some(key) = KeyMaterial::from_seed(alg, seed) {
                 return Ok(key);
             }
@@ -111,7 +127,12 @@ impl KeyMaterial {
     /// The first key of an installation, derived from the key-encryption key with HKDF-SHA256.
     /// Being a function of configuration, it needs no coordination: however many requests find
     /// the key table empty at once, they all insert the same key, and the first insert wins.
-    pub fn derive_bootstrap(alg: SigningAlg, key_encryption_key: &[u8; 32]) -> KeyMaterial {
+    ///
+    /// `None` for RS256: RSA key generation cannot be derived in WebCrypto (see `keyring`).
+    pub fn derive_bootstrap(alg: SigningAlg, key_encryption_key: &[u8; 32]) -> Option<KeyMaterial> {
+        if alg == SigningAlg::Rs256 {
+            return None;
+        }
         let hkdf = Hkdf::<Sha256>::new(Some(b"edgeid signing key bootstrap v1"), key_encryption_key);
         let mut counter = 0u32;
         loop {
@@ -120,7 +141,7 @@ impl KeyMaterial {
             // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
             if hkdf.expand(info.as_bytes(), &mut seed).is_ok() {
                 if let Some(key) = KeyMaterial::from_seed(alg, seed) {
-                    return key;
+                    return Some(key);
                 }
             }
             counter += 1;
@@ -134,12 +155,16 @@ impl KeyMaterial {
             SigningAlg::EdDsa => {
                 PrivateKey::EdDsa(ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed)).sk)
             }
+            SigningAlg::Rs256 => return None,
         };
         Some(KeyMaterial::new(alg, private))
     }
 
     /// Reads a private JWK back (as [`KeyMaterial::private_jwk`] wrote it).
     pub fn from_private_jwk(alg: SigningAlg, kid: &str, json: &[u8]) -> Result<KeyMaterial, KeyError> {
+        if alg == SigningAlg::Rs256 {
+            return KeyMaterial::from_rsa_private_jwk(json.to_vec(), Some(kid));
+        }
         let unusable =
             |reason: String| KeyError::Unusable { kid: kid.to_owned(), alg: alg.jws_name().to_owned(), reason };
         let jwk: JsonWebKey<'_> = serde_json::from_slice(json).map_err(|err| unusable(err.to_string()))?;
@@ -150,6 +175,7 @@ impl KeyMaterial {
             SigningAlg::EdDsa => {
                 PrivateKey::EdDsa(ed25519_compact::SecretKey::try_from(&jwk).map_err(|err| unusable(err.to_string()))?)
             }
+            SigningAlg::Rs256 => return Err(unusable("not an RSA key".to_owned())),
         };
         let key = KeyMaterial::new(alg, private);
         if key.kid != kid {
@@ -158,11 +184,46 @@ impl KeyMaterial {
         Ok(key)
     }
 
+    /// An RSA private JWK (as WebCrypto exports it). Its public part must be a usable RS256
+    /// key of at least 2048 bits; `expected_kid`, when given, must be its thumbprint.
+    fn from_rsa_private_jwk(jwk: Vec<u8>, expected_kid: Option<&str>) -> Result<KeyMaterial, KeyError> {
+        let unusable = |reason: &str| KeyError::Unusable {
+            kid: expected_kid.unwrap_or("(new)").to_owned(),
+            alg: "RS256".to_owned(),
+            reason: reason.to_owned(),
+        };
+        let members: Map<String, Value> = serde_json::from_slice(&jwk).map_err(|_| unusable("not a JSON object"))?;
+        if members.get("kty").and_then(Value::as_str) != Some("RSA") || !members.contains_key("d") {
+            return Err(unusable("not a private RSA JWK"));
+        }
+        let mut public = Map::new();
+        for name in ["e", "kty", "n"] {
+            let value = members.get(name).and_then(Value::as_str).ok_or_else(|| unusable("lacks n or e"))?;
+            public.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+        let parsed: JsonWebKey<'_> =
+            serde_json::from_value(Value::Object(public.clone())).map_err(|_| unusable("malformed n or e"))?;
+        let public_key = rsa::RsaPublicKey::try_from(&parsed).map_err(|_| unusable("malformed n or e"))?;
+        if rsa::traits::PublicKeyParts::n(&public_key).bits() < MIN_RSA_MODULUS_BITS {
+            return Err(unusable("modulus shorter than 2048 bits"));
+        }
+        let key = KeyMaterial::with_public(SigningAlg::Rs256, PrivateKey::Rs256(jwk), public);
+        if expected_kid.is_some_and(|kid| kid != key.kid) {
+            return Err(unusable("its thumbprint is not its kid"));
+        }
+        Ok(key)
+    }
+
     fn new(alg: SigningAlg, private: PrivateKey) -> KeyMaterial {
         let public = match &private {
             PrivateKey::Es256(key) => public_members(&JsonWebKey::from(key.verifying_key())),
             PrivateKey::EdDsa(key) => public_members(&JsonWebKey::from(&key.public_key())),
+            PrivateKey::Rs256(_) => Map::new(),
         };
+        KeyMaterial::with_public(alg, private, public)
+    }
+
+    fn with_public(alg: SigningAlg, private: PrivateKey, public: Map<String, Value>) -> KeyMaterial {
         let kid = thumbprint(&public);
         let mut public_jwk = public;
         public_jwk.insert("kid".to_owned(), Value::String(kid.clone()));
@@ -188,15 +249,33 @@ impl KeyMaterial {
         let jwk = match &self.private {
             PrivateKey::Es256(key) => JsonWebKey::from(key),
             PrivateKey::EdDsa(key) => JsonWebKey::from(key),
+            PrivateKey::Rs256(jwk) => return jwk.clone(),
         };
         serde_json::to_vec(&jwk).unwrap_or_default()
     }
 
-    fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
+    async fn sign<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &Claims<T>,
+        crypto: &impl Crypto,
+    ) -> Result<String, SigningError> {
         let header = Header::empty().with_key_id(self.kid.clone()).with_token_type(typ);
         let signed = match &self.private {
             PrivateKey::Es256(private) => Es256.token(&header, claims, private),
             PrivateKey::EdDsa(private) => Ed25519.token(&header, claims, private),
+            PrivateKey::Rs256(jwk) => {
+                // The same compact serialisation jwt-compact produces, signed by the port.
+                let header = json!({ "alg": "RS256", "kid": self.kid, "typ": typ });
+                let claims = serde_json::to_vec(claims).map_err(|err| SigningError(err.to_string()))?;
+                let input =
+                    format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims));
+                let signature = crypto
+                    .sign_rs256(&self.kid, jwk, input.as_bytes())
+                    .await
+                    .map_err(|err| SigningError(err.to_string()))?;
+                return Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)));
+            }
         };
         signed.map_err(|err| SigningError(err.to_string()))
     }
@@ -217,6 +296,13 @@ impl VerifyingKey {
         let key = match alg {
             SigningAlg::Es256 => PublicKey::Es256(p256::ecdsa::VerifyingKey::try_from(&parsed).ok()?),
             SigningAlg::EdDsa => PublicKey::EdDsa(ed25519_compact::PublicKey::try_from(&parsed).ok()?),
+            SigningAlg::Rs256 => {
+                let key = rsa::RsaPublicKey::try_from(&parsed).ok()?;
+                if rsa::traits::PublicKeyParts::n(&key).bits() < MIN_RSA_MODULUS_BITS {
+                    return None;
+                }
+                PublicKey::Rs256(key)
+            }
         };
         Some(VerifyingKey { kid, alg, key })
     }
@@ -272,6 +358,7 @@ impl PublishedKeys {
         let token = match &key.key {
             PublicKey::Es256(public) => Es256.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
             PublicKey::EdDsa(public) => Ed25519.validator::<T>(public).validate(&untrusted).map_err(invalid)?,
+            PublicKey::Rs256(public) => Rsa::rs256().validator::<T>(public).validate(&untrusted).map_err(invalid)?,
         };
         Ok(token.into_parts().1)
     }
@@ -344,8 +431,13 @@ impl SigningKeys {
     }
 
     /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.
-    pub fn sign<T: Serialize>(&self, typ: &str, claims: &Claims<T>) -> Result<String, SigningError> {
-        self.active.sign(typ, claims)
+    pub async fn sign<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &Claims<T>,
+        crypto: &impl Crypto,
+    ) -> Result<String, SigningError> {
+        self.active.sign(typ, claims, crypto).await
     }
 }
 
@@ -394,7 +486,7 @@ mod tests {
     #[test]
     fn private_jwks_round_trip_and_the_jwks_holds_no_private_member() {
         for alg in [SigningAlg::Es256, SigningAlg::EdDsa] {
-            let key = KeyMaterial::derive_bootstrap(alg, &[3; 32]);
+            let key = KeyMaterial::derive_bootstrap(alg, &[3; 32]).unwrap();
             let again = KeyMaterial::from_private_jwk(alg, key.kid(), &key.private_jwk()).unwrap();
             assert_eq!(again.kid(), key.kid());
             let keys = SigningKeys::new(key, &[]);
@@ -408,10 +500,12 @@ mod tests {
 
     #[test]
     fn bootstrap_keys_are_a_function_of_the_key_encryption_key() {
-        let a = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[1; 32]);
-        let b = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[1; 32]);
-        let c = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[2; 32]);
-        let d = KeyMaterial::derive_bootstrap(SigningAlg::EdDsa, &[1; 32]);
+        let derive = |alg, kek: &[u8; 32]| KeyMaterial::derive_bootstrap(alg, kek).unwrap();
+        let a = derive(SigningAlg::Es256, &[1; 32]);
+        let b = derive(SigningAlg::Es256, &[1; 32]);
+        let c = derive(SigningAlg::Es256, &[2; 32]);
+        let d = derive(SigningAlg::EdDsa, &[1; 32]);
+        assert!(KeyMaterial::derive_bootstrap(SigningAlg::Rs256, &[1; 32]).is_none());
         assert_eq!(a.kid(), b.kid());
         assert_ne!(a.kid(), c.kid());
         assert_ne!(a.kid(), d.kid());

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::domain::signing::{PublishedKeys, SigningError, SigningKeys, TokenRejected};
+use crate::ports::Crypto;
 
 /// The scopes every first-party login grants.
 pub const LOGIN_SCOPE: &str = "openid email offline_access";
@@ -55,9 +56,10 @@ pub struct SignedTokens {
     pub expires_in: i64,
 }
 
-pub fn issue_tokens(
+pub async fn issue_tokens(
     config: &Config,
     keys: &SigningKeys,
+    crypto: &impl Crypto,
     now: DateTime<Utc>,
     jti: String,
     subject: &Subject<'_>,
@@ -94,8 +96,8 @@ pub fn issue_tokens(
         lifetime,
     );
     Ok(SignedTokens {
-        access_token: keys.sign("at+jwt", &access)?,
-        id_token: keys.sign("JWT", &id)?,
+        access_token: keys.sign("at+jwt", &access, crypto).await?,
+        id_token: keys.sign("JWT", &id, crypto).await?,
         expires_in: config.access_token_ttl_seconds,
     })
 }

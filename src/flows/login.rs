@@ -6,7 +6,7 @@ use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{verify_password, Password, DUMMY_PASSWORD_HASH};
 use crate::domain::tokens::{issue_tokens, Subject};
 use crate::flows::{Context, Internal};
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store::{self, NewSession};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub struct LoginTokens {
     pub expires_in: i64,
 }
 
-pub async fn login<D: Database, E: Entropy>(
+pub async fn login<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     raw_email: &str,
     raw_password: &str,
@@ -73,6 +73,7 @@ pub async fn login<D: Database, E: Entropy>(
     let signed = issue_tokens(
         ctx.config,
         &keys,
+        ctx.crypto,
         ctx.now,
         ctx.new_id()?,
         &Subject {
@@ -84,6 +85,7 @@ pub async fn login<D: Database, E: Entropy>(
             nonce,
         },
     )
+    .await
     .map_err(Internal::from)?;
     Ok(LoginTokens {
         access_token: signed.access_token,

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
 use crate::mail::OutgoingMail;
-use crate::ports::{Database, DatabaseError, Entropy, EntropyError};
+use crate::ports::{Crypto, Database, DatabaseError, EntropyError};
 
 pub mod login;
 pub mod password_reset;
@@ -26,25 +26,25 @@ pub struct Context<'a, D, E> {
     pub config: &'a Config,
     pub keyring: &'a Keyring,
     pub db: &'a D,
-    pub entropy: &'a E,
+    pub crypto: &'a E,
     pub now: DateTime<Utc>,
     /// Mail the request wants sent. The adapter delivers it after the response is on its way,
     /// so that no response's timing depends on whether a mail was sent.
     pub outbox: &'a Outbox,
 }
 
-impl<D: Database, E: Entropy> Context<'_, D, E> {
+impl<D: Database, E: Crypto> Context<'_, D, E> {
     fn new_token(&self) -> Result<OpaqueToken, Internal> {
-        Ok(OpaqueToken::generate(self.entropy)?)
+        Ok(OpaqueToken::generate(self.crypto)?)
     }
 
     fn new_id(&self) -> Result<String, Internal> {
-        Ok(random_id(self.entropy)?)
+        Ok(random_id(self.crypto)?)
     }
 
     /// The signing keys in force now (bootstrapping the first one if there is none).
     pub async fn signing_keys(&self) -> Result<Rc<SigningKeys>, Internal> {
-        Ok(self.keyring.signing_keys(self.db, self.config, self.entropy, self.now).await?)
+        Ok(self.keyring.signing_keys(self.db, self.config, self.crypto, self.now).await?)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::domain::opaque_token::TokenHash;
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
 use crate::flows::{Context, Internal};
 use crate::mail;
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store::{self, NewOneTimeToken, Purpose};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum ForgotPasswordError {
 
 /// Mails a reset link when the address has an account; does nothing otherwise, and the caller
 /// cannot tell which happened.
-pub async fn forgot_password<D: Database, E: Entropy>(
+pub async fn forgot_password<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     raw_email: &str,
 ) -> Result<(), ForgotPasswordError> {
@@ -57,7 +57,7 @@ pub enum ResetPasswordError {
 }
 
 /// Sets a new password with a reset token; every session of the user ends.
-pub async fn reset_password<D: Database, E: Entropy>(
+pub async fn reset_password<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     presented: &str,
     raw_password: &str,
@@ -71,7 +71,7 @@ pub async fn reset_password<D: Database, E: Entropy>(
         return Err(ResetPasswordError::InvalidToken);
     }
     let mut salt = [0u8; 16];
-    ctx.entropy.fill(&mut salt).map_err(Internal::from)?;
+    ctx.crypto.fill(&mut salt).map_err(Internal::from)?;
     let password_hash = hash_password(&password, &salt).map_err(Internal::from)?;
     let nonce = ctx.new_id()?;
     match store::reset_password(ctx.db, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {

@@ -8,7 +8,7 @@ use crate::domain::signing::TokenRejected;
 use crate::domain::tokens::{issue_tokens, verify_access_token, Subject};
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store::{self, RefreshTokenRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +27,13 @@ pub enum RefreshError {
 ///   client retrying after a lost response: it gets that same successor, so no second branch of
 ///   the family ever exists, however many requests race.
 /// - Any other reuse means the token was copied: the whole family (the session) is revoked.
-pub async fn refresh<D: Database, E: Entropy>(
+pub async fn refresh<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     presented: &str,
 ) -> Result<LoginTokens, RefreshError> {
     let hash = TokenHash::of_presented(presented).map_err(|_| RefreshError::InvalidGrant("malformed"))?;
     let successor = ctx.new_token()?;
-    let sealed = seal_successor(presented, &successor, ctx.entropy).map_err(Internal::from)?;
+    let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;
     let sliding_expiry = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     let won = store::rotate_refresh_token(ctx.db, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
         .await
@@ -67,7 +67,7 @@ pub async fn refresh<D: Database, E: Entropy>(
     }
 }
 
-async fn issue<D: Database, E: Entropy>(
+async fn issue<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     record: &RefreshTokenRecord,
     refresh_token: String,
@@ -77,6 +77,7 @@ async fn issue<D: Database, E: Entropy>(
     let signed = issue_tokens(
         ctx.config,
         &keys,
+        ctx.crypto,
         ctx.now,
         ctx.new_id()?,
         &Subject {
@@ -87,7 +88,8 @@ async fn issue<D: Database, E: Entropy>(
             auth_time,
             nonce: None,
         },
-    )?;
+    )
+    .await?;
     Ok(LoginTokens {
         access_token: signed.access_token,
         id_token: signed.id_token,
@@ -98,7 +100,7 @@ async fn issue<D: Database, E: Entropy>(
 
 /// Ends the session a refresh token belongs to (logout, RFC 7009 revocation). Anything that is
 /// not one of our refresh tokens is ignored: the caller learns nothing either way.
-pub async fn end_session<D: Database, E: Entropy>(ctx: &Context<'_, D, E>, presented: &str) -> Result<(), Internal> {
+pub async fn end_session<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, presented: &str) -> Result<(), Internal> {
     let Ok(hash) = TokenHash::of_presented(presented) else {
         return Ok(());
     };
@@ -123,7 +125,7 @@ pub struct Userinfo {
 }
 
 /// The claims about the user behind a valid access token whose session is still live.
-pub async fn userinfo<D: Database, E: Entropy>(
+pub async fn userinfo<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     access_token: &str,
 ) -> Result<Userinfo, UserinfoError> {

@@ -7,7 +7,7 @@ use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
 use crate::flows::{Context, Internal};
 use crate::mail;
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store::{self, NewOneTimeToken, NewUser, Purpose, SignupOutcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum SignupError {
 
 /// Creates an unverified account and mails a verification link. For a registered address
 /// the caller sees exactly the same result, and the owner gets an "already registered" mail.
-pub async fn signup<D: Database, E: Entropy>(
+pub async fn signup<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     raw_email: &str,
     raw_password: &str,
@@ -31,7 +31,7 @@ pub async fn signup<D: Database, E: Entropy>(
     let password = Password::new_for_policy(raw_password)?;
     // Hash before looking anything up, so both outcomes cost one Argon2id run.
     let mut salt = [0u8; 16];
-    ctx.entropy.fill(&mut salt).map_err(Internal::from)?;
+    ctx.crypto.fill(&mut salt).map_err(Internal::from)?;
     let password_hash = hash_password(&password, &salt).map_err(Internal::from)?;
 
     let user_id = ctx.new_id()?;
@@ -60,7 +60,7 @@ pub async fn signup<D: Database, E: Entropy>(
     Ok(())
 }
 
-async fn mail_already_registered<D: Database, E: Entropy>(
+async fn mail_already_registered<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     email: &Email,
 ) -> Result<(), Internal> {
@@ -95,7 +95,7 @@ pub enum ResendError {
 
 /// Mails a fresh verification link if the address belongs to an unverified account; does
 /// nothing otherwise. The caller cannot tell which happened.
-pub async fn resend_verification<D: Database, E: Entropy>(
+pub async fn resend_verification<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     raw_email: &str,
 ) -> Result<(), ResendError> {

@@ -2,7 +2,7 @@
 
 use crate::domain::opaque_token::TokenHash;
 use crate::flows::{Context, Internal};
-use crate::ports::{Database, Entropy};
+use crate::ports::{Crypto, Database};
 use crate::store;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +13,7 @@ pub enum VerifyEmailError {
     Internal(#[from] Internal),
 }
 
-pub async fn verify_email<D: Database, E: Entropy>(
+pub async fn verify_email<D: Database, E: Crypto>(
     ctx: &Context<'_, D, E>,
     presented: &str,
 ) -> Result<(), VerifyEmailError> {

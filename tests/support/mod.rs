@@ -10,7 +10,7 @@ use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
 use edgeid::mail::OutgoingMail;
-use edgeid::ports::{Database, DatabaseError, Entropy, EntropyError, SqlValue, Statement, StatementOutcome};
+use edgeid::ports::{Crypto, Database, DatabaseError, EntropyError, RsaError, SqlValue, Statement, StatementOutcome};
 use jwt_compact::jwk::JsonWebKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -109,18 +109,37 @@ impl Database for Sqlite {
 
 /// Deterministic "randomness": SHA-256 of a seed and a counter. Reproducible runs, and still
 /// distinct values for every call.
-pub struct SeededEntropy {
+pub struct SeededCrypto {
     seed: u64,
     counter: Cell<u64>,
+    rsa_keys_handed_out: Cell<usize>,
 }
 
-impl SeededEntropy {
-    pub fn new(seed: u64) -> SeededEntropy {
-        SeededEntropy { seed, counter: Cell::new(0) }
+impl SeededCrypto {
+    pub fn new(seed: u64) -> SeededCrypto {
+        SeededCrypto { seed, counter: Cell::new(0), rsa_keys_handed_out: Cell::new(0) }
     }
 }
 
-impl Entropy for SeededEntropy {
+/// RSA keys for the tests: generating 2048-bit keys natively in a debug build would take
+/// seconds, so the "generated" keys are handed out from fixtures, in turn.
+const RSA_FIXTURES: &str = include_str!("../fixtures/rsa-keys.json");
+
+impl Crypto for SeededCrypto {
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, RsaError> {
+        let keys: Vec<serde_json::Value> = serde_json::from_str(RSA_FIXTURES).unwrap();
+        let index = self.rsa_keys_handed_out.get();
+        self.rsa_keys_handed_out.set(index + 1);
+        Ok(keys[index % keys.len()].to_string().into_bytes())
+    }
+
+    async fn sign_rs256(&self, _kid: &str, key: &[u8], message: &[u8]) -> Result<Vec<u8>, RsaError> {
+        use jwt_compact::{Algorithm, AlgorithmSignature};
+        let jwk: JsonWebKey<'_> = serde_json::from_slice(key).map_err(|err| RsaError(err.to_string()))?;
+        let private = rsa::RsaPrivateKey::try_from(&jwk).map_err(|err| RsaError(err.to_string()))?;
+        Ok(jwt_compact::alg::Rsa::rs256().sign(&private, message).as_bytes().into_owned())
+    }
+
     fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
         for chunk in buffer.chunks_mut(32) {
             let counter = self.counter.get();
@@ -143,7 +162,7 @@ pub const TEST_KEY_ENCRYPTION_KEY: &str = "ZWRnZWlkLXRlc3Qta2V5LWVuY3J5cHRpb24ta
 
 /// The private key a fresh installation with the test configuration signs with.
 pub fn bootstrap_p256_key(config: &Config) -> p256::ecdsa::SigningKey {
-    let key = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &config.key_encryption_key.0);
+    let key = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &config.key_encryption_key.0).unwrap();
     let jwk: JsonWebKey<'_> = serde_json::from_slice(&key.private_jwk()).unwrap();
     p256::ecdsa::SigningKey::try_from(&jwk).unwrap()
 }
@@ -171,7 +190,7 @@ pub struct App {
     pub config: Config,
     pub keyring: Keyring,
     pub db: Sqlite,
-    pub entropy: SeededEntropy,
+    pub crypto: SeededCrypto,
     pub now: Cell<DateTime<Utc>>,
     pub mails: RefCell<Vec<OutgoingMail>>,
 }
@@ -209,7 +228,7 @@ impl App {
             // No cache: tests move the clock and the key table and want to see it at once.
             keyring: Keyring::new(0),
             db: Sqlite::with_migrations(),
-            entropy: SeededEntropy::new(42),
+            crypto: SeededCrypto::new(42),
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
         }
@@ -217,7 +236,7 @@ impl App {
 
     /// Runs the cron trigger's key maintenance at the current instant.
     pub fn maintain_keys(&self, force: bool) -> edgeid::keyring::Maintenance {
-        pollster::block_on(edgeid::keyring::maintain(&self.db, &self.config, &self.entropy, self.now.get(), force))
+        pollster::block_on(edgeid::keyring::maintain(&self.db, &self.config, &self.crypto, self.now.get(), force))
             .unwrap()
     }
 
@@ -231,7 +250,7 @@ impl App {
             config: &self.config,
             keyring: &self.keyring,
             db: &self.db,
-            entropy: &self.entropy,
+            crypto: &self.crypto,
             now: self.now.get(),
             outbox: &outbox,
         };
