@@ -4,6 +4,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::domain::password::HashParams;
+use crate::domain::rate_limit::{BucketKind, Limit};
 use crate::domain::signing::SigningAlg;
 
 /// Mail delivery back-ends, chosen by `MAIL_PROVIDER`.
@@ -22,6 +24,47 @@ pub struct MailConfig {
     pub api_url: String,
     pub api_key: Option<String>,
     pub from: String,
+}
+
+/// The budgets of `RATE_LIMIT_*`; `None` where a budget is `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    pub login_per_ip: Option<Limit>,
+    pub login_per_account: Option<Limit>,
+    pub mail_per_ip: Option<Limit>,
+    pub mail_per_address: Option<Limit>,
+    pub token_per_ip: Option<Limit>,
+}
+
+impl RateLimits {
+    pub fn limit(&self, kind: BucketKind) -> Option<Limit> {
+        match kind {
+            BucketKind::LoginPerIp => self.login_per_ip,
+            BucketKind::LoginPerAccount => self.login_per_account,
+            BucketKind::MailPerIp => self.mail_per_ip,
+            BucketKind::MailPerAddress => self.mail_per_address,
+            BucketKind::TokenPerIp => self.token_per_ip,
+        }
+    }
+}
+
+/// What to do with a new password when the breached-password API cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreachCheck {
+    /// No check at all.
+    Off,
+    /// Accept the password and log the miss: an outage of the API never blocks sign-ups.
+    FailOpen,
+    /// Refuse the password (`server_error`, nothing written) until the API answers.
+    FailClosed,
+}
+
+#[derive(Debug, Clone)]
+pub struct BreachedPasswordConfig {
+    pub check: BreachCheck,
+    /// Base URL of a Have I Been Pwned compatible range API (`GET {url}/range/{prefix}`).
+    pub api_url: String,
+    pub timeout_ms: u32,
 }
 
 /// Validated configuration. There is deliberately no `Default`: a worker either has a complete,
@@ -51,6 +94,10 @@ pub struct Config {
     pub mail: MailConfig,
     /// Origin of the links inside emails, without a trailing slash.
     pub public_url: String,
+    pub rate_limits: RateLimits,
+    pub breached_passwords: BreachedPasswordConfig,
+    /// Argon2id parameters for new hashes; stored hashes with weaker ones are upgraded at login.
+    pub password_hash: HashParams,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +123,20 @@ impl std::fmt::Debug for KeyEncryptionKey {
 }
 
 const RESEND_API_URL: &str = "https://api.resend.com";
+const PWNED_PASSWORDS_API_URL: &str = "https://api.pwnedpasswords.com";
+
+/// Default budgets, chosen so that people never meet them and scripts always do: ten failed
+/// logins per account per 15 minutes (NIST SP 800-63B §5.2.2 allows up to 100 in total), a
+/// hundred login attempts per address per 15 minutes (offices share an address), thirty
+/// mail-sending requests per address per hour, five mails to one recipient per hour, sixty
+/// one-time-token submissions per address per 15 minutes.
+const DEFAULT_LIMITS: [(&str, &str); 5] = [
+    ("RATE_LIMIT_LOGIN_PER_IP", "100/900"),
+    ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "10/900"),
+    ("RATE_LIMIT_MAIL_PER_IP", "30/3600"),
+    ("RATE_LIMIT_MAIL_PER_ADDRESS", "5/3600"),
+    ("RATE_LIMIT_TOKEN_PER_IP", "60/900"),
+];
 
 impl Config {
     /// How long caches may keep the JWKS: five minutes, or a quarter of the publication lead if
@@ -172,6 +233,49 @@ impl Config {
             return Err(ConfigError::Invalid { name: "MAIL_FROM", reason: "contains a control character".to_owned() });
         }
 
+        let limit = |name: &'static str| -> Result<Option<Limit>, ConfigError> {
+            let default = DEFAULT_LIMITS.iter().find(|(known, _)| *known == name).map_or("off", |(_, value)| value);
+            let raw = get(name).unwrap_or_else(|| default.to_owned());
+            Limit::parse(&raw).map_err(|err| ConfigError::Invalid { name, reason: err.to_string() })
+        };
+        let rate_limits = RateLimits {
+            login_per_ip: limit("RATE_LIMIT_LOGIN_PER_IP")?,
+            login_per_account: limit("RATE_LIMIT_LOGIN_PER_ACCOUNT")?,
+            mail_per_ip: limit("RATE_LIMIT_MAIL_PER_IP")?,
+            mail_per_address: limit("RATE_LIMIT_MAIL_PER_ADDRESS")?,
+            token_per_ip: limit("RATE_LIMIT_TOKEN_PER_IP")?,
+        };
+        let check = match get("BREACHED_PASSWORD_CHECK").as_deref() {
+            None | Some("fail-open") => BreachCheck::FailOpen,
+            Some("fail-closed") => BreachCheck::FailClosed,
+            Some("off") => BreachCheck::Off,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "BREACHED_PASSWORD_CHECK",
+                    reason: format!("{other:?} is not one of fail-open, fail-closed, off"),
+                })
+            }
+        };
+        let breached_passwords = BreachedPasswordConfig {
+            check,
+            api_url: match get("BREACHED_PASSWORD_API_URL") {
+                Some(url) => http_base_url("BREACHED_PASSWORD_API_URL", &url)?,
+                None => PWNED_PASSWORDS_API_URL.to_owned(),
+            },
+            timeout_ms: bounded("BREACHED_PASSWORD_TIMEOUT_MS", get("BREACHED_PASSWORD_TIMEOUT_MS"), 1000, 50..=1000)?,
+        };
+        let default_hash = HashParams::OWASP_MINIMUM;
+        let password_hash = HashParams {
+            memory_kib: bounded(
+                "ARGON2_MEMORY_KIB",
+                get("ARGON2_MEMORY_KIB"),
+                default_hash.memory_kib,
+                19_456..=262_144,
+            )?,
+            iterations: bounded("ARGON2_ITERATIONS", get("ARGON2_ITERATIONS"), default_hash.iterations, 2..=16)?,
+            parallelism: bounded("ARGON2_PARALLELISM", get("ARGON2_PARALLELISM"), default_hash.parallelism, 1..=8)?,
+        };
+
         Ok(Config {
             issuer,
             access_token_audience,
@@ -186,6 +290,9 @@ impl Config {
             require_email_verification,
             mail: MailConfig { provider, api_url, api_key, from },
             public_url,
+            rate_limits,
+            breached_passwords,
+            password_hash,
         })
     }
 }
@@ -202,6 +309,23 @@ fn seconds(
         _ => Err(ConfigError::Invalid {
             name,
             reason: format!("{raw:?} is not a number of seconds in {}..={}", bounds.start(), bounds.end()),
+        }),
+    }
+}
+
+/// A whole number within `bounds` (Argon2 parameters), or `default` when unset.
+fn bounded(
+    name: &'static str,
+    raw: Option<String>,
+    default: u32,
+    bounds: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<u32>() {
+        Ok(value) if bounds.contains(&value) => Ok(value),
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: format!("{raw:?} is not a whole number in {}..={}", bounds.start(), bounds.end()),
         }),
     }
 }
@@ -251,6 +375,41 @@ mod tests {
         assert_eq!(config.key_rotation_interval_seconds, 2_592_000);
         assert_eq!(config.key_publication_lead_seconds, 86_400);
         assert_eq!(format!("{:?}", config.key_encryption_key), "KeyEncryptionKey(..)");
+        let per = |count, period_seconds| Some(Limit { count, period_seconds });
+        assert_eq!(
+            config.rate_limits,
+            RateLimits {
+                login_per_ip: per(100, 900),
+                login_per_account: per(10, 900),
+                mail_per_ip: per(30, 3600),
+                mail_per_address: per(5, 3600),
+                token_per_ip: per(60, 900),
+            }
+        );
+        assert_eq!(config.breached_passwords.check, BreachCheck::FailOpen);
+        assert_eq!(config.breached_passwords.api_url, "https://api.pwnedpasswords.com");
+        assert_eq!(config.breached_passwords.timeout_ms, 1000);
+        assert_eq!(config.password_hash, HashParams::OWASP_MINIMUM);
+    }
+
+    #[test]
+    fn limits_and_checks_can_be_tuned_or_switched_off() {
+        let config = config(&[
+            ("ISSUER", "http://x"),
+            ("MAIL_PROVIDER", "log"),
+            KEK,
+            ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "off"),
+            ("RATE_LIMIT_MAIL_PER_ADDRESS", "2/60"),
+            ("BREACHED_PASSWORD_CHECK", "fail-closed"),
+            ("BREACHED_PASSWORD_API_URL", "http://127.0.0.1:9999/"),
+            ("ARGON2_MEMORY_KIB", "65536"),
+        ])
+        .unwrap();
+        assert_eq!(config.rate_limits.login_per_account, None);
+        assert_eq!(config.rate_limits.limit(BucketKind::MailPerAddress), Some(Limit { count: 2, period_seconds: 60 }));
+        assert_eq!(config.breached_passwords.check, BreachCheck::FailClosed);
+        assert_eq!(config.breached_passwords.api_url, "http://127.0.0.1:9999");
+        assert_eq!(config.password_hash.memory_kib, 65_536);
     }
 
     #[test]
@@ -286,6 +445,14 @@ mod tests {
             ("KEY_ROTATION_INTERVAL_SECONDS", "60"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "3"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "2592000"),
+            ("RATE_LIMIT_LOGIN_PER_IP", "10"),
+            ("RATE_LIMIT_MAIL_PER_ADDRESS", "0/60"),
+            ("BREACHED_PASSWORD_CHECK", "maybe"),
+            ("BREACHED_PASSWORD_API_URL", "api.pwnedpasswords.com"),
+            ("BREACHED_PASSWORD_TIMEOUT_MS", "5000"),
+            ("ARGON2_MEMORY_KIB", "4096"),
+            ("ARGON2_ITERATIONS", "1"),
+            ("ARGON2_PARALLELISM", "64"),
         ] {
             let mut pairs = vec![("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log"), KEK];
             pairs.retain(|(k, _)| *k != name);

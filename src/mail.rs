@@ -157,6 +157,7 @@ pub fn provider_request(config: &MailConfig, mail: &OutgoingMail) -> Option<Outb
                     ("Idempotency-Key".to_owned(), mail.idempotency_key.clone()),
                 ],
                 body: body.to_string().into_bytes(),
+                timeout_ms: Some(10_000),
             })
         }
     }

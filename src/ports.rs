@@ -101,6 +101,8 @@ pub struct OutboundRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Give up (an `HttpError`) when the whole exchange takes longer than this.
+    pub timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -552,3 +552,87 @@ pub async fn add_signing_key_unless_one_is_active(
         .await?;
     Ok(changes(&outcomes, 0) == 1)
 }
+
+/// One budget drawn on by a request: a bucket and the GCRA parameters of its limit.
+#[derive(Debug, Clone)]
+pub struct BucketDraw {
+    pub bucket: String,
+    pub cost_ms: i64,
+    pub tolerance_ms: i64,
+}
+
+/// What drawing on a bucket did: whether a unit was taken, and the bucket's TAT afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketState {
+    pub taken: bool,
+    pub tat_ms: i64,
+}
+
+/// Takes one unit from each bucket that has one (`domain::rate_limit::admit`, in SQL): a
+/// conditional upsert per bucket, so concurrent requests are counted exactly. One batch.
+pub async fn take_from_buckets(
+    db: &impl Database,
+    draws: &[BucketDraw],
+    now_ms: i64,
+) -> Result<Vec<BucketState>, DatabaseError> {
+    let mut statements = Vec::with_capacity(draws.len() * 2);
+    for draw in draws {
+        statements.push(Statement::new(
+            "INSERT INTO rate_limits (bucket, tat) VALUES (?1, ?2 + ?3)
+             ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
+             WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2",
+            [draw.bucket.as_str().into(), now_ms.into(), draw.cost_ms.into(), draw.tolerance_ms.into()],
+        ));
+        statements.push(Statement::new("SELECT tat FROM rate_limits WHERE bucket = ?1", [draw.bucket.as_str().into()]));
+    }
+    let outcomes = db.batch(statements).await?;
+    (0..draws.len())
+        .map(|index| {
+            let tat_ms = outcomes
+                .get(index * 2 + 1)
+                .and_then(|outcome| outcome.rows.first())
+                .map(|row| integer(row, "tat"))
+                .transpose()?
+                .unwrap_or(now_ms);
+            Ok(BucketState { taken: changes(&outcomes, index * 2) == 1, tat_ms })
+        })
+        .collect()
+}
+
+/// Puts back one unit taken from each bucket (a request that turned out not to count).
+pub async fn return_to_buckets(db: &impl Database, draws: &[BucketDraw]) -> Result<(), DatabaseError> {
+    let statements = draws
+        .iter()
+        .map(|draw| {
+            Statement::new(
+                "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
+                [draw.bucket.as_str().into(), draw.cost_ms.into()],
+            )
+        })
+        .collect();
+    db.batch(statements).await.map(drop)
+}
+
+/// Deletes buckets that are full again (their TAT has passed): the same as having no row.
+pub async fn remove_full_buckets(db: &impl Database, now_ms: i64) -> Result<u64, DatabaseError> {
+    let outcomes = db.batch(vec![Statement::new("DELETE FROM rate_limits WHERE tat < ?1", [now_ms.into()])]).await?;
+    Ok(changes(&outcomes, 0))
+}
+
+/// Replaces a password hash that just verified with a stronger one, unless it changed since
+/// it was read (a reset in between wins).
+pub async fn upgrade_password_hash(
+    db: &impl Database,
+    user_id: &str,
+    old_hash: &str,
+    new_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+            [user_id.into(), old_hash.into(), new_hash.into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}

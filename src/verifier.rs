@@ -130,6 +130,7 @@ impl<H: HttpClient> Verifier<H> {
                 url: self.config.jwks_url.clone(),
                 headers: vec![("Accept".to_owned(), "application/json".to_owned())],
                 body: Vec::new(),
+                timeout_ms: Some(5_000),
             })
             .await
             .map_err(|err| VerifyError::JwksUnavailable(err.to_string()))?;

@@ -55,58 +55,112 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The answer of the fake range API: padding, plus the suffix of [`BREACHED_PASSWORD`] when
+/// the prefix is its own.
+fn breach_range(prefix: &str) -> String {
+    use sha1::Digest;
+    let hex: String = sha1::Sha1::digest(BREACHED_PASSWORD.as_bytes()).iter().map(|b| format!("{b:02X}")).collect();
+    let mut body = String::from("0000000000000000000000000000000000A:0\r\n");
+    if hex[..5] == *prefix {
+        body.push_str(&format!("{}:1337\r\n", &hex[5..]));
+    }
+    body
+}
+
 /// One request the worker made to the mail API.
 #[derive(Debug, Clone)]
-struct CapturedMail {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Value,
+pub(crate) struct CapturedMail {
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Value,
 }
 
 impl CapturedMail {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         self.body["text"].as_str().unwrap_or_default()
     }
 }
 
-/// An HTTP server on 127.0.0.1 that accepts every `POST /emails` like Resend and records it.
-struct MailSink {
+pub(crate) type RangeRequest = (String, Vec<(String, String)>);
+
+/// A password the fake breached-password API lists.
+pub(crate) const BREACHED_PASSWORD: &str = "password1234";
+
+/// An HTTP server on 127.0.0.1 that accepts every `POST /emails` like Resend and records it,
+/// after refusing the first `failures` with 503 (recorded too, in `refused`). It also plays
+/// the Pwned Passwords range API (`GET /range/PREFIX`), listing [`BREACHED_PASSWORD`].
+pub(crate) struct MailSink {
     server: Arc<tiny_http::Server>,
-    port: u16,
+    pub(crate) port: u16,
     captured: Arc<Mutex<Vec<CapturedMail>>>,
+    pub(crate) refused: Arc<Mutex<Vec<CapturedMail>>>,
+    /// Each range request's prefix and headers.
+    pub(crate) range_requests: Arc<Mutex<Vec<RangeRequest>>>,
 }
 
 impl MailSink {
-    fn start() -> MailSink {
+    pub(crate) fn start() -> MailSink {
+        MailSink::failing_first(0)
+    }
+
+    pub(crate) fn failing_first(failures: usize) -> MailSink {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
-        let captured = Arc::new(Mutex::new(Vec::new()));
-        let (accepting, record) = (Arc::clone(&server), Arc::clone(&captured));
+        let sink = MailSink {
+            server: Arc::clone(&server),
+            port,
+            captured: Arc::default(),
+            refused: Arc::default(),
+            range_requests: Arc::default(),
+        };
+        let (record, refused, ranges) =
+            (Arc::clone(&sink.captured), Arc::clone(&sink.refused), Arc::clone(&sink.range_requests));
         thread::spawn(move || {
-            for mut request in accepting.incoming_requests() {
+            for mut request in server.incoming_requests() {
                 let mut body = String::new();
                 request.as_reader().read_to_string(&mut body).unwrap();
-                let headers = request.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect();
-                let mut record = record.lock().unwrap();
-                record.push(CapturedMail {
+                let headers: Vec<(String, String)> =
+                    request.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect();
+                if let Some(prefix) = request.url().strip_prefix("/range/").map(str::to_owned) {
+                    let answer = breach_range(&prefix);
+                    ranges.lock().unwrap().push((prefix, headers));
+                    let _ = request.respond(tiny_http::Response::from_string(answer));
+                    continue;
+                }
+                let mail = CapturedMail {
                     path: request.url().to_owned(),
                     headers,
                     body: serde_json::from_str(&body).unwrap_or(Value::Null),
-                });
+                };
+                let mut refused = refused.lock().unwrap();
+                if refused.len() < failures {
+                    refused.push(mail);
+                    drop(refused);
+                    let _ = request.respond(tiny_http::Response::from_string("{}").with_status_code(503));
+                    continue;
+                }
+                drop(refused);
+                let mut record = record.lock().unwrap();
+                record.push(mail);
                 let id = format!("{{\"id\": \"sink-{}\"}}", record.len());
                 drop(record);
                 let _ = request.respond(tiny_http::Response::from_string(id).with_status_code(200));
             }
         });
-        MailSink { server, port, captured }
+        sink
+    }
+
+    /// Every mail accepted so far.
+    pub(crate) fn accepted(&self) -> Vec<CapturedMail> {
+        self.captured.lock().unwrap().clone()
     }
 
     /// Waits for the next mail to `to` beyond the `seen` already taken.
-    fn wait_for(&self, to: &str, seen: &mut usize) -> CapturedMail {
+    pub(crate) fn wait_for(&self, to: &str, seen: &mut usize) -> CapturedMail {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mails: Vec<CapturedMail> =
@@ -129,7 +183,7 @@ impl Drop for MailSink {
 
 /// `wrangler dev` on a free port with a fresh local D1, stopped by PID (its whole process group)
 /// when dropped, also when a test panics.
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     base: String,
     log: PathBuf,
@@ -142,7 +196,7 @@ impl Worker {
 
     /// Starts with extra `--var NAME:VALUE`s; ready when it serves a request that touches
     /// neither D1 nor the keys, so that the first real requests still meet an empty key table.
-    fn start_with(sink: &MailSink, extra_vars: &[&str]) -> Worker {
+    pub(crate) fn start_with(sink: &MailSink, extra_vars: &[&str]) -> Worker {
         let port = free_port();
         let state = repository().join("target/e2e").join(format!("state-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
@@ -162,12 +216,20 @@ impl Worker {
             "MAIL_PROVIDER:resend".to_owned(),
             format!("MAIL_API_URL:http://127.0.0.1:{}", sink.port),
             format!("MAIL_API_KEY:{MAIL_API_KEY}"),
+            format!("BREACHED_PASSWORD_API_URL:http://127.0.0.1:{}", sink.port),
+            // Budgets get their own worker (tests/e2e_abuse.rs); these tests make many requests.
+            "RATE_LIMIT_LOGIN_PER_IP:100000/60".to_owned(),
+            "RATE_LIMIT_LOGIN_PER_ACCOUNT:100000/60".to_owned(),
+            "RATE_LIMIT_MAIL_PER_IP:100000/60".to_owned(),
+            "RATE_LIMIT_MAIL_PER_ADDRESS:100000/60".to_owned(),
+            "RATE_LIMIT_TOKEN_PER_IP:100000/60".to_owned(),
             // Short enough to watch a rotation happen; the JWKS max-age and the isolates' key
             // cache shrink with it (a quarter of the lead, one second here).
             format!("KEY_PUBLICATION_LEAD_SECONDS:{KEY_PUBLICATION_LEAD_SECONDS}"),
         ];
         let port_arg = port.to_string();
         let mut args = vec!["wrangler", "dev", "--ip", "127.0.0.1", "--port", &port_arg, "--persist-to", &state_arg];
+        // A later --var of the same name wins, so extra_vars override the defaults above.
         for var in vars.iter().map(String::as_str).chain(extra_vars.iter().copied()) {
             args.extend(["--var", var]);
         }
@@ -201,7 +263,7 @@ impl Worker {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }
@@ -223,11 +285,11 @@ impl Drop for Worker {
     }
 }
 
-fn client() -> reqwest::blocking::Client {
+pub(crate) fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-fn post(worker: &Worker, path: &str, body: Value) -> (u16, Value) {
+pub(crate) fn post(worker: &Worker, path: &str, body: Value) -> (u16, Value) {
     let response = client().post(worker.url(path)).json(&body).send().unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap_or(Value::Null))
@@ -441,13 +503,17 @@ fn check_tokens_with_jose(worker: &Worker, tokens: &Value) {
 }
 
 /// Fires one POST per JSON body at once and returns their statuses.
-fn all_at_once(worker: &Worker, path: &'static str, bodies: Vec<Value>) -> Vec<u16> {
+pub(crate) fn all_at_once(worker: &Worker, path: &'static str, bodies: Vec<Value>) -> Vec<u16> {
     let requests = bodies.into_iter().map(|body| ("application/json", body.to_string())).collect();
     all_at_once_raw(worker, path, requests).into_iter().map(|(status, _)| status).collect()
 }
 
 /// Fires one POST per (content type, body) at once and returns their statuses and JSON bodies.
-fn all_at_once_raw(worker: &Worker, path: &'static str, requests: Vec<(&'static str, String)>) -> Vec<(u16, Value)> {
+pub(crate) fn all_at_once_raw(
+    worker: &Worker,
+    path: &'static str,
+    requests: Vec<(&'static str, String)>,
+) -> Vec<(u16, Value)> {
     let barrier = Arc::new(Barrier::new(requests.len()));
     let handles: Vec<_> = requests
         .into_iter()

@@ -2,9 +2,12 @@
 //! end-to-end tests against the built worker under `wrangler dev`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod e2e;
+mod e2e_abuse;
 mod flows;
 mod keys;
+mod properties;
 mod sessions;
 mod support;
 mod verifier;

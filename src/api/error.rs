@@ -5,6 +5,7 @@ use crate::flows::login::LoginError;
 use crate::flows::password_reset::{ForgotPasswordError, ResetPasswordError};
 use crate::flows::session::{RefreshError, UserinfoError};
 use crate::flows::signup::{ResendError, SignupError};
+use crate::flows::throttle::Throttled;
 use crate::flows::verify_email::VerifyEmailError;
 use crate::flows::Internal;
 
@@ -16,11 +17,13 @@ pub struct ApiError {
     pub description: String,
     /// `WWW-Authenticate` for 401s on bearer-protected resources (RFC 6750 §3).
     pub challenge: Option<&'static str>,
+    /// `Retry-After` seconds for 429s.
+    pub retry_after_seconds: Option<i64>,
 }
 
 impl ApiError {
     fn new(status: u16, code: &'static str, description: impl Into<String>) -> ApiError {
-        ApiError { status, code, description: description.into(), challenge: None }
+        ApiError { status, code, description: description.into(), challenge: None, retry_after_seconds: None }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> ApiError {
@@ -60,6 +63,18 @@ impl ApiError {
         }
     }
 
+    /// 429 with `Retry-After`: the same for every account, existing or not.
+    pub fn rate_limited(throttled: Throttled) -> ApiError {
+        ApiError {
+            retry_after_seconds: Some(throttled.retry_after_seconds),
+            ..ApiError::new(
+                429,
+                "rate_limited",
+                format!("too many attempts; try again in {} seconds", throttled.retry_after_seconds),
+            )
+        }
+    }
+
     /// Logs the detail, answers without it.
     pub fn server_error(detail: &dyn std::fmt::Display) -> ApiError {
         log::error!("server_error: {detail}");
@@ -90,6 +105,7 @@ impl From<SignupError> for ApiError {
         match err {
             SignupError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
             SignupError::WeakPassword(detail) => ApiError::weak_password(&detail),
+            SignupError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             SignupError::Internal(internal) => internal.into(),
         }
     }
@@ -99,6 +115,7 @@ impl From<ResendError> for ApiError {
     fn from(err: ResendError) -> ApiError {
         match err {
             ResendError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            ResendError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             ResendError::Internal(internal) => internal.into(),
         }
     }
@@ -108,6 +125,7 @@ impl From<VerifyEmailError> for ApiError {
     fn from(err: VerifyEmailError) -> ApiError {
         match err {
             VerifyEmailError::InvalidToken => ApiError::invalid_one_time_token("verification"),
+            VerifyEmailError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             VerifyEmailError::Internal(internal) => internal.into(),
         }
     }
@@ -125,6 +143,7 @@ impl From<LoginError> for ApiError {
                 "email_not_verified",
                 "confirm your email address with the link we sent before signing in",
             ),
+            LoginError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             LoginError::Internal(internal) => internal.into(),
         }
     }
@@ -134,6 +153,7 @@ impl From<ForgotPasswordError> for ApiError {
     fn from(err: ForgotPasswordError) -> ApiError {
         match err {
             ForgotPasswordError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            ForgotPasswordError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             ForgotPasswordError::Internal(internal) => internal.into(),
         }
     }
@@ -144,6 +164,7 @@ impl From<ResetPasswordError> for ApiError {
         match err {
             ResetPasswordError::WeakPassword(detail) => ApiError::weak_password(&detail),
             ResetPasswordError::InvalidToken => ApiError::invalid_one_time_token("password reset"),
+            ResetPasswordError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             ResetPasswordError::Internal(internal) => internal.into(),
         }
     }

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::documents::openid_configuration;
 use crate::flows::{login, password_reset, session, signup, verify_email, Context};
-use crate::ports::{Crypto, Database};
+use crate::ports::{Crypto, Database, HttpClient};
 use crate::store;
 
 pub mod error;
@@ -39,6 +39,12 @@ impl ApiRequest {
             .map(|(_, value)| value.into_owned())
     }
 
+    /// The client's address as Cloudflare's edge saw it. Cloudflare sets `CF-Connecting-IP` on
+    /// every request and overwrites whatever a client sent, so it cannot be spoofed there.
+    pub fn client_ip(&self) -> Option<&str> {
+        self.header("cf-connecting-ip")
+    }
+
     /// A browser that submitted one of our HTML forms and expects a page back.
     fn wants_html(&self, fields: &Fields) -> bool {
         fields.format == BodyFormat::Form && self.header("accept").is_some_and(|accept| accept.contains("text/html"))
@@ -64,6 +70,9 @@ impl ApiResponse {
                 ("Content-Type".to_owned(), content_type.to_owned()),
                 ("X-Content-Type-Options".to_owned(), "nosniff".to_owned()),
                 ("Referrer-Policy".to_owned(), "no-referrer".to_owned()),
+                // Ignored over plain HTTP (local development); over HTTPS, browsers never
+                // downgrade to HTTP for this host again.
+                ("Strict-Transport-Security".to_owned(), "max-age=31536000".to_owned()),
             ],
             body,
         }
@@ -112,8 +121,12 @@ impl From<ApiError> for ApiResponse {
     fn from(err: ApiError) -> ApiResponse {
         let response =
             ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": err.description }));
-        match err.challenge {
+        let response = match err.challenge {
             Some(challenge) => response.with_header("WWW-Authenticate", challenge),
+            None => response,
+        };
+        match err.retry_after_seconds {
+            Some(seconds) => response.with_header("Retry-After", seconds.to_string()),
             None => response,
         }
     }
@@ -206,7 +219,10 @@ impl Route {
 }
 
 /// The whole HTTP API.
-pub async fn handle<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, request: &ApiRequest) -> ApiResponse {
+pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+) -> ApiResponse {
     let Some(route) = Route::find(&request.path) else {
         return ApiError::not_found().into();
     };
@@ -225,8 +241,8 @@ pub async fn handle<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, request: &A
     response
 }
 
-async fn dispatch<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     route: Route,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
@@ -355,7 +371,10 @@ fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
     }
 }
 
-async fn reset_password<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, fields: &Fields) -> Result<(), ApiError> {
+async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    fields: &Fields,
+) -> Result<(), ApiError> {
     let token = fields.required("token")?;
     let password = fields.required("password")?;
     // The HTML form sends the password twice; API clients may too.

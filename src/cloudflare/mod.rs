@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::flows;
 use crate::keyring::{self, Keyring};
 use crate::mail;
+use crate::store;
 use webcrypto::WebCrypto;
 
 #[event(fetch)]
@@ -39,8 +40,16 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
     let db = d1::D1(env.d1("DB").map_err(|err| format!("D1 binding DB: {err}"))?);
     let outbox = flows::Outbox::default();
     let keyring = KEYRING.with(Rc::clone);
-    let ctx =
-        flows::Context { config: &config, keyring: &keyring, db: &db, crypto: &WebCrypto, now: now(), outbox: &outbox };
+    let ctx = flows::Context {
+        config: &config,
+        keyring: &keyring,
+        db: &db,
+        crypto: &WebCrypto,
+        http: &fetch::Fetcher,
+        now: now(),
+        client_ip: api_request.client_ip(),
+        outbox: &outbox,
+    };
     let response = handle(&ctx, &api_request).await;
 
     let mails = outbox.take();
@@ -76,6 +85,10 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(report) => log::info!("key maintenance ({}): {report:?}", event.cron()),
         Err(err) => log::error!("key maintenance failed: {err}"),
     }
+    match store::remove_full_buckets(&db, now().timestamp_millis()).await {
+        Ok(removed) => log::info!("rate limits: {removed} idle buckets removed"),
+        Err(err) => log::error!("rate-limit clean-up failed: {err}"),
+    }
 }
 
 /// A variable from `[vars]`, `--var` or a secret (`wrangler secret put`, `.dev.vars`).
@@ -94,7 +107,8 @@ fn now() -> DateTime<Utc> {
 }
 
 /// Reads the request. Bodies over the limit are refused from `Content-Length` before a byte is
-/// read; bodies without one are read and then measured by the API.
+/// read; bodies without one (chunked) are read as they arrive and refused as soon as they pass
+/// the limit, so nobody can make the worker buffer more than 16 KiB.
 async fn to_api_request(request: &mut Request) -> Result<ApiRequest, ApiResponse> {
     let url = request.url().map_err(|err| ApiResponse::from(ApiError::server_error(&err)))?;
     let headers: Vec<(String, String)> = request.headers().entries().collect();
@@ -108,10 +122,7 @@ async fn to_api_request(request: &mut Request) -> Result<ApiRequest, ApiResponse
     let method = request.method().to_string();
     let body = match method.as_str() {
         "GET" | "HEAD" => Vec::new(),
-        _ => request
-            .bytes()
-            .await
-            .map_err(|_| ApiResponse::from(ApiError::invalid_request("the body could not be read")))?,
+        _ => read_body(request).await?,
     };
     Ok(ApiRequest {
         method,
@@ -120,6 +131,25 @@ async fn to_api_request(request: &mut Request) -> Result<ApiRequest, ApiResponse
         headers,
         body,
     })
+}
+
+async fn read_body(request: &mut Request) -> Result<Vec<u8>, ApiResponse> {
+    use futures_util::StreamExt;
+    let unreadable = || ApiResponse::from(ApiError::invalid_request("the body could not be read"));
+    let mut stream = match request.stream() {
+        Ok(stream) => stream,
+        // No body at all.
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| unreadable())?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn to_worker_response(response: ApiResponse) -> worker::Result<Response> {

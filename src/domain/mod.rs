@@ -4,6 +4,7 @@ pub mod documents;
 pub mod email;
 pub mod opaque_token;
 pub mod password;
+pub mod rate_limit;
 pub mod sealing;
 pub mod signing;
 pub mod tokens;

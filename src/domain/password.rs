@@ -1,30 +1,55 @@
-//! Passwords: the NIST SP 800-63B length policy, NFKC normalisation and Argon2id hashing.
+//! Passwords: the NIST SP 800-63B length policy, NFKC normalisation, Argon2id hashing, and the
+//! k-anonymity lookup of the breached-password range API.
 
 use std::fmt;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use sha1::{Digest, Sha1};
 use unicode_normalization::UnicodeNormalization;
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 256;
 
-/// Argon2id at the OWASP minimum (m = 19 MiB, t = 2, p = 1): the strongest setting that fits a
-/// Worker's CPU budget for one login.
-pub const ARGON2_MEMORY_KIB: u32 = 19_456;
-pub const ARGON2_ITERATIONS: u32 = 2;
-pub const ARGON2_PARALLELISM: u32 = 1;
+/// Argon2id parameters (`ARGON2_*` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
 
-/// Stored hashes with parameters beyond these are refused instead of verified, so a tampered
-/// row cannot make a request burn unbounded memory or time.
-const MAX_STORED_MEMORY_KIB: u32 = 262_144;
-const MAX_STORED_ITERATIONS: u32 = 16;
-const MAX_STORED_PARALLELISM: u32 = 8;
+impl HashParams {
+    /// The OWASP minimum (m = 19 MiB, t = 2, p = 1): the strongest setting that fits a Worker's
+    /// CPU budget for one login, and the default.
+    pub const OWASP_MINIMUM: HashParams = HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 };
 
-/// A PHC string of a password that nobody has, with the configured parameters. Logins for
-/// unknown emails verify against it so that both failure paths cost one Argon2id run.
-pub const DUMMY_PASSWORD_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$ZWRnZWlkLWR1bW15LXNhbHQ$7nkUGPqAWMZ6ol2Xq0iZdDwbvOZtwbcbw0Xt6dFMH6M";
+    /// Stored hashes with parameters beyond these are refused instead of verified, so a
+    /// tampered row cannot make a request burn unbounded memory or time. The configuration
+    /// cannot ask for more either.
+    pub const MAX: HashParams = HashParams { memory_kib: 262_144, iterations: 16, parallelism: 8 };
+
+    fn argon2id(&self) -> Result<Argon2<'static>, PasswordHashError> {
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map_err(|err| PasswordHashError::Hashing(err.into()))?;
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    }
+
+    fn of_stored(parsed: &PasswordHash<'_>) -> Result<HashParams, PasswordHashError> {
+        let params = Params::try_from(parsed).map_err(PasswordHashError::Malformed)?;
+        Ok(HashParams { memory_kib: params.m_cost(), iterations: params.t_cost(), parallelism: params.p_cost() })
+    }
+}
+
+/// A PHC string of a password that nobody has, costing what a real hash with `params` costs.
+/// Logins for unknown emails (and throttled ones) verify against it, so every failure path
+/// costs one Argon2id run. The digest is not the hash of any known password.
+pub fn dummy_password_hash(params: &HashParams) -> String {
+    format!(
+        "$argon2id$v=19$m={},t={},p={}$ZWRnZWlkLWR1bW15LXNhbHQ$7nkUGPqAWMZ6ol2Xq0iZdDwbvOZtwbcbw0Xt6dFMH6M",
+        params.memory_kib, params.iterations, params.parallelism
+    )
+}
 
 /// A password in NFKC form. Built with [`Password::new_for_policy`] where a new password is
 /// chosen, or [`Password::presented`] where an existing one is checked.
@@ -37,6 +62,8 @@ pub enum PasswordPolicyError {
     TooShort,
     #[error("password must be at most {MAX_PASSWORD_CHARS} characters long")]
     TooLong,
+    #[error("this password has appeared in a data breach, so attackers try it first; choose another one")]
+    Breached,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,27 +108,24 @@ impl fmt::Debug for Password {
     }
 }
 
-fn argon2id() -> Argon2<'static> {
-    // The constants are within Argon2's limits, so the fallback is unreachable; it keeps the
-    // request path free of panics all the same.
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM, None).unwrap_or_default();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
 /// Hashes `password` with Argon2id and a 128-bit salt into a PHC string.
-pub fn hash_password(password: &Password, salt: &[u8; 16]) -> Result<String, PasswordHashError> {
+pub fn hash_password(password: &Password, salt: &[u8; 16], params: &HashParams) -> Result<String, PasswordHashError> {
     let salt = SaltString::encode_b64(salt).map_err(PasswordHashError::Hashing)?;
-    let hash = argon2id().hash_password(password.as_bytes(), &salt).map_err(PasswordHashError::Hashing)?;
+    let hash = params.argon2id()?.hash_password(password.as_bytes(), &salt).map_err(PasswordHashError::Hashing)?;
     Ok(hash.to_string())
 }
 
 /// Checks `password` against a stored PHC string in constant time (argon2's comparison).
+/// Only Argon2id is accepted, and only within [`HashParams::MAX`].
 pub fn verify_password(password: &Password, stored: &str) -> Result<bool, PasswordHashError> {
     let parsed = PasswordHash::new(stored).map_err(PasswordHashError::Malformed)?;
-    let params = Params::try_from(&parsed).map_err(PasswordHashError::Malformed)?;
-    if params.m_cost() > MAX_STORED_MEMORY_KIB
-        || params.t_cost() > MAX_STORED_ITERATIONS
-        || params.p_cost() > MAX_STORED_PARALLELISM
+    if parsed.algorithm != Algorithm::Argon2id.ident() {
+        return Err(PasswordHashError::Malformed(argon2::password_hash::Error::Algorithm));
+    }
+    let params = HashParams::of_stored(&parsed)?;
+    if params.memory_kib > HashParams::MAX.memory_kib
+        || params.iterations > HashParams::MAX.iterations
+        || params.parallelism > HashParams::MAX.parallelism
     {
         return Err(PasswordHashError::ParametersOutOfBounds);
     }
@@ -109,6 +133,48 @@ pub fn verify_password(password: &Password, stored: &str) -> Result<bool, Passwo
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::Password) => Ok(false),
         Err(other) => Err(PasswordHashError::Malformed(other)),
+    }
+}
+
+/// Whether a stored hash (which just verified) is weaker in any parameter than `configured`,
+/// and should be replaced by a fresh hash of the same password at this login.
+pub fn needs_rehash(stored: &str, configured: &HashParams) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    match HashParams::of_stored(&parsed) {
+        Ok(params) => {
+            params.memory_kib < configured.memory_kib
+                || params.iterations < configured.iterations
+                || params.parallelism < configured.parallelism
+        }
+        Err(_) => false,
+    }
+}
+
+/// The k-anonymity query of the Pwned Passwords range API: only the first five hex digits of
+/// the password's SHA-1 leave the worker; the rest is compared locally with the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachQuery {
+    pub prefix: String,
+    suffix: String,
+}
+
+impl BreachQuery {
+    pub fn new(password: &Password) -> BreachQuery {
+        let digest = Sha1::digest(password.as_bytes());
+        let hex: String = digest.iter().map(|byte| format!("{byte:02X}")).collect();
+        let (prefix, suffix) = hex.split_at(5);
+        BreachQuery { prefix: prefix.to_owned(), suffix: suffix.to_owned() }
+    }
+
+    /// Whether the range answer (`SUFFIX:COUNT` lines) lists the password. Padding lines
+    /// (count 0, from `Add-Padding: true`) do not count; malformed lines are skipped.
+    pub fn is_listed_in(&self, range: &str) -> bool {
+        range.lines().any(|line| match line.trim().split_once(':') {
+            Some((suffix, count)) => {
+                suffix.eq_ignore_ascii_case(&self.suffix) && count.trim().parse::<u64>().is_ok_and(|count| count > 0)
+            }
+            None => false,
+        })
     }
 }
 
@@ -141,7 +207,7 @@ mod tests {
     #[test]
     fn nfkc_forms_verify_against_each_other() {
         let composed = Password::new_for_policy("pässwörd-ﬁne").unwrap();
-        let hash = hash_password(&composed, &[1; 16]).unwrap();
+        let hash = hash_password(&composed, &[1; 16], &HashParams::OWASP_MINIMUM).unwrap();
         let decomposed = Password::presented("pa\u{308}sswo\u{308}rd-fine");
         assert!(verify_password(&decomposed, &hash).unwrap());
         assert!(!verify_password(&Password::presented("passwörd-fine"), &hash).unwrap());
@@ -149,32 +215,69 @@ mod tests {
 
     #[test]
     fn hashes_are_argon2id_phc_strings_at_the_owasp_minimum() {
-        let hash = hash_password(&Password::presented("hunter22hunter22"), &[9; 16]).unwrap();
+        let owasp = HashParams::OWASP_MINIMUM;
+        let hash = hash_password(&Password::presented("hunter22hunter22"), &[9; 16], &owasp).unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         // A different salt gives a different hash of the same password.
-        let other = hash_password(&Password::presented("hunter22hunter22"), &[8; 16]).unwrap();
+        let other = hash_password(&Password::presented("hunter22hunter22"), &[8; 16], &owasp).unwrap();
         assert_ne!(hash, other);
     }
 
     #[test]
-    fn dummy_hash_costs_what_a_real_one_costs() {
-        let parsed = PasswordHash::new(DUMMY_PASSWORD_HASH).unwrap();
-        let params = Params::try_from(&parsed).unwrap();
-        assert_eq!(parsed.algorithm.as_str(), "argon2id");
-        assert_eq!(
-            (params.m_cost(), params.t_cost(), params.p_cost()),
-            (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM)
-        );
-        assert!(!verify_password(&Password::presented("anything at all"), DUMMY_PASSWORD_HASH).unwrap());
+    fn dummy_hashes_cost_what_a_real_one_costs() {
+        for params in [HashParams::OWASP_MINIMUM, HashParams { memory_kib: 32_768, iterations: 3, parallelism: 2 }] {
+            let dummy = dummy_password_hash(&params);
+            let parsed = PasswordHash::new(&dummy).unwrap();
+            assert_eq!(parsed.algorithm.as_str(), "argon2id");
+            assert_eq!(HashParams::of_stored(&parsed).unwrap(), params);
+            assert!(!verify_password(&Password::presented("anything at all"), &dummy).unwrap());
+            assert!(!needs_rehash(&dummy, &params));
+        }
+    }
+
+    #[test]
+    fn hashes_weaker_than_the_configuration_need_a_rehash() {
+        let owasp = HashParams::OWASP_MINIMUM;
+        let hash = hash_password(&Password::presented("hunter22hunter22"), &[9; 16], &owasp).unwrap();
+        assert!(!needs_rehash(&hash, &owasp));
+        assert!(needs_rehash(&hash, &HashParams { memory_kib: 65_536, ..owasp }));
+        assert!(needs_rehash(&hash, &HashParams { iterations: 3, ..owasp }));
+        assert!(needs_rehash(&hash, &HashParams { parallelism: 2, ..owasp }));
+        // Stronger than configured: kept (lowering the configuration never weakens hashes).
+        assert!(!needs_rehash(&hash, &HashParams { memory_kib: 19_000, iterations: 1, parallelism: 1 }));
+    }
+
+    #[test]
+    fn breach_queries_send_five_hex_digits_and_match_locally() {
+        // SHA-1("password") = 5BAA61E4C9B93F3F0682250B6CF8331B7EE68FD8
+        let query = BreachQuery::new(&Password::presented("password"));
+        assert_eq!(query.prefix, "5BAA6");
+        let range = "0018A45C4D1DEF81644B54AB7F969B88D65:0\r\n1E4C9B93F3F0682250B6CF8331B7EE68FD8:9659365\r\n";
+        assert!(query.is_listed_in(range));
+        assert!(query.is_listed_in("1e4c9b93f3f0682250b6cf8331b7ee68fd8:3"));
+        // Padding entries have a count of 0; garbage is ignored.
+        assert!(!query.is_listed_in("1E4C9B93F3F0682250B6CF8331B7EE68FD8:0"));
+        assert!(!query.is_listed_in("not a range answer\n:\n1E4C9B93F3F0682250B6CF8331B7EE68FD8"));
+        assert!(!BreachQuery::new(&Password::presented("correct horse battery staple")).is_listed_in(range));
     }
 
     #[test]
     fn refuses_stored_hashes_beyond_bounds() {
-        let greedy =
-            "$argon2id$v=19$m=4194304,t=2,p=1$ZWRnZWlkLWR1bW15LXNhbHQ$7nkUGPqAWMZ6ol2Xq0iZdDwbvOZtwbcbw0Xt6dFMH6M";
+        for greedy in [
+            HashParams { memory_kib: 4_194_304, ..HashParams::OWASP_MINIMUM },
+            HashParams { iterations: 1_000, ..HashParams::OWASP_MINIMUM },
+            HashParams { parallelism: 64, ..HashParams::OWASP_MINIMUM },
+        ] {
+            assert!(matches!(
+                verify_password(&Password::presented("whatever1"), &dummy_password_hash(&greedy)),
+                Err(PasswordHashError::ParametersOutOfBounds)
+            ));
+        }
+        // Another algorithm (argon2i, or a cheap one) is not accepted in place of Argon2id.
+        let argon2i = dummy_password_hash(&HashParams::OWASP_MINIMUM).replace("argon2id", "argon2i");
         assert!(matches!(
-            verify_password(&Password::presented("whatever1"), greedy),
-            Err(PasswordHashError::ParametersOutOfBounds)
+            verify_password(&Password::presented("whatever1"), &argon2i),
+            Err(PasswordHashError::Malformed(_))
         ));
         assert!(matches!(
             verify_password(&Password::presented("whatever1"), "not a phc string"),

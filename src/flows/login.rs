@@ -3,10 +3,12 @@
 use chrono::Duration;
 
 use crate::domain::email::{Email, EmailError};
-use crate::domain::password::{verify_password, Password, DUMMY_PASSWORD_HASH};
+use crate::domain::password::{dummy_password_hash, hash_password, needs_rehash, verify_password, Password};
+use crate::domain::rate_limit::BucketKind;
 use crate::domain::tokens::{issue_tokens, Subject};
+use crate::flows::throttle::{self, Throttled};
 use crate::flows::{Context, Internal};
-use crate::ports::{Crypto, Database};
+use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, NewSession};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +20,8 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("email not verified")]
     EmailNotVerified,
+    #[error(transparent)]
+    RateLimited(#[from] Throttled),
     #[error(transparent)]
     Internal(#[from] Internal),
 }
@@ -31,22 +35,40 @@ pub struct LoginTokens {
     pub expires_in: i64,
 }
 
-pub async fn login<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+pub async fn login<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     raw_email: &str,
     raw_password: &str,
     nonce: Option<&str>,
 ) -> Result<LoginTokens, LoginError> {
     let email = Email::parse(raw_email)?;
     let password = Password::presented(raw_password);
+    let dummy_hash = dummy_password_hash(&ctx.config.password_hash);
+    // Every attempt takes a unit from the client's and the account's budgets before the
+    // password is looked at, so concurrent guesses are counted exactly; a right password gives
+    // the account's unit back. While throttled even the right password is refused, after the
+    // same Argon2id run as any other failure: the answer and its timing say nothing.
+    let budgets = [
+        (BucketKind::LoginPerIp, throttle::Subject::Client),
+        (BucketKind::LoginPerAccount, throttle::Subject::Email(&email)),
+    ];
+    let taken = match throttle::take(ctx, &budgets).await? {
+        Ok(taken) => taken,
+        Err(throttled) => {
+            let _ = verify_password(&password, &dummy_hash);
+            return Err(throttled.into());
+        }
+    };
     let user = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)?;
     // An unknown email costs one Argon2id run too, against a hash nobody's password matches.
-    let stored_hash = user.as_ref().map_or(DUMMY_PASSWORD_HASH, |user| user.password_hash.as_str());
+    let stored_hash = user.as_ref().map_or(dummy_hash.as_str(), |user| user.password_hash.as_str());
     let password_matches = verify_password(&password, stored_hash).map_err(Internal::from)?;
     let user = match user {
         Some(user) if password_matches => user,
         _ => return Err(LoginError::InvalidCredentials),
     };
+    throttle::give_back(ctx, taken.of_kind(BucketKind::LoginPerAccount)).await?;
+    upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await?;
     if ctx.config.require_email_verification && !user.email_verified {
         return Err(LoginError::EmailNotVerified);
     }
@@ -93,4 +115,24 @@ pub async fn login<D: Database, E: Crypto>(
         refresh_token: refresh_token.plaintext().to_owned(),
         expires_in: signed.expires_in,
     })
+}
+
+/// Re-hashes a password whose stored hash is weaker than the configured parameters, now that
+/// the plaintext is at hand (the only moment it is).
+async fn upgrade_hash_if_weaker<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    user_id: &str,
+    stored_hash: &str,
+    password: &Password,
+) -> Result<(), Internal> {
+    if !needs_rehash(stored_hash, &ctx.config.password_hash) {
+        return Ok(());
+    }
+    let mut salt = [0u8; 16];
+    ctx.crypto.fill(&mut salt)?;
+    let upgraded = hash_password(password, &salt, &ctx.config.password_hash)?;
+    if store::upgrade_password_hash(ctx.db, user_id, stored_hash, &upgraded, ctx.now).await? {
+        log::info!("upgraded the password hash of user {user_id} to the configured parameters");
+    }
+    Ok(())
 }

@@ -13,27 +13,33 @@ use std::rc::Rc;
 use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
 use crate::mail::OutgoingMail;
-use crate::ports::{Crypto, Database, DatabaseError, EntropyError};
+use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
 
 pub mod login;
+pub mod new_password;
 pub mod password_reset;
 pub mod session;
 pub mod signup;
+pub mod throttle;
 pub mod verify_email;
 
 /// Everything a flow may touch. One context serves one request, at one instant `now`.
-pub struct Context<'a, D, E> {
+pub struct Context<'a, D, E, H> {
     pub config: &'a Config,
     pub keyring: &'a Keyring,
     pub db: &'a D,
     pub crypto: &'a E,
+    /// Outbound HTTP the request itself waits for (the breached-password check).
+    pub http: &'a H,
     pub now: DateTime<Utc>,
+    /// The client's address as the edge saw it (`CF-Connecting-IP`), for rate limits.
+    pub client_ip: Option<&'a str>,
     /// Mail the request wants sent. The adapter delivers it after the response is on its way,
     /// so that no response's timing depends on whether a mail was sent.
     pub outbox: &'a Outbox,
 }
 
-impl<D: Database, E: Crypto> Context<'_, D, E> {
+impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
     fn new_token(&self) -> Result<OpaqueToken, Internal> {
         Ok(OpaqueToken::generate(self.crypto)?)
     }
@@ -75,4 +81,7 @@ pub enum Internal {
     Signing(#[from] SigningError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The breached-password API did not answer and the check fails closed.
+    #[error("breached-password check unavailable: {0}")]
+    BreachCheck(String),
 }

@@ -6,9 +6,13 @@ use crate::config::RESET_PASSWORD_TOKEN_TTL_SECONDS;
 use crate::domain::email::{Email, EmailError};
 use crate::domain::opaque_token::TokenHash;
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
+use crate::domain::rate_limit::BucketKind;
+use crate::flows::new_password::{accept_new_password, NewPasswordError};
+use crate::flows::signup::take_mail_budget;
+use crate::flows::throttle::{self, Subject, Throttled};
 use crate::flows::{Context, Internal};
 use crate::mail;
-use crate::ports::{Crypto, Database};
+use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, NewOneTimeToken, Purpose};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,16 +20,19 @@ pub enum ForgotPasswordError {
     #[error("invalid email: {0}")]
     InvalidEmail(#[from] EmailError),
     #[error(transparent)]
+    RateLimited(#[from] Throttled),
+    #[error(transparent)]
     Internal(#[from] Internal),
 }
 
 /// Mails a reset link when the address has an account; does nothing otherwise, and the caller
 /// cannot tell which happened.
-pub async fn forgot_password<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+pub async fn forgot_password<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     raw_email: &str,
 ) -> Result<(), ForgotPasswordError> {
     let email = Email::parse(raw_email)?;
+    take_mail_budget(ctx, &email).await??;
     let Some(user) = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)? else {
         return Ok(());
     };
@@ -53,16 +60,29 @@ pub enum ResetPasswordError {
     #[error("reset token is unknown, expired or already used")]
     InvalidToken,
     #[error(transparent)]
+    RateLimited(#[from] Throttled),
+    #[error(transparent)]
     Internal(#[from] Internal),
 }
 
+impl From<NewPasswordError> for ResetPasswordError {
+    fn from(err: NewPasswordError) -> ResetPasswordError {
+        match err {
+            NewPasswordError::Weak(weak) => ResetPasswordError::WeakPassword(weak),
+            NewPasswordError::Internal(internal) => ResetPasswordError::Internal(internal),
+        }
+    }
+}
+
 /// Sets a new password with a reset token; every session of the user ends.
-pub async fn reset_password<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     presented: &str,
     raw_password: &str,
 ) -> Result<(), ResetPasswordError> {
-    let password = Password::new_for_policy(raw_password)?;
+    // The length policy first: a form with a short password can be fixed and sent again.
+    Password::new_for_policy(raw_password)?;
+    throttle::take(ctx, &[(BucketKind::TokenPerIp, Subject::Client)]).await??;
     let hash = TokenHash::of_presented(presented).map_err(|_| ResetPasswordError::InvalidToken)?;
     // A cheap read first, so that a dead token costs no Argon2id run; the batch below checks
     // again and is the only thing that decides.
@@ -70,9 +90,11 @@ pub async fn reset_password<D: Database, E: Crypto>(
     {
         return Err(ResetPasswordError::InvalidToken);
     }
+    // Only for a live token does the password go to the breach check (and Argon2id).
+    let password: Password = accept_new_password(ctx, raw_password).await?;
     let mut salt = [0u8; 16];
     ctx.crypto.fill(&mut salt).map_err(Internal::from)?;
-    let password_hash = hash_password(&password, &salt).map_err(Internal::from)?;
+    let password_hash = hash_password(&password, &salt, &ctx.config.password_hash).map_err(Internal::from)?;
     let nonce = ctx.new_id()?;
     match store::reset_password(ctx.db, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
         true => Ok(()),

@@ -8,7 +8,7 @@ use crate::domain::signing::TokenRejected;
 use crate::domain::tokens::{issue_tokens, verify_access_token, Subject};
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
-use crate::ports::{Crypto, Database};
+use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, RefreshTokenRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,8 @@ pub enum RefreshError {
 ///   client retrying after a lost response: it gets that same successor, so no second branch of
 ///   the family ever exists, however many requests race.
 /// - Any other reuse means the token was copied: the whole family (the session) is revoked.
-pub async fn refresh<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     presented: &str,
 ) -> Result<LoginTokens, RefreshError> {
     let hash = TokenHash::of_presented(presented).map_err(|_| RefreshError::InvalidGrant("malformed"))?;
@@ -67,8 +67,8 @@ pub async fn refresh<D: Database, E: Crypto>(
     }
 }
 
-async fn issue<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+async fn issue<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     record: &RefreshTokenRecord,
     refresh_token: String,
 ) -> Result<LoginTokens, Internal> {
@@ -100,7 +100,10 @@ async fn issue<D: Database, E: Crypto>(
 
 /// Ends the session a refresh token belongs to (logout, RFC 7009 revocation). Anything that is
 /// not one of our refresh tokens is ignored: the caller learns nothing either way.
-pub async fn end_session<D: Database, E: Crypto>(ctx: &Context<'_, D, E>, presented: &str) -> Result<(), Internal> {
+pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    presented: &str,
+) -> Result<(), Internal> {
     let Ok(hash) = TokenHash::of_presented(presented) else {
         return Ok(());
     };
@@ -125,8 +128,8 @@ pub struct Userinfo {
 }
 
 /// The claims about the user behind a valid access token whose session is still live.
-pub async fn userinfo<D: Database, E: Crypto>(
-    ctx: &Context<'_, D, E>,
+pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
     access_token: &str,
 ) -> Result<Userinfo, UserinfoError> {
     let keys = ctx.signing_keys().await?;

@@ -10,7 +10,10 @@ use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
 use edgeid::mail::OutgoingMail;
-use edgeid::ports::{Crypto, Database, DatabaseError, EntropyError, RsaError, SqlValue, Statement, StatementOutcome};
+use edgeid::ports::{
+    Crypto, Database, DatabaseError, EntropyError, HttpClient, HttpError, OutboundRequest, OutboundResponse, RsaError,
+    SqlValue, Statement, StatementOutcome,
+};
 use jwt_compact::jwk::JsonWebKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -177,6 +180,13 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         ("MAIL_API_KEY", "re_test_key"),
         ("MAIL_FROM", "edgeid <no-reply@example.test>"),
         ("KEY_ENCRYPTION_KEY", TEST_KEY_ENCRYPTION_KEY),
+        ("BREACHED_PASSWORD_API_URL", "https://pwned.example.test"),
+        // Budgets are tested by tests/abuse.rs; elsewhere they would only get in the way.
+        ("RATE_LIMIT_LOGIN_PER_IP", "off"),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "off"),
+        ("RATE_LIMIT_MAIL_PER_IP", "off"),
+        ("RATE_LIMIT_MAIL_PER_ADDRESS", "off"),
+        ("RATE_LIMIT_TOKEN_PER_IP", "off"),
     ];
     for (name, value) in overrides {
         vars.retain(|(existing, _)| existing != name);
@@ -185,12 +195,42 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
     Config::from_lookup(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())).unwrap()
 }
 
+/// A fake of the Pwned Passwords range API: answers `/range/PREFIX` from a list of breached
+/// passwords, padded like the real one; or fails, as an outage would. Records every request.
+#[derive(Default)]
+pub struct FakeHttp {
+    pub breached: RefCell<Vec<&'static str>>,
+    pub down: Cell<bool>,
+    pub requests: RefCell<Vec<OutboundRequest>>,
+}
+
+impl HttpClient for FakeHttp {
+    async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        self.requests.borrow_mut().push(request.clone());
+        if self.down.get() {
+            return Err(HttpError("connection timed out".to_owned()));
+        }
+        let Some(prefix) = request.url.rsplit_once("/range/").map(|(_, prefix)| prefix.to_owned()) else {
+            return Ok(OutboundResponse { status: 404, headers: Vec::new(), body: String::new() });
+        };
+        let mut body = String::from("00000000000000000000000000000000000:0\r\n");
+        for password in self.breached.borrow().iter() {
+            let hex: String = sha1::Sha1::digest(password.as_bytes()).iter().map(|b| format!("{b:02X}")).collect();
+            if hex[..5] == prefix {
+                body.push_str(&format!("{}:42\r\n", &hex[5..]));
+            }
+        }
+        Ok(OutboundResponse { status: 200, headers: Vec::new(), body })
+    }
+}
+
 /// The API with everything injected: real SQL on SQLite, a clock tests move, captured mail.
 pub struct App {
     pub config: Config,
     pub keyring: Keyring,
     pub db: Sqlite,
     pub crypto: SeededCrypto,
+    pub http: FakeHttp,
     pub now: Cell<DateTime<Utc>>,
     pub mails: RefCell<Vec<OutgoingMail>>,
 }
@@ -229,6 +269,7 @@ impl App {
             keyring: Keyring::new(0),
             db: Sqlite::with_migrations(),
             crypto: SeededCrypto::new(42),
+            http: FakeHttp::default(),
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
         }
@@ -251,7 +292,9 @@ impl App {
             keyring: &self.keyring,
             db: &self.db,
             crypto: &self.crypto,
+            http: &self.http,
             now: self.now.get(),
+            client_ip: request.client_ip(),
             outbox: &outbox,
         };
         let response = pollster::block_on(handle(&ctx, &request));
@@ -277,6 +320,20 @@ impl App {
 
     pub fn post(&self, path: &str, body: Value) -> Reply {
         self.request("POST", path, Some("application/json"), body.to_string().as_bytes())
+    }
+
+    /// A JSON POST from the client address `client_ip` (as `CF-Connecting-IP`).
+    pub fn post_from(&self, client_ip: &str, path: &str, body: Value) -> Reply {
+        self.send(ApiRequest {
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            query: String::new(),
+            headers: vec![
+                ("Content-Type".to_owned(), "application/json".to_owned()),
+                ("CF-Connecting-IP".to_owned(), client_ip.to_owned()),
+            ],
+            body: body.to_string().into_bytes(),
+        })
     }
 
     pub fn get(&self, path: &str) -> Reply {

@@ -1,0 +1,95 @@
+//! Rate limits in the flows: which budgets a request draws on, all or nothing.
+
+use crate::domain::email::Email;
+use crate::domain::rate_limit::{retry_after_seconds, Bucket, BucketKind, Limit};
+use crate::flows::{Context, Internal};
+use crate::ports::{Crypto, Database, HttpClient};
+use crate::store::{self, BucketDraw};
+
+/// A refusal: the request is over one of its budgets. Nothing else happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited for {retry_after_seconds} s")]
+pub struct Throttled {
+    pub retry_after_seconds: i64,
+}
+
+/// What a request is counted by.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// The client's network (`CF-Connecting-IP`).
+    Client,
+    /// An email address, registered or not.
+    Email(&'a Email),
+}
+
+/// Units taken by [`take`], which the caller may give back ([`give_back`]).
+#[derive(Debug, Default)]
+pub struct Taken(Vec<(BucketKind, BucketDraw)>);
+
+impl Taken {
+    /// The units taken from buckets of `kind` only.
+    pub fn of_kind(&self, kind: BucketKind) -> Taken {
+        Taken(self.0.iter().filter(|(candidate, _)| *candidate == kind).cloned().collect())
+    }
+}
+
+/// Takes one unit from each configured budget of `budgets`. If any budget is exhausted, the
+/// units the others gave are put back and the request is refused: a refused request costs no
+/// budget but the one that refused it. Budgets switched `off` are skipped.
+pub async fn take<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    budgets: &[(BucketKind, Subject<'_>)],
+) -> Result<Result<Taken, Throttled>, Internal> {
+    let mut draws: Vec<(BucketKind, Limit, BucketDraw)> = Vec::with_capacity(budgets.len());
+    for (kind, subject) in budgets {
+        let Some(limit) = ctx.config.rate_limits.limit(*kind) else { continue };
+        let bucket = match subject {
+            Subject::Client => Bucket::for_client(*kind, ctx.client_ip),
+            Subject::Email(email) => Bucket::new(*kind, email.as_str()),
+        };
+        draws.push((
+            *kind,
+            limit,
+            BucketDraw { bucket: bucket.key, cost_ms: limit.cost_ms(), tolerance_ms: limit.tolerance_ms() },
+        ));
+    }
+    if draws.is_empty() {
+        return Ok(Ok(Taken::default()));
+    }
+    let now_ms = ctx.now.timestamp_millis();
+    let plain: Vec<BucketDraw> = draws.iter().map(|(_, _, draw)| draw.clone()).collect();
+    let states = store::take_from_buckets(ctx.db, &plain, now_ms).await?;
+    let refusal = draws
+        .iter()
+        .zip(&states)
+        .filter(|(_, state)| !state.taken)
+        .map(|((_, limit, _), state)| retry_after_seconds(limit, state.tat_ms, now_ms))
+        .max();
+    let taken: Vec<(BucketKind, BucketDraw)> = draws
+        .into_iter()
+        .zip(&states)
+        .filter(|(_, state)| state.taken)
+        .map(|((kind, _, draw), _)| (kind, draw))
+        .collect();
+    match refusal {
+        None => Ok(Ok(Taken(taken))),
+        Some(retry_after_seconds) => {
+            give_back(ctx, Taken(taken)).await?;
+            log::info!("rate limited for {retry_after_seconds} s");
+            Ok(Err(Throttled { retry_after_seconds }))
+        }
+    }
+}
+
+/// Puts units back: the request they were taken for turned out not to count (a login whose
+/// password was right does not count against the account's budget of failures).
+pub async fn give_back<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    taken: Taken,
+) -> Result<(), Internal> {
+    if taken.0.is_empty() {
+        return Ok(());
+    }
+    let draws: Vec<BucketDraw> = taken.0.into_iter().map(|(_, draw)| draw).collect();
+    Ok(store::return_to_buckets(ctx.db, &draws).await?)
+}

@@ -1,0 +1,284 @@
+//! Abuse resistance, natively: rate-limit budgets (exact, per client and per account, no
+//! oracle), the breached-password check with its fail-open/fail-closed switch, and Argon2id
+//! parameters upgraded at login.
+
+use serde_json::{json, Value};
+
+use crate::support::{test_config, token_in_link, App, Reply};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn app_with(overrides: &[(&str, &str)]) -> App {
+    App::with_config(test_config(overrides))
+}
+
+fn login_from(app: &App, ip: &str, email: &str, password: &str) -> Reply {
+    app.post_from(ip, "/v1/login", json!({"email": email, "password": password}))
+}
+
+#[track_caller]
+fn assert_rate_limited(reply: &Reply) -> i64 {
+    reply.assert_error(429, "rate_limited");
+    let retry_after: i64 = reply.response.header("Retry-After").expect("Retry-After").parse().unwrap();
+    assert!(retry_after >= 1, "{retry_after}");
+    retry_after
+}
+
+#[test]
+fn brute_force_on_one_account_is_refused_even_with_the_right_password() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT", "3/900"), ("RATE_LIMIT_LOGIN_PER_IP", "6/900")]);
+    app.verified_account("victim@example.com", PASSWORD);
+    app.verified_account("other@example.com", PASSWORD);
+    for _ in 0..3 {
+        login_from(&app, "203.0.113.1", "victim@example.com", "wrong password")
+            .assert_error(401, "invalid_credentials");
+    }
+    // The budget is spent: the right password is refused the same way, from anywhere.
+    let retry_after = assert_rate_limited(&login_from(&app, "203.0.113.1", "victim@example.com", PASSWORD));
+    assert_eq!(retry_after, 300, "one failure's worth of the 900 s window");
+    assert_rate_limited(&login_from(&app, "198.51.100.9", "victim@example.com", PASSWORD));
+
+    // Another account from the same address is unaffected until the address's budget (6) is
+    // spent: 3 failures so far, and the refused attempts above did not count against it.
+    for _ in 0..3 {
+        assert_eq!(login_from(&app, "203.0.113.1", "other@example.com", PASSWORD).status, 200);
+    }
+    assert_rate_limited(&login_from(&app, "203.0.113.1", "other@example.com", PASSWORD));
+    // ... while other addresses carry on.
+    assert_eq!(login_from(&app, "198.51.100.10", "other@example.com", PASSWORD).status, 200);
+
+    // The account's budget refills: one failure's worth every 300 s.
+    app.advance(300);
+    assert_eq!(login_from(&app, "198.51.100.9", "victim@example.com", PASSWORD).status, 200);
+}
+
+#[test]
+fn successful_logins_do_not_spend_the_account_budget() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT", "2/900")]);
+    app.verified_account("regular@example.com", PASSWORD);
+    for _ in 0..10 {
+        assert_eq!(login_from(&app, "203.0.113.2", "regular@example.com", PASSWORD).status, 200);
+    }
+    login_from(&app, "203.0.113.2", "regular@example.com", "typo password").assert_error(401, "invalid_credentials");
+    assert_eq!(login_from(&app, "203.0.113.2", "regular@example.com", PASSWORD).status, 200);
+}
+
+#[test]
+fn throttling_says_nothing_about_whether_an_account_exists() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT", "2/900"), ("RATE_LIMIT_MAIL_PER_ADDRESS", "2/3600")]);
+    app.verified_account("known@example.com", PASSWORD);
+    app.take_mails();
+    // Creating the account drew on its address's budget: let it refill.
+    app.advance(3600);
+    let mut transcripts: Vec<Vec<(u16, Value, Option<String>)>> = Vec::new();
+    for email in ["known@example.com", "unknown@example.com"] {
+        let mut transcript = Vec::new();
+        for _ in 0..3 {
+            let reply = login_from(&app, "203.0.113.3", email, "wrong password");
+            transcript.push((
+                reply.status,
+                reply.json.clone(),
+                reply.response.header("Retry-After").map(str::to_owned),
+            ));
+        }
+        for path in ["/v1/password/forgot", "/v1/email/resend", "/v1/password/forgot"] {
+            let reply = app.post_from("203.0.113.3", path, json!({"email": email}));
+            transcript.push((
+                reply.status,
+                reply.json.clone(),
+                reply.response.header("Retry-After").map(str::to_owned),
+            ));
+        }
+        transcripts.push(transcript);
+    }
+    assert_eq!(transcripts[0], transcripts[1]);
+    let statuses: Vec<u16> = transcripts[0].iter().map(|(status, _, _)| *status).collect();
+    assert_eq!(statuses, [401, 401, 429, 202, 202, 429]);
+}
+
+#[test]
+fn nobody_can_mail_bomb_an_address() {
+    let app = app_with(&[("RATE_LIMIT_MAIL_PER_ADDRESS", "3/3600"), ("RATE_LIMIT_MAIL_PER_IP", "100/3600")]);
+    app.verified_account("target@example.com", PASSWORD);
+    app.take_mails();
+    app.advance(3600);
+    // From many addresses, through every endpoint that mails: three mails an hour, no more.
+    let mut statuses = Vec::new();
+    for (index, path) in
+        ["/v1/password/forgot", "/v1/signup", "/v1/email/resend", "/v1/password/forgot"].iter().enumerate()
+    {
+        let ip = format!("192.0.2.{index}");
+        statuses.push(app.post_from(&ip, path, json!({"email": "target@example.com", "password": PASSWORD})).status);
+    }
+    assert_eq!(statuses, [202, 202, 202, 429]);
+    // Resend mails only unverified accounts: two mails went out (reset, already registered).
+    assert_eq!(app.take_mails().len(), 2);
+    app.advance(1200);
+    assert_eq!(app.post_from("192.0.2.9", "/v1/password/forgot", json!({"email": "target@example.com"})).status, 202);
+    assert_eq!(app.take_mails().len(), 1);
+}
+
+#[test]
+fn one_address_cannot_sign_up_without_end() {
+    let app = app_with(&[("RATE_LIMIT_MAIL_PER_IP", "3/3600")]);
+    let statuses: Vec<u16> = (0..5)
+        .map(|n| {
+            let body = json!({"email": format!("bot{n}@example.com"), "password": PASSWORD});
+            app.post_from("203.0.113.4", "/v1/signup", body).status
+        })
+        .collect();
+    assert_eq!(statuses, [202, 202, 202, 429, 429]);
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 3, "a refused sign-up writes nothing");
+    // IPv6 clients are counted by /64: rotating the interface identifier does not help.
+    let v6: Vec<u16> = (0..4)
+        .map(|n| {
+            let body = json!({"email": format!("v6bot{n}@example.com"), "password": PASSWORD});
+            app.post_from(&format!("2001:db8:7:7::{n:x}"), "/v1/signup", body).status
+        })
+        .collect();
+    assert_eq!(v6, [202, 202, 202, 429]);
+}
+
+#[test]
+fn token_submissions_are_budgeted_per_client() {
+    let app = app_with(&[("RATE_LIMIT_TOKEN_PER_IP", "2/600")]);
+    let forged = "A".repeat(43);
+    for _ in 0..2 {
+        app.post_from("203.0.113.5", "/v1/email/verify", json!({"token": forged})).assert_error(400, "invalid_token");
+    }
+    assert_rate_limited(&app.post_from(
+        "203.0.113.5",
+        "/v1/password/reset",
+        json!({"token": forged, "password": PASSWORD}),
+    ));
+    app.post_from("203.0.113.6", "/v1/email/verify", json!({"token": forged})).assert_error(400, "invalid_token");
+}
+
+#[test]
+fn idle_buckets_are_cleaned_up() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_IP", "5/60")]);
+    login_from(&app, "203.0.113.7", "nobody@example.com", "wrong password").assert_error(401, "invalid_credentials");
+    assert_eq!(app.db.count("SELECT count(*) FROM rate_limits"), 1);
+    let now_ms = app.now.get().timestamp_millis();
+    assert_eq!(pollster::block_on(edgeid::store::remove_full_buckets(&app.db, now_ms)).unwrap(), 0);
+    app.advance(13);
+    let now_ms = app.now.get().timestamp_millis();
+    assert_eq!(pollster::block_on(edgeid::store::remove_full_buckets(&app.db, now_ms)).unwrap(), 1);
+}
+
+#[test]
+fn breached_passwords_are_refused_with_k_anonymity() {
+    let app = App::new();
+    app.http.breached.borrow_mut().push("password123456");
+    let reply = app.post("/v1/signup", json!({"email": "new@example.com", "password": "password123456"}));
+    reply.assert_error(400, "weak_password");
+    assert!(reply.json["error_description"].as_str().unwrap().contains("data breach"), "{}", reply.json);
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 0);
+    let requests = app.http.requests.borrow().clone();
+    assert_eq!(requests.len(), 1);
+    // SHA-1("password123456") starts with 98A16; only that leaves the worker.
+    assert_eq!(requests[0].method, "GET");
+    assert_eq!(requests[0].url, "https://pwned.example.test/range/98A16");
+    assert!(requests[0].headers.contains(&("Add-Padding".to_owned(), "true".to_owned())));
+    assert!(requests[0].body.is_empty());
+    assert!(requests[0].timeout_ms.is_some_and(|timeout| timeout <= 1000));
+
+    assert_eq!(app.post("/v1/signup", json!({"email": "new@example.com", "password": PASSWORD})).status, 202);
+    app.single_mail_to("new@example.com");
+    // A reset checks the new password too.
+    app.verified_account("reset@example.com", PASSWORD);
+    app.take_mails();
+    app.post("/v1/password/forgot", json!({"email": "reset@example.com"}));
+    let token = token_in_link(&app.single_mail_to("reset@example.com").text, "/reset-password");
+    app.post("/v1/password/reset", json!({"token": token, "password": "password123456"}))
+        .assert_error(400, "weak_password");
+    assert_eq!(app.post("/v1/password/reset", json!({"token": token, "password": "a new passphrase"})).status, 200);
+}
+
+#[test]
+fn an_unreachable_breach_api_fails_open_or_closed_as_configured() {
+    let open = App::new();
+    open.http.down.set(true);
+    assert_eq!(open.post("/v1/signup", json!({"email": "a@example.com", "password": PASSWORD})).status, 202);
+    assert_eq!(open.db.count("SELECT count(*) FROM users"), 1);
+
+    let closed = app_with(&[("BREACHED_PASSWORD_CHECK", "fail-closed")]);
+    closed.http.down.set(true);
+    closed
+        .post("/v1/signup", json!({"email": "a@example.com", "password": PASSWORD}))
+        .assert_error(500, "server_error");
+    assert_eq!(closed.db.count("SELECT count(*) FROM users"), 0, "nothing half-written");
+    assert!(closed.take_mails().is_empty());
+
+    let off = app_with(&[("BREACHED_PASSWORD_CHECK", "off")]);
+    off.http.down.set(true);
+    assert_eq!(off.post("/v1/signup", json!({"email": "a@example.com", "password": PASSWORD})).status, 202);
+    assert!(off.http.requests.borrow().is_empty());
+}
+
+#[test]
+fn weaker_hashes_are_upgraded_at_login() {
+    let app = App::new();
+    app.verified_account("upgrade@example.com", PASSWORD);
+    let before = app.db.text("SELECT password_hash FROM users");
+    assert!(before.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{before}");
+
+    let stronger = App { config: test_config(&[("ARGON2_MEMORY_KIB", "32768"), ("ARGON2_ITERATIONS", "3")]), ..app };
+    stronger.post("/v1/login", json!({"email": "upgrade@example.com", "password": "wrong password"}));
+    assert_eq!(stronger.db.text("SELECT password_hash FROM users"), before, "a failed login changes nothing");
+    assert_eq!(stronger.post("/v1/login", json!({"email": "upgrade@example.com", "password": PASSWORD})).status, 200);
+    let after = stronger.db.text("SELECT password_hash FROM users");
+    assert!(after.starts_with("$argon2id$v=19$m=32768,t=3,p=1$"), "{after}");
+    assert_eq!(stronger.post("/v1/login", json!({"email": "upgrade@example.com", "password": PASSWORD})).status, 200);
+}
+
+#[test]
+fn hostile_input_is_refused_and_never_reflected() {
+    let app = App::new();
+    // Duplicate keys mean different things to different parsers: refused, at any depth.
+    for body in [
+        r#"{"email": "a@example.com", "email": "b@example.com", "password": "correct horse battery"}"#,
+        r#"{"email": "a@example.com", "password": "correct horse battery", "x": {"y": 1, "y": 2}}"#,
+    ] {
+        let reply = app.request("POST", "/v1/signup", Some("application/json"), body.as_bytes());
+        reply.assert_error(400, "invalid_request");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 0);
+    // Addresses that could inject a header or a second recipient never reach the mailer.
+    for email in
+        ["a@example.com\r\nBcc: b@example.com", "a@example.com, b@example.com", "A <a@example.com>", "a@exa mple.com"]
+    {
+        app.post("/v1/signup", json!({"email": email, "password": PASSWORD})).assert_error(400, "invalid_request");
+        app.post("/v1/password/forgot", json!({"email": email})).assert_error(400, "invalid_request");
+    }
+    assert!(app.take_mails().is_empty());
+
+    // Account endpoints carry no CORS headers, whatever Origin says; every response carries
+    // the security headers.
+    let mut request = edgeid::api::ApiRequest {
+        method: "POST".to_owned(),
+        path: "/v1/login".to_owned(),
+        query: String::new(),
+        headers: vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Origin".to_owned(), "https://evil.example".to_owned()),
+        ],
+        body: json!({"email": "a@example.com", "password": "whatever1"}).to_string().into_bytes(),
+    };
+    let paths = ["/v1/login", "/v1/signup", "/oauth/token", "/userinfo", "/verify-email", "/nowhere", "/healthz"];
+    for path in paths {
+        request.path = path.to_owned();
+        let reply = app.send(request.clone());
+        let headers = &reply.response;
+        assert!(headers.header("access-control-allow-origin").is_none(), "{path}");
+        assert!(headers.header("access-control-allow-credentials").is_none(), "{path}");
+        assert_eq!(headers.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(headers.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert!(headers.header("strict-transport-security").is_some(), "{path}");
+    }
+    // The public documents allow any origin, and never echo one.
+    let jwks = app.get("/.well-known/jwks.json");
+    assert_eq!(jwks.response.header("access-control-allow-origin"), Some("*"));
+    let page = app.get("/reset-password?token=x");
+    assert!(page.response.header("content-security-policy").is_some_and(|csp| csp.contains("default-src 'none'")));
+}

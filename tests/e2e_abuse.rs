@@ -1,0 +1,201 @@
+//! End to end against `wrangler dev`: rate-limit budgets under concurrency (exact), per
+//! account and per client; the breached-password check through a local fake; the body limit;
+//! one winner among 64 uses of one verification token; and failure paths of login that cost
+//! the same.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::e2e::{all_at_once, client, post, MailSink, Worker, BREACHED_PASSWORD};
+use crate::support::token_in_link;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn login_from(worker: &Worker, ip: &str, email: &str, password: &str) -> reqwest::blocking::Response {
+    client()
+        .post(worker.url("/v1/login"))
+        .header("CF-Connecting-IP", ip)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .unwrap()
+}
+
+fn verified_account(worker: &Worker, sink: &MailSink, email: &str) {
+    let mut seen = 0;
+    assert_eq!(post(worker, "/v1/signup", json!({"email": email, "password": PASSWORD})).0, 202);
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    assert_eq!(post(worker, "/v1/email/verify", json!({"token": token})).0, 200);
+}
+
+#[test]
+fn end_to_end_abuse_resistance() {
+    let sink = MailSink::start();
+    let worker = Worker::start_with(
+        &sink,
+        &[
+            "RATE_LIMIT_LOGIN_PER_ACCOUNT:5/3600",
+            "RATE_LIMIT_LOGIN_PER_IP:30/3600",
+            "RATE_LIMIT_MAIL_PER_ADDRESS:5/3600",
+            "RATE_LIMIT_TOKEN_PER_IP:off",
+            "BREACHED_PASSWORD_CHECK:fail-closed",
+        ],
+    );
+    type Case = fn(&Worker, &MailSink);
+    let cases: &[(&str, Case)] = &[
+        ("brute force on one account, concurrently", brute_force),
+        ("mail budget per address", mail_budget),
+        ("breached passwords", breached_passwords),
+        ("body limit", body_limit),
+        ("64 uses of one token", one_token_many_uses),
+        ("login failures cost the same", uniform_login_cost),
+    ];
+    for (name, case) in cases {
+        eprintln!("e2e abuse: {name}");
+        case(&worker, &sink);
+    }
+}
+
+fn brute_force(worker: &Worker, sink: &MailSink) {
+    verified_account(worker, sink, "victim@example.com");
+    verified_account(worker, sink, "bystander@example.com");
+    let attacker = "203.0.113.66";
+    // 20 guesses at once: exactly the budget of 5 is evaluated, the rest refused.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|n| {
+                scope.spawn(move || login_from(worker, attacker, "victim@example.com", &format!("guess {n}")).status())
+            })
+            .collect();
+        handles.into_iter().map(|handle| handle.join().unwrap().as_u16()).collect()
+    });
+    assert_eq!(statuses.iter().filter(|status| **status == 401).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|status| **status == 429).count(), 15, "{statuses:?}");
+
+    // The right password is refused too, from anywhere, with Retry-After.
+    for ip in [attacker, "198.51.100.1"] {
+        let response = login_from(worker, ip, "victim@example.com", PASSWORD);
+        assert_eq!(response.status(), 429);
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry_after), "{retry_after}");
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"], "rate_limited");
+    }
+
+    // The bystander's account is fine from the attacker's address until that address has spent
+    // its 30: 5 failures so far (refused attempts do not count), so 25 more.
+    for n in 0..25 {
+        assert_eq!(login_from(worker, attacker, "bystander@example.com", PASSWORD).status(), 200, "login {n}");
+    }
+    assert_eq!(login_from(worker, attacker, "bystander@example.com", PASSWORD).status(), 429);
+    assert_eq!(login_from(worker, "198.51.100.2", "bystander@example.com", PASSWORD).status(), 200);
+}
+
+fn mail_budget(worker: &Worker, sink: &MailSink) {
+    let before = sink.accepted().len();
+    let mut statuses = vec![post(worker, "/v1/signup", json!({"email": "inbox@example.com", "password": PASSWORD})).0];
+    for _ in 0..5 {
+        statuses.push(post(worker, "/v1/email/resend", json!({"email": "inbox@example.com"})).0);
+    }
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sink.accepted().len() < before + 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.accepted().len() - before, 5, "five mails, no more");
+}
+
+fn breached_passwords(worker: &Worker, sink: &MailSink) {
+    let (status, body) =
+        post(worker, "/v1/signup", json!({"email": "reuser@example.com", "password": BREACHED_PASSWORD}));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "weak_password");
+    assert!(body["error_description"].as_str().unwrap().contains("breach"), "{body}");
+    let ranges = sink.range_requests.lock().unwrap().clone();
+    let (prefix, headers) = ranges.last().unwrap();
+    assert_eq!(prefix.len(), 5, "only five hex digits of the SHA-1 leave the worker: {prefix}");
+    assert!(headers.iter().any(|(name, value)| name.eq_ignore_ascii_case("add-padding") && value == "true"));
+    assert_eq!(post(worker, "/v1/signup", json!({"email": "reuser@example.com", "password": PASSWORD})).0, 202);
+}
+
+fn body_limit(worker: &Worker, _sink: &MailSink) {
+    let megabyte = vec![b'a'; 1 << 20];
+    let started = Instant::now();
+    let response = client()
+        .post(worker.url("/v1/signup"))
+        .header("content-type", "application/json")
+        .body(megabyte.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    // Without Content-Length (chunked), the body is measured as it arrives. (Just over the
+    // limit, so that the client has sent it all before the early answer closes the connection.)
+    let response = client()
+        .post(worker.url("/v1/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(megabyte).take(20 * 1024)))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"], "payload_too_large");
+}
+
+fn one_token_many_uses(worker: &Worker, sink: &MailSink) {
+    let email = "sixtyfour@example.com";
+    let mut seen = 0;
+    post(worker, "/v1/signup", json!({"email": email, "password": PASSWORD}));
+    let token = token_in_link(sink.wait_for(email, &mut seen).text(), "/verify-email");
+    let statuses = all_at_once(worker, "/v1/email/verify", (0..64).map(|_| json!({"token": token})).collect());
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 63, "{statuses:?}");
+}
+
+/// An unknown email, a wrong password and a throttled account: each costs one Argon2id run,
+/// so their latencies are alike. Medians of interleaved samples, with a wide margin: without
+/// the dummy verification a throttled refusal is several times faster than the others.
+fn uniform_login_cost(worker: &Worker, sink: &MailSink) {
+    let accounts: Vec<String> = (0..4).map(|n| format!("timing{n}@example.com")).collect();
+    for account in &accounts {
+        verified_account(worker, sink, account);
+    }
+    // Throttle the first account from elsewhere.
+    for _ in 0..5 {
+        login_from(worker, "198.51.100.50", &accounts[0], "wrong password");
+    }
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for round in 0..12 {
+        let attempts = [
+            (format!("nobody{round}@example.com"), 401),
+            // Four failures each for three accounts: under their budget of five.
+            (accounts[1 + round % 3].clone(), 401),
+            (accounts[0].clone(), 429),
+        ];
+        for (kind, (email, expected)) in attempts.iter().enumerate() {
+            // Each attempt from its own address, so no address budget interferes.
+            let ip = format!("192.0.2.{}", round * 3 + kind + 1);
+            let started = Instant::now();
+            let status = login_from(worker, &ip, email, "wrong password").status().as_u16();
+            samples[kind].push(started.elapsed());
+            assert_eq!(status, *expected, "{email}");
+        }
+    }
+    let medians: Vec<Duration> = samples
+        .iter_mut()
+        .map(|samples| {
+            samples.sort();
+            samples[samples.len() / 2]
+        })
+        .collect();
+    eprintln!(
+        "login medians: unknown email {:?}, wrong password {:?}, throttled {:?}",
+        medians[0], medians[1], medians[2]
+    );
+    for median in &medians[1..] {
+        let ratio = median.as_secs_f64() / medians[0].as_secs_f64();
+        assert!((0.5..=2.0).contains(&ratio), "{medians:?}");
+    }
+}
