@@ -4,6 +4,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::domain::email::Email;
 use crate::domain::password::HashParams;
 use crate::domain::rate_limit::{BucketKind, Limit};
 use crate::domain::signing::SigningAlg;
@@ -13,8 +14,62 @@ use crate::domain::signing::SigningAlg;
 pub enum MailProvider {
     /// The Resend HTTP API (`POST {MAIL_API_URL}/emails`).
     Resend,
+    /// Postmark (`POST {MAIL_API_URL}/email`).
+    Postmark,
+    /// SendGrid v3 (`POST {MAIL_API_URL}/v3/mail/send`).
+    Sendgrid,
+    /// Mailgun (`POST {MAIL_API_URL}/v3/{MAILGUN_DOMAIN}/messages`, form-encoded).
+    Mailgun,
     /// Writes each message, link included, to the worker's log: for local development.
     Log,
+}
+
+impl MailProvider {
+    fn default_api_url(self) -> &'static str {
+        match self {
+            MailProvider::Resend | MailProvider::Log => "https://api.resend.com",
+            MailProvider::Postmark => "https://api.postmarkapp.com",
+            MailProvider::Sendgrid => "https://api.sendgrid.com",
+            MailProvider::Mailgun => "https://api.mailgun.net",
+        }
+    }
+}
+
+/// `MAIL_FROM`: `Name <address>` or a bare address, checked once here so that nothing odd
+/// reaches a mail header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Sender {
+    fn parse(raw: &str) -> Result<Sender, String> {
+        let (name, address) = match raw.split_once('<') {
+            Some((name, rest)) => {
+                let address = rest.strip_suffix('>').ok_or("has a `<` without a closing `>` at the end")?;
+                let name = name.trim();
+                (if name.is_empty() { None } else { Some(name.to_owned()) }, address)
+            }
+            None => (None, raw),
+        };
+        if let Some(name) = &name {
+            if name.chars().any(|c| c.is_control() || "\"<>,;:@()[]\\".contains(c)) {
+                return Err("has a display name with a special character".to_owned());
+            }
+        }
+        // Sender addresses are ASCII in practice; the recipient rules apply otherwise.
+        let address = Email::parse(address).map_err(|err| format!("does not hold a valid address: {err}"))?;
+        Ok(Sender { name, address: address.as_str().to_owned() })
+    }
+
+    /// The `From` header value.
+    pub fn header_value(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} <{}>", self.address),
+            None => self.address.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -23,7 +78,13 @@ pub struct MailConfig {
     /// Base URL of the provider's API, without a trailing slash.
     pub api_url: String,
     pub api_key: Option<String>,
-    pub from: String,
+    pub from: Sender,
+    /// Mailgun's sending domain (`MAILGUN_DOMAIN`, by default the domain of `MAIL_FROM`).
+    pub mailgun_domain: String,
+    /// Delivery attempts before a mail goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles for each further one, up to an hour.
+    pub retry_base_seconds: u32,
 }
 
 /// The budgets of `RATE_LIMIT_*`; `None` where a budget is `off`.
@@ -122,7 +183,6 @@ impl std::fmt::Debug for KeyEncryptionKey {
     }
 }
 
-const RESEND_API_URL: &str = "https://api.resend.com";
 const PWNED_PASSWORDS_API_URL: &str = "https://api.pwnedpasswords.com";
 
 /// Default budgets, chosen so that people never meet them and scripts always do: ten failed
@@ -212,26 +272,37 @@ impl Config {
         };
         let provider = match get("MAIL_PROVIDER").as_deref() {
             None | Some("resend") => MailProvider::Resend,
+            Some("postmark") => MailProvider::Postmark,
+            Some("sendgrid") => MailProvider::Sendgrid,
+            Some("mailgun") => MailProvider::Mailgun,
             Some("log") => MailProvider::Log,
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "MAIL_PROVIDER",
-                    reason: format!("{other:?} is not one of resend, log"),
+                    reason: format!("{other:?} is not one of resend, postmark, sendgrid, mailgun, log"),
                 })
             }
         };
         let api_url = match get("MAIL_API_URL") {
             Some(url) => http_base_url("MAIL_API_URL", &url)?,
-            None => RESEND_API_URL.to_owned(),
+            None => provider.default_api_url().to_owned(),
         };
         let api_key = get("MAIL_API_KEY");
-        if provider == MailProvider::Resend && api_key.is_none() {
+        if provider != MailProvider::Log && api_key.is_none() {
             return Err(ConfigError::Missing { name: "MAIL_API_KEY" });
         }
-        let from = get("MAIL_FROM").unwrap_or_else(|| "edgeid <no-reply@localhost>".to_owned());
-        if from.chars().any(char::is_control) {
-            return Err(ConfigError::Invalid { name: "MAIL_FROM", reason: "contains a control character".to_owned() });
-        }
+        let from = Sender::parse(&get("MAIL_FROM").unwrap_or_else(|| "edgeid <no-reply@localhost>".to_owned()))
+            .map_err(|reason| ConfigError::Invalid { name: "MAIL_FROM", reason })?;
+        let mailgun_domain = match get("MAILGUN_DOMAIN") {
+            Some(domain) => {
+                Email::parse(&format!("postmaster@{domain}")).map(|_| domain.to_ascii_lowercase()).map_err(|_| {
+                    ConfigError::Invalid { name: "MAILGUN_DOMAIN", reason: format!("{domain:?} is not a domain") }
+                })?
+            }
+            None => from.address.rsplit_once('@').map(|(_, domain)| domain.to_owned()).unwrap_or_default(),
+        };
+        let max_attempts = bounded("MAIL_MAX_ATTEMPTS", get("MAIL_MAX_ATTEMPTS"), 10, 1..=50)?;
+        let retry_base_seconds = bounded("MAIL_RETRY_BASE_SECONDS", get("MAIL_RETRY_BASE_SECONDS"), 30, 1..=3600)?;
 
         let limit = |name: &'static str| -> Result<Option<Limit>, ConfigError> {
             let default = DEFAULT_LIMITS.iter().find(|(known, _)| *known == name).map_or("off", |(_, value)| value);
@@ -288,7 +359,7 @@ impl Config {
             key_rotation_interval_seconds,
             key_publication_lead_seconds,
             require_email_verification,
-            mail: MailConfig { provider, api_url, api_key, from },
+            mail: MailConfig { provider, api_url, api_key, from, mailgun_domain, max_attempts, retry_base_seconds },
             public_url,
             rate_limits,
             breached_passwords,
@@ -371,6 +442,13 @@ mod tests {
         assert!(config.require_email_verification);
         assert_eq!(config.mail.provider, MailProvider::Log);
         assert_eq!(config.mail.api_url, "https://api.resend.com");
+        assert_eq!(
+            config.mail.from,
+            Sender { name: Some("edgeid".to_owned()), address: "no-reply@localhost".to_owned() }
+        );
+        assert_eq!(config.mail.from.header_value(), "edgeid <no-reply@localhost>");
+        assert_eq!(config.mail.mailgun_domain, "localhost");
+        assert_eq!((config.mail.max_attempts, config.mail.retry_base_seconds), (10, 30));
         assert_eq!(config.key_encryption_key, KeyEncryptionKey([0; 32]));
         assert_eq!(config.key_rotation_interval_seconds, 2_592_000);
         assert_eq!(config.key_publication_lead_seconds, 86_400);
@@ -390,6 +468,30 @@ mod tests {
         assert_eq!(config.breached_passwords.api_url, "https://api.pwnedpasswords.com");
         assert_eq!(config.breached_passwords.timeout_ms, 1000);
         assert_eq!(config.password_hash, HashParams::OWASP_MINIMUM);
+    }
+
+    #[test]
+    fn every_provider_has_its_own_api_by_default() {
+        for (provider, url) in [
+            ("resend", "https://api.resend.com"),
+            ("postmark", "https://api.postmarkapp.com"),
+            ("sendgrid", "https://api.sendgrid.com"),
+            ("mailgun", "https://api.mailgun.net"),
+        ] {
+            let config = config(&[
+                ("ISSUER", "http://x"),
+                ("MAIL_PROVIDER", provider),
+                ("MAIL_API_KEY", "k"),
+                ("MAIL_FROM", "no-reply@mg.example.com"),
+                KEK,
+            ])
+            .unwrap();
+            assert_eq!(config.mail.api_url, url);
+            assert_eq!(config.mail.from.header_value(), "no-reply@mg.example.com");
+            assert_eq!(config.mail.mailgun_domain, "mg.example.com");
+            let without_key = self::config(&[("ISSUER", "http://x"), ("MAIL_PROVIDER", provider), KEK]);
+            assert_eq!(without_key.unwrap_err(), ConfigError::Missing { name: "MAIL_API_KEY" });
+        }
     }
 
     #[test]
@@ -441,6 +543,13 @@ mod tests {
             ("REQUIRE_EMAIL_VERIFICATION", "yes"),
             ("MAIL_PROVIDER", "smtp"),
             ("MAIL_API_URL", "http://user@127.0.0.1"),
+            ("MAIL_FROM", "edgeid <no-reply@localhost"),
+            ("MAIL_FROM", "Evil, Inc. <no-reply@example.com>"),
+            ("MAIL_FROM", "no-reply@example.com\r\nBcc: x@example.com"),
+            ("MAIL_FROM", "not an address"),
+            ("MAILGUN_DOMAIN", "mg example.com"),
+            ("MAIL_MAX_ATTEMPTS", "0"),
+            ("MAIL_RETRY_BASE_SECONDS", "86400"),
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ"),
             ("KEY_ROTATION_INTERVAL_SECONDS", "60"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "3"),

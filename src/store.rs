@@ -636,3 +636,34 @@ pub async fn upgrade_password_hash(
         .await?;
     Ok(changes(&outcomes, 0) == 1)
 }
+
+/// A mail the queue consumer gave up on (bodies are not kept: they carry tokens).
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    pub idempotency_key: &'a str,
+    pub kind: &'a str,
+    pub recipient: &'a str,
+    pub attempts: u32,
+    pub reason: &'a str,
+}
+
+pub async fn record_dead_letter(
+    db: &impl Database,
+    letter: &DeadLetter<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), DatabaseError> {
+    db.batch(vec![Statement::new(
+        "INSERT INTO mail_dead_letters (idempotency_key, kind, recipient, attempts, reason, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        [
+            letter.idempotency_key.into(),
+            letter.kind.into(),
+            letter.recipient.into(),
+            i64::from(letter.attempts).into(),
+            letter.reason.into(),
+            now.timestamp().into(),
+        ],
+    )])
+    .await
+    .map(drop)
+}

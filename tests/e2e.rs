@@ -72,7 +72,9 @@ fn breach_range(prefix: &str) -> String {
 pub(crate) struct CapturedMail {
     pub(crate) path: String,
     pub(crate) headers: Vec<(String, String)>,
+    /// The body as JSON, or `Null` when it is not JSON (Mailgun's form).
     pub(crate) body: Value,
+    pub(crate) raw: String,
 }
 
 impl CapturedMail {
@@ -135,6 +137,7 @@ impl MailSink {
                     path: request.url().to_owned(),
                     headers,
                     body: serde_json::from_str(&body).unwrap_or(Value::Null),
+                    raw: body,
                 };
                 let mut refused = refused.lock().unwrap();
                 if refused.len() < failures {
@@ -152,6 +155,19 @@ impl MailSink {
             }
         });
         sink
+    }
+
+    /// Waits until `count` mails have been accepted, and returns them.
+    pub(crate) fn wait_for_accepted(&self, count: usize) -> Vec<CapturedMail> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let accepted = self.accepted();
+            if accepted.len() >= count {
+                return accepted;
+            }
+            assert!(Instant::now() < deadline, "{} of {count} mails accepted", accepted.len());
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every mail accepted so far.
@@ -261,6 +277,11 @@ impl Worker {
             );
             thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    /// What the worker has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -5,8 +5,10 @@
 mod abuse;
 mod e2e;
 mod e2e_abuse;
+mod e2e_mail;
 mod flows;
 mod keys;
+mod mail;
 mod properties;
 mod sessions;
 mod support;

@@ -4,12 +4,13 @@
 
 mod d1;
 mod fetch;
+mod mail_queue;
 mod webcrypto;
 
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use worker::{event, Context, Env, Headers, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::{event, Context, Env, Headers, MessageBatch, Request, Response, ScheduleContext, ScheduledEvent};
 
 use crate::api::error::ApiError;
 use crate::api::request::MAX_BODY_BYTES;
@@ -17,7 +18,6 @@ use crate::api::{handle, ApiRequest, ApiResponse};
 use crate::config::Config;
 use crate::flows;
 use crate::keyring::{self, Keyring};
-use crate::mail;
 use crate::store;
 use webcrypto::WebCrypto;
 
@@ -52,16 +52,11 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
     };
     let response = handle(&ctx, &api_request).await;
 
+    // Enqueued after the response, so its timing never shows whether a mail was sent.
     let mails = outbox.take();
     if !mails.is_empty() {
-        let mail_config = config.mail.clone();
-        worker_ctx.wait_until(async move {
-            for mail in &mails {
-                if let Err(err) = mail::deliver(&mail_config, &fetch::Fetcher, mail).await {
-                    log::error!("mail {:?} to {} was not delivered: {err}", mail.kind, mail.to);
-                }
-            }
-        });
+        let env = env.clone();
+        worker_ctx.wait_until(async move { mail_queue::enqueue(&env, &config, mails).await });
     }
     Ok(response)
 }
@@ -89,6 +84,21 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(removed) => log::info!("rate limits: {removed} idle buckets removed"),
         Err(err) => log::error!("rate-limit clean-up failed: {err}"),
     }
+}
+
+/// Mail delivery: the mail queue and its dead-letter queue (see `mail_queue`).
+#[event(queue)]
+async fn queue(batch: MessageBatch<String>, env: Env, _ctx: Context) -> worker::Result<()> {
+    console_logger::install();
+    match Config::from_lookup(|name| lookup(&env, name)) {
+        Ok(config) => mail_queue::consume(batch, env, &config).await,
+        Err(err) => {
+            // Nothing can be delivered without a configuration: keep the mail for later.
+            log::error!("mail queue paused: configuration: {err}");
+            batch.retry_all_with_options(&worker::QueueRetryOptionsBuilder::new().with_delay_seconds(60).build());
+        }
+    }
+    Ok(())
 }
 
 /// A variable from `[vars]`, `--var` or a secret (`wrangler secret put`, `.dev.vars`).
