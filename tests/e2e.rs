@@ -212,7 +212,20 @@ impl Worker {
 
     /// Starts with extra `--var NAME:VALUE`s; ready when it serves a request that touches
     /// neither D1 nor the keys, so that the first real requests still meet an empty key table.
+    /// Several tests start servers at once: a port picked free can be taken by another
+    /// server's internal sockets before ours binds it, so "address in use" means another try.
     pub(crate) fn start_with(sink: &MailSink, extra_vars: &[&str]) -> Worker {
+        for _ in 0..4 {
+            match Worker::try_start(sink, extra_vars) {
+                Ok(worker) => return worker,
+                Err(log) if log.contains("Address already in use") => eprintln!("port taken; starting again"),
+                Err(log) => panic!("wrangler dev did not start:\n{log}"),
+            }
+        }
+        panic!("wrangler dev found no free port in four tries");
+    }
+
+    fn try_start(sink: &MailSink, extra_vars: &[&str]) -> Result<Worker, String> {
         let port = free_port();
         let state = repository().join("target/e2e").join(format!("state-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
@@ -251,30 +264,26 @@ impl Worker {
         }
         let child = npx(&args).stdout(log_file.try_clone().unwrap()).stderr(log_file).process_group(0).spawn().unwrap();
         let mut worker = Worker { child, base, log };
-        worker.wait_until_serving();
-        worker
+        worker.wait_until_serving()?;
+        Ok(worker)
     }
 
-    fn wait_until_serving(&mut self) {
+    /// Ready when it serves; the log as the error when it exits or takes two minutes.
+    fn wait_until_serving(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
         loop {
             if let Ok(response) = client.get(format!("{}/.well-known/security.txt", self.base)).send() {
                 if response.status() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "wrangler dev exited with {status}:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                return Err(format!("wrangler dev exited with {status}:\n{}", self.log()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "wrangler dev did not start serving:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
+            if Instant::now() > deadline {
+                return Err(format!("wrangler dev did not start serving:\n{}", self.log()));
+            }
             thread::sleep(Duration::from_millis(250));
         }
     }
