@@ -8,6 +8,7 @@ cd "$EDGEID_ROOT"
 started=$(date +%s)
 ensure_toolchain
 ensure_python_packages
+ensure_chromium
 node scripts/dev-vars.mjs
 
 step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }

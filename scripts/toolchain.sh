@@ -83,6 +83,18 @@ ensure_python_packages() {
     cp "$EDGEID_ROOT/tools/python/requirements.txt" "$stamp"
 }
 
+# Debian's Chromium for the browser tests (playwright-core drives it; Playwright's own browser
+# downloads do not work here). Tests only.
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  edgeid_log "installing Debian's chromium for the browser tests (a minute, once)"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 ||
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+}
+
 # Everything, in order.
 ensure_toolchain() {
   ensure_node && ensure_npm_packages && ensure_wasm_target && ensure_worker_build

@@ -7,6 +7,7 @@ use base64::Engine;
 use crate::domain::email::Email;
 use crate::domain::password::HashParams;
 use crate::domain::rate_limit::{BucketKind, Limit};
+use crate::domain::redirect::AllowedRedirect;
 use crate::domain::signing::SigningAlg;
 
 /// Mail delivery back-ends, chosen by `MAIL_PROVIDER`.
@@ -128,6 +129,16 @@ pub struct BreachedPasswordConfig {
     pub timeout_ms: u32,
 }
 
+/// How the hosted pages and emails look (`PRODUCT_NAME`, `LOGO_URL`, `ACCENT_COLOR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Branding {
+    pub product_name: String,
+    /// An https (or http for local development) image URL.
+    pub logo_url: Option<String>,
+    /// `#rrggbb`.
+    pub accent_color: String,
+}
+
 /// Validated configuration. There is deliberately no `Default`: a worker either has a complete,
 /// checked configuration or answers every request with `server_error` and logs why.
 #[derive(Debug, Clone)]
@@ -159,6 +170,10 @@ pub struct Config {
     pub breached_passwords: BreachedPasswordConfig,
     /// Argon2id parameters for new hashes; stored hashes with weaker ones are upgraded at login.
     pub password_hash: HashParams,
+    pub branding: Branding,
+    /// Where the hosted pages may send a browser after success (`REDIRECT_ALLOWLIST`); the
+    /// first entry is also the "back to the app" link of their result pages.
+    pub redirect_allowlist: Vec<AllowedRedirect>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,6 +362,42 @@ impl Config {
             parallelism: bounded("ARGON2_PARALLELISM", get("ARGON2_PARALLELISM"), default_hash.parallelism, 1..=8)?,
         };
 
+        let product_name = get("PRODUCT_NAME").unwrap_or_else(|| "edgeid".to_owned());
+        if product_name.chars().count() > 60 || product_name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid {
+                name: "PRODUCT_NAME",
+                reason: "is longer than 60 characters or has control characters".to_owned(),
+            });
+        }
+        let logo_url = match get("LOGO_URL") {
+            Some(url) => Some(
+                AllowedRedirect::parse(&url)
+                    .map_err(|err| ConfigError::Invalid { name: "LOGO_URL", reason: err.to_string() })?
+                    .as_str()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let accent_color = get("ACCENT_COLOR").unwrap_or_else(|| "#1f4fd1".to_owned());
+        let is_hex_color = accent_color.len() == 7
+            && accent_color.starts_with('#')
+            && accent_color[1..].chars().all(|c| c.is_ascii_hexdigit());
+        if !is_hex_color {
+            return Err(ConfigError::Invalid {
+                name: "ACCENT_COLOR",
+                reason: format!("{accent_color:?} is not #rrggbb"),
+            });
+        }
+        let redirect_allowlist = get("REDIRECT_ALLOWLIST")
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                AllowedRedirect::parse(entry)
+                    .map_err(|err| ConfigError::Invalid { name: "REDIRECT_ALLOWLIST", reason: err.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Config {
             issuer,
             access_token_audience,
@@ -364,6 +415,8 @@ impl Config {
             rate_limits,
             breached_passwords,
             password_hash,
+            branding: Branding { product_name, logo_url, accent_color: accent_color.to_ascii_lowercase() },
+            redirect_allowlist,
         })
     }
 }
@@ -468,6 +521,9 @@ mod tests {
         assert_eq!(config.breached_passwords.api_url, "https://api.pwnedpasswords.com");
         assert_eq!(config.breached_passwords.timeout_ms, 1000);
         assert_eq!(config.password_hash, HashParams::OWASP_MINIMUM);
+        assert_eq!(config.branding.product_name, "edgeid");
+        assert_eq!(config.branding.accent_color, "#1f4fd1");
+        assert!(config.redirect_allowlist.is_empty());
     }
 
     #[test]
@@ -549,6 +605,10 @@ mod tests {
             ("MAIL_FROM", "not an address"),
             ("MAILGUN_DOMAIN", "mg example.com"),
             ("MAIL_MAX_ATTEMPTS", "0"),
+            ("ACCENT_COLOR", "red"),
+            ("ACCENT_COLOR", "#12345g"),
+            ("LOGO_URL", "javascript:alert(1)"),
+            ("REDIRECT_ALLOWLIST", "https://app.example.com/, //evil.example"),
             ("MAIL_RETRY_BASE_SECONDS", "86400"),
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ"),
             ("KEY_ROTATION_INTERVAL_SECONDS", "60"),

@@ -667,3 +667,53 @@ pub async fn record_dead_letter(
     .await
     .map(drop)
 }
+
+/// Keeps a mail "sent" with `MAIL_PROVIDER=log` for the dev mailbox; only the newest 50 stay.
+pub async fn add_to_dev_mailbox(
+    db: &impl Database,
+    recipient: &str,
+    subject: &str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DatabaseError> {
+    db.batch(vec![
+        Statement::new(
+            "INSERT INTO dev_mailbox (recipient, subject, text, created_at) VALUES (?1, ?2, ?3, ?4)",
+            [recipient.into(), subject.into(), text.into(), now.timestamp().into()],
+        ),
+        Statement::new(
+            "DELETE FROM dev_mailbox WHERE id NOT IN (SELECT id FROM dev_mailbox ORDER BY id DESC LIMIT 50)",
+            [],
+        ),
+    ])
+    .await
+    .map(drop)
+}
+
+/// The dev mailbox, newest first.
+pub async fn list_dev_mailbox(
+    db: &impl Database,
+    limit: i64,
+) -> Result<Vec<crate::api::pages::MailboxEntry>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT recipient, subject, text, created_at FROM dev_mailbox ORDER BY id DESC LIMIT ?1",
+            [limit.into()],
+        )])
+        .await?;
+    outcomes
+        .first()
+        .map(|outcome| outcome.rows.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            let sent_at = DateTime::from_timestamp(integer(row, "created_at")?, 0).unwrap_or_default();
+            Ok(crate::api::pages::MailboxEntry {
+                to: text(row, "recipient")?,
+                subject: text(row, "subject")?,
+                text: text(row, "text")?,
+                sent_at: sent_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            })
+        })
+        .collect()
+}

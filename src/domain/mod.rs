@@ -1,10 +1,12 @@
 //! Pure, synchronous domain logic: what an email, a password, a token and a key are.
 
+pub mod csrf;
 pub mod documents;
 pub mod email;
 pub mod opaque_token;
 pub mod password;
 pub mod rate_limit;
+pub mod redirect;
 pub mod sealing;
 pub mod signing;
 pub mod tokens;

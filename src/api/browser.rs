@@ -1,0 +1,427 @@
+//! The browser side of the API: the hosted pages (GET) and the form posts they make, answered
+//! with pages instead of JSON. Every form post is checked twice for cross-site forgery (same
+//! origin by `Sec-Fetch-Site`/`Origin`, and the signed double-submit token of `domain::csrf`);
+//! every `redirect_to` is checked against `REDIRECT_ALLOWLIST`; errors are put in words.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::api::error::ApiError;
+use crate::api::pages::{self, FormContext, Page};
+use crate::api::request::Fields;
+use crate::api::{ApiRequest, ApiResponse};
+use crate::domain::csrf::{self, CsrfKey};
+use crate::domain::redirect;
+use crate::flows::login::LoginTokens;
+use crate::flows::{login, password_reset, signup, verify_email, Context, Internal};
+use crate::ports::{Crypto, Database, HttpClient};
+use crate::store;
+
+/// Which page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    Signup,
+    Login,
+    ForgotPassword,
+    VerifyEmail,
+    ResetPassword,
+}
+
+/// Which form was posted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormKind {
+    Signup,
+    Login,
+    ForgotPassword,
+    VerifyEmail,
+    ResetPassword,
+}
+
+impl FormKind {
+    /// The page the form lives on, to send a person back to.
+    fn page_path(self) -> &'static str {
+        match self {
+            FormKind::Signup => "/signup",
+            FormKind::Login => "/login",
+            FormKind::ForgotPassword => "/forgot-password",
+            FormKind::VerifyEmail => "/verify-email",
+            FormKind::ResetPassword => "/reset-password",
+        }
+    }
+}
+
+/// A page response: the per-response script nonce in the CSP, and the CSRF cookie when the
+/// page has a form.
+struct Rendered {
+    page: Page,
+    csrf_cookie: Option<String>,
+    retry_after_seconds: Option<i64>,
+}
+
+fn respond<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>, rendered: Rendered) -> ApiResponse {
+    let mut nonce_bytes = [0u8; 16];
+    if ctx.crypto.fill(&mut nonce_bytes).is_err() {
+        return ApiError::server_error(&"no randomness for a script nonce").into();
+    }
+    let nonce = URL_SAFE_NO_PAD.encode(nonce_bytes);
+    let html = pages::render(&rendered.page, &ctx.config.branding, &nonce);
+    let mut response = ApiResponse::new(rendered.page.status, "text/html; charset=utf-8", html.into_bytes())
+        .with_header("Cache-Control", "no-store")
+        .with_header("Content-Security-Policy", pages::content_security_policy(ctx.config, &nonce))
+        .with_header("X-Frame-Options", "DENY")
+        .with_header("Cross-Origin-Opener-Policy", "same-origin");
+    if let Some(cookie) = rendered.csrf_cookie {
+        response = response.with_header("Set-Cookie", csrf::set_cookie(&cookie, secure(ctx)));
+    }
+    if let Some(seconds) = rendered.retry_after_seconds {
+        response = response.with_header("Retry-After", seconds.to_string());
+    }
+    response
+}
+
+/// Whether the pages are served over HTTPS (the cookie is then `Secure` and `__Host-`).
+fn secure<D, E, H>(ctx: &Context<'_, D, E, H>) -> bool {
+    ctx.config.public_url.starts_with("https://")
+}
+
+fn csrf_key<D, E, H>(ctx: &Context<'_, D, E, H>) -> CsrfKey {
+    CsrfKey::derive(&ctx.config.key_encryption_key.0)
+}
+
+/// The browser's CSRF cookie, or a new one.
+fn csrf_cookie<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+) -> Result<String, Internal> {
+    match csrf::cookie_value(request.header("cookie"), secure(ctx)) {
+        Some(value) => Ok(value.to_owned()),
+        None => Ok(csrf::new_cookie_value(ctx.crypto)?),
+    }
+}
+
+/// A form context for this browser: its cookie's token, and the checked destination.
+fn form_context<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    cookie: &str,
+    redirect_to: Option<String>,
+) -> FormContext {
+    FormContext { csrf_token: csrf_key(ctx).form_token(cookie), redirect_to }
+}
+
+/// `redirect_to` from a query or a form: absent, allowed, or refused.
+enum Destination {
+    None,
+    Allowed(String),
+    Refused,
+}
+
+fn destination<D, E, H>(ctx: &Context<'_, D, E, H>, raw: Option<&str>) -> Destination {
+    match raw.filter(|raw| !raw.is_empty()) {
+        None => Destination::None,
+        Some(raw) => match redirect::check(&ctx.config.redirect_allowlist, raw) {
+            Some(url) => Destination::Allowed(url.to_string()),
+            None => {
+                log::info!("redirect refused: {raw:?} is not on REDIRECT_ALLOWLIST");
+                Destination::Refused
+            }
+        },
+    }
+}
+
+fn refused_destination() -> Page {
+    pages::result(
+        400,
+        "This link goes somewhere we don't know",
+        "It asks to send you to an address that is not on this site's list of trusted destinations, so we \
+         stopped here. Go back to the app and start again from there.",
+        &[],
+    )
+}
+
+/// `GET` of a hosted page.
+pub async fn page<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+    kind: PageKind,
+) -> ApiResponse {
+    let redirect_to = match destination(ctx, request.query_param("redirect_to").as_deref()) {
+        Destination::None => None,
+        Destination::Allowed(url) => Some(url),
+        Destination::Refused => {
+            return respond(ctx, Rendered { page: refused_destination(), csrf_cookie: None, retry_after_seconds: None })
+        }
+    };
+    let cookie = match csrf_cookie(ctx, request) {
+        Ok(cookie) => cookie,
+        Err(err) => return ApiError::from(err).into(),
+    };
+    let form = form_context(ctx, &cookie, redirect_to);
+    let token = request.query_param("token");
+    let page = match kind {
+        PageKind::Signup => pages::signup_form(&form, "", None),
+        PageKind::Login => pages::login_form(&form, "", None),
+        PageKind::ForgotPassword => pages::forgot_password_form(&form, "", None),
+        PageKind::VerifyEmail => pages::verify_email_form(&form, token.as_deref()),
+        PageKind::ResetPassword => pages::reset_password_form(&form, token.as_deref(), None),
+    };
+    respond(ctx, Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None })
+}
+
+/// Whether a form post comes from one of our own pages: the browser says so (`Sec-Fetch-Site`,
+/// `Origin`), and it brings the CSRF token of its cookie.
+fn same_site_form<D, E, H>(ctx: &Context<'_, D, E, H>, request: &ApiRequest, fields: &Fields) -> Result<(), String> {
+    if let Some(site) = request.header("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(format!("Sec-Fetch-Site is {site:?}"));
+        }
+    }
+    // The pages are served at PUBLIC_URL (the links in mails) or at ISSUER. Browsers send
+    // `Origin: null` for posts from a page with `Referrer-Policy: no-referrer` (ours): that
+    // says nothing, and Sec-Fetch-Site and the token decide.
+    if let Some(origin) = request.header("origin").filter(|origin| *origin != "null") {
+        let ours = [&ctx.config.public_url, &ctx.config.issuer].into_iter().any(|url| origin_of(url) == origin);
+        if !ours {
+            return Err(format!("Origin {origin:?} is another site"));
+        }
+    }
+    let cookie = csrf::cookie_value(request.header("cookie"), secure(ctx)).ok_or("no CSRF cookie")?;
+    let presented = fields.optional(csrf::FIELD).ok().flatten().ok_or("no CSRF token")?;
+    if csrf_key(ctx).verify(cookie, presented) {
+        Ok(())
+    } else {
+        Err("CSRF token does not match the cookie".to_owned())
+    }
+}
+
+/// `scheme://host[:port]` of one of our configured base URLs.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
+        None => String::new(),
+    }
+}
+
+/// A form post from a browser (form-encoded, `Accept: text/html`).
+pub async fn submit<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+    kind: FormKind,
+    fields: &Fields,
+) -> ApiResponse {
+    let rendered = match same_site_form(ctx, request, fields) {
+        Ok(()) => submit_checked(ctx, request, kind, fields).await,
+        Err(reason) => {
+            log::info!("form post refused: {reason}");
+            let page = pages::result(
+                400,
+                "This form has expired",
+                "For your safety we only accept this form from a page we have just shown you. Go back, reload the \
+                 page and try again.",
+                &[(kind.page_path().to_owned(), "Start again")],
+            );
+            Ok(Rendered { page, csrf_cookie: None, retry_after_seconds: None }.into())
+        }
+    };
+    match rendered {
+        Ok(Outcome::Page(rendered)) => respond(ctx, rendered),
+        Ok(Outcome::Redirect(location)) => redirect(&location),
+        Err(err) => ApiError::from(err).into(),
+    }
+}
+
+enum Outcome {
+    Page(Rendered),
+    Redirect(String),
+}
+
+impl From<Rendered> for Outcome {
+    fn from(rendered: Rendered) -> Outcome {
+        Outcome::Page(rendered)
+    }
+}
+
+/// `303 See Other`: after a successful post, the browser GETs the destination.
+fn redirect(location: &str) -> ApiResponse {
+    let mut response = ApiResponse::new(303, "text/plain; charset=utf-8", Vec::new())
+        .with_header("Location", location.to_owned())
+        .with_header("Cache-Control", "no-store");
+    response.headers.retain(|(name, _)| name != "Content-Type");
+    response
+}
+
+/// The error in words a person understands, and what the page should answer with.
+fn in_words(err: &ApiError) -> String {
+    match err.code {
+        "invalid_credentials" => "The email address or the password is not right. Check both and try again.".to_owned(),
+        "email_not_verified" => {
+            "Your email address is not confirmed yet. Open the link in the email we sent you, then sign in.".to_owned()
+        }
+        "rate_limited" => {
+            let minutes = (err.retry_after_seconds.unwrap_or(60) + 59) / 60;
+            format!(
+                "Too many attempts. For your account's safety, please wait {minutes} minute{} and try again.",
+                if minutes == 1 { "" } else { "s" }
+            )
+        }
+        "weak_password" => sentence(&err.description),
+        "invalid_token" => "This link has expired or was already used. Ask for a new one.".to_owned(),
+        "invalid_request" if err.description.contains("email") => {
+            "That does not look like an email address. Check it and try again.".to_owned()
+        }
+        "invalid_request" => sentence(&err.description),
+        _ => "Something went wrong on our side. Please try again in a moment.".to_owned(),
+    }
+}
+
+/// `the two passwords are not the same` → `The two passwords are not the same.`
+fn sentence(description: &str) -> String {
+    let mut chars = description.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str().trim_end_matches('.')),
+        None => String::new(),
+    }
+}
+
+async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+    kind: FormKind,
+    fields: &Fields,
+) -> Result<Outcome, Internal> {
+    let redirect_to = match destination(ctx, fields.optional("redirect_to").ok().flatten()) {
+        Destination::None => None,
+        Destination::Allowed(url) => Some(url),
+        Destination::Refused => {
+            return Ok(Rendered { page: refused_destination(), csrf_cookie: None, retry_after_seconds: None }.into())
+        }
+    };
+    let cookie = csrf_cookie(ctx, request)?;
+    let form = form_context(ctx, &cookie, redirect_to.clone());
+    let field = |name: &str| fields.optional(name).ok().flatten().unwrap_or_default();
+    let email = field("email");
+    let onward = |label: &'static str| -> Vec<(String, &'static str)> {
+        let mut links = vec![(format!("/login{}", query(&redirect_to)), label)];
+        if let Some(app) = ctx.config.redirect_allowlist.first() {
+            links.push((app.as_str().to_owned(), "Back to the app"));
+        }
+        links
+    };
+    // A failed form comes back with the error; an expired link ends on a result page.
+    let again = |page: Page, err: &ApiError| -> Outcome {
+        let page = Page { status: err.status, ..page };
+        Rendered { page, csrf_cookie: Some(cookie.clone()), retry_after_seconds: err.retry_after_seconds }.into()
+    };
+    let done = |page: Page| -> Outcome { Rendered { page, csrf_cookie: None, retry_after_seconds: None }.into() };
+    Ok(match kind {
+        FormKind::Signup => {
+            let password = field("password");
+            let result = match fields.optional("password_confirmation").ok().flatten() {
+                Some(confirmation) if confirmation != password => {
+                    Err(ApiError::invalid_request("the two passwords are not the same"))
+                }
+                _ => signup::signup(ctx, email, password).await.map_err(ApiError::from),
+            };
+            match result {
+                Ok(()) => done(pages::result(
+                    202,
+                    "Check your email",
+                    &format!(
+                        "If {email} can receive mail, a message with a link to confirm it is on its way. The link works for 24 hours."
+                    ),
+                    &onward("Go to sign in"),
+                )),
+                Err(err) => again(pages::signup_form(&form, email, Some(&in_words(&err))), &err),
+            }
+        }
+        FormKind::Login => match login::login(ctx, email, field("password"), None).await.map_err(ApiError::from) {
+            Ok(tokens) => match &redirect_to {
+                Some(destination) => Outcome::Redirect(with_tokens(destination, &tokens)),
+                None => done(pages::result(
+                    200,
+                    "You are signed in",
+                    "Your email and password are right. You can close this page and return to the app.",
+                    &[],
+                )),
+            },
+            Err(err) => again(pages::login_form(&form, email, Some(&in_words(&err))), &err),
+        },
+        FormKind::ForgotPassword => match password_reset::forgot_password(ctx, email).await.map_err(ApiError::from) {
+            Ok(()) => done(pages::result(
+                202,
+                "Check your email",
+                &format!(
+                    "If {email} belongs to an account, a message with a link to choose a new password is on its way. \
+                     The link works for one hour."
+                ),
+                &onward("Back to sign in"),
+            )),
+            Err(err) => again(pages::forgot_password_form(&form, email, Some(&in_words(&err))), &err),
+        },
+        FormKind::VerifyEmail => match verify_email::verify_email(ctx, field("token")).await.map_err(ApiError::from) {
+            Ok(()) => done(pages::result(
+                200,
+                "Email confirmed",
+                "Your email address is confirmed. You can sign in now.",
+                &onward("Sign in"),
+            )),
+            Err(err) => again(pages::result(err.status, "This link does not work", &in_words(&err), &[]), &err),
+        },
+        FormKind::ResetPassword => {
+            let token = field("token");
+            let password = field("password");
+            let result = match fields.optional("password_confirmation").ok().flatten() {
+                Some(confirmation) if confirmation != password => {
+                    Err(ApiError::invalid_request("the two passwords are not the same"))
+                }
+                _ => password_reset::reset_password(ctx, token, password).await.map_err(ApiError::from),
+            };
+            match result {
+                Ok(()) => done(pages::result(
+                    200,
+                    "Password changed",
+                    "Your new password is set and every other session has been signed out. You can sign in now.",
+                    &onward("Sign in"),
+                )),
+                // The form can be fixed and sent again: the token was not used.
+                Err(err) if err.code != "invalid_token" && err.status < 500 => {
+                    again(pages::reset_password_form(&form, Some(token), Some(&in_words(&err))), &err)
+                }
+                Err(err) => again(pages::result(err.status, "This link does not work", &in_words(&err), &[]), &err),
+            }
+        }
+    })
+}
+
+fn query(redirect_to: &Option<String>) -> String {
+    match redirect_to {
+        Some(url) => {
+            format!("?{}", form_urlencoded::Serializer::new(String::new()).append_pair("redirect_to", url).finish())
+        }
+        None => String::new(),
+    }
+}
+
+/// The destination with the token response in its fragment, the way hosted login pages hand
+/// tokens to single-page apps (Supabase does the same): a fragment is never sent to a server
+/// nor in a `Referer`. The app reads it and clears it at once.
+fn with_tokens(destination: &str, tokens: &LoginTokens) -> String {
+    let fragment = form_urlencoded::Serializer::new(String::new())
+        .append_pair("access_token", &tokens.access_token)
+        .append_pair("token_type", "Bearer")
+        .append_pair("expires_in", &tokens.expires_in.to_string())
+        .append_pair("refresh_token", &tokens.refresh_token)
+        .append_pair("id_token", &tokens.id_token)
+        .finish();
+    let base = destination.split('#').next().unwrap_or(destination);
+    format!("{base}#{fragment}")
+}
+
+/// `GET /dev/mailbox`: only with `MAIL_PROVIDER=log`.
+pub async fn mailbox<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>) -> ApiResponse {
+    match store::list_dev_mailbox(ctx.db, 50).await {
+        Ok(entries) => {
+            respond(ctx, Rendered { page: pages::mailbox(&entries), csrf_cookie: None, retry_after_seconds: None })
+        }
+        Err(err) => ApiError::server_error(&err).into(),
+    }
+}

@@ -1,0 +1,306 @@
+//! The hosted pages natively, as a browser would use them: GET a page (cookie + form token),
+//! POST its form; CSRF and same-origin checks, the redirect allowlist, errors in words, the
+//! dev mailbox, the well-known URLs and the page security headers.
+
+use edgeid::api::ApiRequest;
+use serde_json::json;
+
+use crate::support::{test_config, token_in_link, App, Reply};
+
+const PASSWORD: &str = "correct horse battery";
+const HOST: &str = "id.example.test";
+
+/// A browser: keeps its cookie jar (one cookie is all edgeid sets) and sends what browsers
+/// send with a same-origin form post.
+struct Browser<'a> {
+    app: &'a App,
+    cookie: Option<String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a App) -> Browser<'a> {
+        Browser { app, cookie: None }
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            ("Host".to_owned(), HOST.to_owned()),
+            ("Accept".to_owned(), "text/html,application/xhtml+xml".to_owned()),
+        ];
+        if let Some(cookie) = &self.cookie {
+            headers.push(("Cookie".to_owned(), cookie.clone()));
+        }
+        headers
+    }
+
+    fn keep_cookie(&mut self, reply: &Reply) {
+        if let Some(set_cookie) = reply.response.header("set-cookie") {
+            self.cookie = Some(set_cookie.split(';').next().unwrap().to_owned());
+        }
+    }
+
+    fn get(&mut self, path_and_query: &str) -> Reply {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let reply = self.app.send(ApiRequest {
+            method: "GET".into(),
+            path: path.into(),
+            query: query.into(),
+            headers: self.headers(),
+            body: Vec::new(),
+        });
+        self.keep_cookie(&reply);
+        reply
+    }
+
+    /// Posts the page's form with `fields` added to its hidden ones, as a same-origin browser.
+    fn submit(&mut self, page: &Reply, fields: &[(&str, &str)]) -> Reply {
+        self.submit_with(page, fields, &[("Origin", &format!("https://{HOST}")), ("Sec-Fetch-Site", "same-origin")])
+    }
+
+    fn submit_with(&mut self, page: &Reply, fields: &[(&str, &str)], extra_headers: &[(&str, &str)]) -> Reply {
+        let html = page.text();
+        let action = attribute(&html, "action").expect("the page has a form");
+        let mut body = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in hidden_fields(&html) {
+            body.append_pair(&name, &value);
+        }
+        for (name, value) in fields {
+            body.append_pair(name, value);
+        }
+        let mut headers = self.headers();
+        headers.push(("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned()));
+        headers.extend(extra_headers.iter().map(|(name, value)| (name.to_string(), value.to_string())));
+        let reply = self.app.send(ApiRequest {
+            method: "POST".into(),
+            path: action,
+            query: String::new(),
+            headers,
+            body: body.finish().into_bytes(),
+        });
+        self.keep_cookie(&reply);
+        reply
+    }
+}
+
+fn attribute(html: &str, name: &str) -> Option<String> {
+    let marker = format!("{name}=\"");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..].split('"').next()?.replace("&amp;", "&"))
+}
+
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|rest| (attribute(rest, "name").unwrap(), attribute(rest, "value").unwrap().replace("&quot;", "\"")))
+        .collect()
+}
+
+fn log_app(overrides: &[(&str, &str)]) -> App {
+    let mut vars = vec![("MAIL_PROVIDER", "log")];
+    vars.extend_from_slice(overrides);
+    App::with_config(test_config(&vars))
+}
+
+#[test]
+fn the_whole_journey_through_the_hosted_forms() {
+    let app = App::new();
+    let mut browser = Browser::new(&app);
+
+    let signup = browser.get("/signup");
+    assert_eq!(signup.status, 200);
+    assert!(signup.text().contains("Create your account"));
+    let sent = browser.submit(
+        &signup,
+        &[("email", "Walker@Example.com"), ("password", PASSWORD), ("password_confirmation", PASSWORD)],
+    );
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    assert!(sent.text().contains("Check your email"));
+    let token = token_in_link(&app.single_mail_to("walker@example.com").text, "/verify-email");
+
+    let verify = browser.get(&format!("/verify-email?token={token}"));
+    let confirmed = browser.submit(&verify, &[]);
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text());
+    assert!(confirmed.text().contains("Email confirmed"));
+    let again = browser.submit(&verify, &[]);
+    assert_eq!(again.status, 400);
+    assert!(again.text().contains("expired or was already used"));
+
+    let login = browser.get("/login");
+    let wrong = browser.submit(&login, &[("email", "walker@example.com"), ("password", "not my password")]);
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text().contains("is not right"), "{}", wrong.text());
+    assert!(wrong.text().contains("value=\"walker@example.com\""), "the email is kept");
+    let signed_in = browser.submit(&wrong, &[("email", "walker@example.com"), ("password", PASSWORD)]);
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    assert!(signed_in.text().contains("You are signed in"));
+
+    let forgot = browser.get("/forgot-password");
+    assert_eq!(browser.submit(&forgot, &[("email", "walker@example.com")]).status, 202);
+    let token = token_in_link(&app.single_mail_to("walker@example.com").text, "/reset-password");
+    let reset = browser.get(&format!("/reset-password?token={token}"));
+    let mismatch =
+        browser.submit(&reset, &[("password", "first passphrase"), ("password_confirmation", "second passphrase")]);
+    assert_eq!(mismatch.status, 400);
+    assert!(mismatch.text().contains("The two passwords are not the same."), "{}", mismatch.text());
+    let changed =
+        browser.submit(&mismatch, &[("password", "first passphrase"), ("password_confirmation", "first passphrase")]);
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    assert!(changed.text().contains("Password changed"));
+    assert_eq!(
+        app.post("/v1/login", json!({"email": "walker@example.com", "password": "first passphrase"})).status,
+        200
+    );
+}
+
+#[test]
+fn form_posts_need_the_token_of_their_cookie_and_the_same_origin() {
+    let app = App::new();
+    app.verified_account("csrf@example.com", PASSWORD);
+    let mut browser = Browser::new(&app);
+    let login = browser.get("/login");
+    let fields = [("email", "csrf@example.com"), ("password", PASSWORD)];
+    let expired = |reply: &Reply| reply.status == 400 && reply.text().contains("This form has expired");
+
+    // Another site's page posting the form, however it dresses up.
+    assert!(expired(&browser.submit_with(&login, &fields, &[("Origin", "https://evil.example")])));
+    assert!(expired(&browser.submit_with(&login, &fields, &[("Origin", "null"), ("Sec-Fetch-Site", "cross-site")])));
+    assert!(expired(&browser.submit_with(&login, &fields, &[("Sec-Fetch-Site", "cross-site")])));
+    assert!(expired(&browser.submit_with(&login, &fields, &[("Sec-Fetch-Site", "same-site")])));
+    // A token without its cookie, or for another cookie.
+    let mut stranger = Browser::new(&app);
+    assert!(expired(&stranger.submit(&login, &fields)));
+    stranger.get("/login");
+    assert!(expired(&stranger.submit(&login, &fields)));
+    // No token at all.
+    let mut bare = Browser::new(&app);
+    bare.get("/login");
+    let form = "email=csrf%40example.com&password=correct+horse+battery";
+    let mut headers = bare.headers();
+    headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
+    let reply = app.send(ApiRequest {
+        method: "POST".into(),
+        path: "/v1/login".into(),
+        headers,
+        body: form.into(),
+        ..Default::default()
+    });
+    assert!(expired(&reply));
+    // The real thing; with our no-referrer policy, browsers send `Origin: null`.
+    assert_eq!(
+        browser.submit_with(&login, &fields, &[("Origin", "null"), ("Sec-Fetch-Site", "same-origin")]).status,
+        200
+    );
+    assert_eq!(browser.submit(&login, &fields).status, 200);
+    // API clients (JSON, or forms that do not ask for HTML) are not browsers: no CSRF token.
+    assert_eq!(app.post("/v1/login", json!({"email": "csrf@example.com", "password": PASSWORD})).status, 200);
+}
+
+#[test]
+fn redirects_go_only_to_the_allowlist() {
+    let app = App::with_config(test_config(&[(
+        "REDIRECT_ALLOWLIST",
+        "https://app.example.test/welcome https://app.example.test/auth/",
+    )]));
+    app.verified_account("redirect@example.com", PASSWORD);
+    let mut browser = Browser::new(&app);
+    for evil in [
+        "//evil.example",
+        "https:evil.example",
+        "https://evil.example/welcome",
+        "https%3A%2F%2Fevil.example",
+        "https://app.example.test@evil.example/welcome",
+        "https://app.example.test.evil.example/welcome",
+        "/%5Cevil.example",
+        "https://app.example.test/welcome/../../evil",
+        "https://app%2eexample.test/welcome",
+        "javascript:alert(document.domain)",
+    ] {
+        let query = form_urlencoded::Serializer::new(String::new()).append_pair("redirect_to", evil).finish();
+        let page = browser.get(&format!("/login?{query}"));
+        assert_eq!(page.status, 400, "{evil}");
+        assert!(page.text().contains("goes somewhere we don"), "{evil}");
+        assert!(!page.text().contains("evil.example\""), "{evil}");
+    }
+    // A tampered hidden field is checked again on the post.
+    let login = browser.get("/login?redirect_to=https%3A%2F%2Fapp.example.test%2Fwelcome");
+    let tampered = login.text().replace("https://app.example.test/welcome", "https://evil.example/");
+    let tampered_page = Reply {
+        status: 200,
+        json: serde_json::Value::Null,
+        response: edgeid::api::ApiResponse { body: tampered.into_bytes(), ..login.response.clone() },
+    };
+    let refused = browser.submit(&tampered_page, &[("email", "redirect@example.com"), ("password", PASSWORD)]);
+    assert_eq!(refused.status, 400);
+
+    // The allowed destination gets the token response in its fragment.
+    let signed_in = browser.submit(&login, &[("email", "redirect@example.com"), ("password", PASSWORD)]);
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    let location = signed_in.response.header("location").unwrap();
+    assert!(location.starts_with("https://app.example.test/welcome#access_token="), "{location}");
+    assert!(
+        location.contains("&refresh_token=")
+            && location.contains("&id_token=")
+            && location.contains("token_type=Bearer")
+    );
+    // The CSP lets the form redirect there, and nowhere else.
+    let csp = login.response.header("content-security-policy").unwrap();
+    assert!(csp.contains("form-action 'self' https://app.example.test;"), "{csp}");
+}
+
+#[test]
+fn pages_carry_a_strict_policy_with_a_fresh_nonce() {
+    let app = App::with_config(test_config(&[
+        ("PRODUCT_NAME", "Acme <Cloud>"),
+        ("LOGO_URL", "https://cdn.acme.test/logo.svg"),
+        ("ACCENT_COLOR", "#AA3300"),
+    ]));
+    let mut browser = Browser::new(&app);
+    let first = browser.get("/signup");
+    let second = browser.get("/signup");
+    let csp = first.response.header("content-security-policy").unwrap().to_owned();
+    let nonce = csp.split("'nonce-").nth(1).unwrap().split('\'').next().unwrap().to_owned();
+    assert!(first.text().contains(&format!("<script nonce=\"{nonce}\">")));
+    assert!(!second.response.header("content-security-policy").unwrap().contains(&nonce), "a nonce per response");
+    for directive in
+        ["default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "img-src https://cdn.acme.test;"]
+    {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    let html = first.text();
+    assert!(html.contains("Acme &lt;Cloud&gt;") && !html.contains("Acme <Cloud>"));
+    assert!(html.contains("#aa3300"));
+    assert_eq!(first.response.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(first.response.header("x-frame-options"), Some("DENY"));
+    let cookie = first.response.header("set-cookie").unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+}
+
+#[test]
+fn the_dev_mailbox_exists_only_with_the_log_provider() {
+    let app = App::new();
+    assert_eq!(app.get("/dev/mailbox").status, 404, "MAIL_PROVIDER=resend");
+    let dev = log_app(&[]);
+    pollster::block_on(edgeid::store::add_to_dev_mailbox(
+        &dev.db,
+        "dev@example.com",
+        "Confirm your email",
+        "Open https://app.example.test/verify-email?token=abc&x=<y>",
+        dev.now.get(),
+    ))
+    .unwrap();
+    let mailbox = dev.get("/dev/mailbox");
+    assert_eq!(mailbox.status, 200);
+    let html = mailbox.text();
+    assert!(html.contains("<a href=\"https://app.example.test/verify-email?token=abc&amp;x=&lt;y&gt;\">"), "{html}");
+    assert!(html.contains("dev@example.com"));
+}
+
+#[test]
+fn password_managers_find_the_change_password_url() {
+    let app = App::new();
+    let reply = app.get("/.well-known/change-password");
+    assert_eq!(reply.status, 302);
+    assert_eq!(reply.response.header("location"), Some("/forgot-password"));
+    assert_eq!(app.get("/forgot-password").status, 200);
+}
