@@ -302,6 +302,14 @@ impl Config {
             Some(url) => http_base_url("MAIL_API_URL", &url)?,
             None => provider.default_api_url().to_owned(),
         };
+        // `log` writes every mail, one-time links included, to the worker's log, and opens the
+        // dev mailbox: never on a public HTTPS deployment.
+        if provider == MailProvider::Log && public_url.starts_with("https://") && !is_loopback(&public_url) {
+            return Err(ConfigError::Invalid {
+                name: "MAIL_PROVIDER",
+                reason: "log is for local development; a public HTTPS deployment needs a real provider".to_owned(),
+            });
+        }
         let api_key = get("MAIL_API_KEY");
         if provider != MailProvider::Log && api_key.is_none() {
             return Err(ConfigError::Missing { name: "MAIL_API_KEY" });
@@ -356,7 +364,7 @@ impl Config {
                 "ARGON2_MEMORY_KIB",
                 get("ARGON2_MEMORY_KIB"),
                 default_hash.memory_kib,
-                19_456..=262_144,
+                19_456..=HashParams::MAX.memory_kib,
             )?,
             iterations: bounded("ARGON2_ITERATIONS", get("ARGON2_ITERATIONS"), default_hash.iterations, 2..=16)?,
             parallelism: bounded("ARGON2_PARALLELISM", get("ARGON2_PARALLELISM"), default_hash.parallelism, 1..=8)?,
@@ -435,6 +443,12 @@ fn seconds(
             reason: format!("{raw:?} is not a number of seconds in {}..={}", bounds.start(), bounds.end()),
         }),
     }
+}
+
+/// Whether a base URL's host is this machine (local development).
+fn is_loopback(url: &str) -> bool {
+    let host = url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
+    host == "localhost" || host == "127.0.0.1" || host.ends_with(".localhost") || url.contains("://[::1]")
 }
 
 /// A whole number within `bounds` (Argon2 parameters), or `default` when unset.
@@ -551,6 +565,20 @@ mod tests {
     }
 
     #[test]
+    fn the_log_provider_is_for_local_development_only() {
+        let with = |url: &str, provider: &str| {
+            config(&[("ISSUER", url), ("MAIL_PROVIDER", provider), ("MAIL_API_KEY", "k"), KEK]).map(|_| ())
+        };
+        assert!(with("https://id.example.com", "log").is_err());
+        assert!(with("https://id.example.com", "resend").is_ok());
+        for local in
+            ["http://127.0.0.1:8787", "https://localhost:8787", "https://id.localhost", "http://id.example.com"]
+        {
+            assert!(with(local, "log").is_ok(), "{local}");
+        }
+    }
+
+    #[test]
     fn limits_and_checks_can_be_tuned_or_switched_off() {
         let config = config(&[
             ("ISSUER", "http://x"),
@@ -606,6 +634,7 @@ mod tests {
             ("MAILGUN_DOMAIN", "mg example.com"),
             ("MAIL_MAX_ATTEMPTS", "0"),
             ("ACCENT_COLOR", "red"),
+            ("ARGON2_MEMORY_KIB", "262144"),
             ("ACCENT_COLOR", "#12345g"),
             ("LOGO_URL", "javascript:alert(1)"),
             ("REDIRECT_ALLOWLIST", "https://app.example.com/, //evil.example"),

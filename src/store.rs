@@ -31,16 +31,21 @@ pub struct UserRecord {
     pub email_verified: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignupOutcome {
     Created,
-    AlreadyRegistered,
+    /// The address was taken: a reset token went to its account, whose mails are in `locale`.
+    AlreadyRegistered {
+        locale: String,
+    },
 }
 
 pub struct NewUser<'a> {
     pub id: &'a str,
     pub email: &'a Email,
     pub password_hash: &'a str,
+    /// The language of the user's mails (`mail::Locale` tag).
+    pub locale: &'a str,
 }
 
 pub struct NewOneTimeToken<'a> {
@@ -64,20 +69,29 @@ pub async fn ping(db: &impl Database) -> Result<(), DatabaseError> {
 }
 
 /// Creates the user and its first verification token together, or nothing at all when the
-/// email is taken (the unique index decides, so two concurrent sign-ups cannot both win).
+/// email is taken (the unique index decides, so two concurrent sign-ups cannot both win). When
+/// it is taken, the same batch gives the existing account a reset token (`reset`) instead,
+/// voiding its older ones: one round trip either way, so timing says nothing.
 pub async fn create_user(
     db: &impl Database,
     user: &NewUser<'_>,
     verification: &NewOneTimeToken<'_>,
+    reset: &NewOneTimeToken<'_>,
     now: DateTime<Utc>,
 ) -> Result<SignupOutcome, DatabaseError> {
     let outcomes = db
         .batch(vec![
             Statement::new(
-                "INSERT INTO users (id, email, password_hash, email_verified_at, password_changed_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?4)
+                "INSERT INTO users (id, email, password_hash, email_verified_at, password_changed_at, created_at, updated_at, locale)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?4, ?5)
                  ON CONFLICT (email) DO NOTHING",
-                [user.id.into(), user.email.as_str().into(), user.password_hash.into(), now.timestamp().into()],
+                [
+                    user.id.into(),
+                    user.email.as_str().into(),
+                    user.password_hash.into(),
+                    now.timestamp().into(),
+                    user.locale.into(),
+                ],
             ),
             // Inserts only if the row above was created: the id is fresh and random.
             Statement::new(
@@ -91,12 +105,79 @@ pub async fn create_user(
                     verification.expires_at.timestamp().into(),
                 ],
             ),
+            // Only for an account that was there before (its id is not the fresh one).
+            Statement::new(
+                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                 WHERE purpose = 'reset_password' AND consumed_at IS NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?2 AND id != ?1)",
+                [user.id.into(), user.email.as_str().into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
+                 SELECT ?1, id, 'reset_password', ?4, ?5 FROM users WHERE email = ?3 AND id != ?2",
+                [
+                    reset.hash.as_str().into(),
+                    user.id.into(),
+                    user.email.as_str().into(),
+                    now.timestamp().into(),
+                    reset.expires_at.timestamp().into(),
+                ],
+            ),
+            Statement::new("SELECT locale FROM users WHERE email = ?1", [user.email.as_str().into()]),
         ])
         .await?;
-    Ok(match changes(&outcomes, 0) {
-        0 => SignupOutcome::AlreadyRegistered,
-        _ => SignupOutcome::Created,
-    })
+    if changes(&outcomes, 0) == 1 {
+        return Ok(SignupOutcome::Created);
+    }
+    let locale = outcomes.get(4).and_then(|outcome| outcome.rows.first()).map(|row| text(row, "locale")).transpose()?;
+    Ok(SignupOutcome::AlreadyRegistered { locale: locale.unwrap_or_default() })
+}
+
+/// Gives the account of `email` a new one-time token, if there is such an account (and, with
+/// `only_unverified`, its email is not verified yet); a reset token voids the older ones.
+/// One batch whether or not the account exists, so timing says nothing. Returns the language
+/// of the account's mails when a token was stored.
+pub async fn issue_token_for_email(
+    db: &impl Database,
+    email: &Email,
+    token: &NewEmailToken<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, DatabaseError> {
+    let mut statements = Vec::new();
+    if token.purpose == Purpose::ResetPassword {
+        statements.push(Statement::new(
+            "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+             WHERE purpose = ?2 AND consumed_at IS NULL AND user_id = (SELECT id FROM users WHERE email = ?1)",
+            [email.as_str().into(), token.purpose.as_str().into(), now.timestamp().into()],
+        ));
+    }
+    let insert = statements.len();
+    statements.push(Statement::new(
+        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
+         SELECT ?1, id, ?3, ?4, ?5 FROM users WHERE email = ?2 AND (?6 = 0 OR email_verified_at IS NULL)",
+        [
+            token.hash.as_str().into(),
+            email.as_str().into(),
+            token.purpose.as_str().into(),
+            now.timestamp().into(),
+            token.expires_at.timestamp().into(),
+            i64::from(token.only_unverified).into(),
+        ],
+    ));
+    statements.push(Statement::new("SELECT locale FROM users WHERE email = ?1", [email.as_str().into()]));
+    let outcomes = db.batch(statements).await?;
+    if changes(&outcomes, insert) != 1 {
+        return Ok(None);
+    }
+    outcomes.get(insert + 1).and_then(|outcome| outcome.rows.first()).map(|row| text(row, "locale")).transpose()
+}
+
+/// A one-time token for whichever account has an email (see [`issue_token_for_email`]).
+pub struct NewEmailToken<'a> {
+    pub purpose: Purpose,
+    pub hash: &'a TokenHash,
+    pub expires_at: DateTime<Utc>,
+    pub only_unverified: bool,
 }
 
 pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Option<UserRecord>, DatabaseError> {
@@ -197,7 +278,7 @@ pub async fn reset_password(
     nonce: &str,
     new_password_hash: &str,
     now: DateTime<Utc>,
-) -> Result<bool, DatabaseError> {
+) -> Result<Option<(String, String)>, DatabaseError> {
     let params = || -> Vec<SqlValue> { vec![hash.as_str().into(), nonce.into(), now.timestamp().into()] };
     let outcomes = db
         .batch(vec![
@@ -226,9 +307,21 @@ pub async fn reset_password(
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
                 params(),
             ),
+            // Who it was, for the "password changed" notice.
+            Statement::new(
+                "SELECT email, locale FROM users
+                 WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+                [hash.as_str().into(), nonce.into()],
+            ),
         ])
         .await?;
-    Ok(changes(&outcomes, 0) == 1)
+    if changes(&outcomes, 0) != 1 {
+        return Ok(None);
+    }
+    match outcomes.get(5).and_then(|outcome| outcome.rows.first()) {
+        Some(row) => Ok(Some((text(row, "email")?, text(row, "locale")?))),
+        None => Err(DatabaseError("the reset account vanished within its own batch".to_owned())),
+    }
 }
 
 /// Starts a session with its first refresh token.

@@ -439,11 +439,15 @@ fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
     );
     assert_eq!(post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"})).0, 401);
     assert_eq!(post(worker, "/v1/login", json!({"email": email, "password": "second passphrase"})).0, 200);
+    // The owner is told of the change.
+    let notice = sink.wait_for(email, &mut seen);
+    assert_eq!(notice.body["subject"], "Your edgeid password was changed");
+    assert!(notice.text().contains(&worker.url("/forgot-password")));
 
     // A second sign-up with the address sends its owner the "already registered" mail.
     assert_eq!(post(worker, "/v1/signup", json!({"email": email, "password": "third passphrase"})).0, 202);
     let mail = sink.wait_for(email, &mut seen);
-    assert_eq!(mail.body["subject"], "You already have an account");
+    assert_eq!(mail.body["subject"], "You already have an account with edgeid");
 }
 
 /// `edgeid::verifier` over real HTTP, as a downstream Rust service would run it.

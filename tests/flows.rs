@@ -566,10 +566,10 @@ fn resend_requests_have_the_documented_shape() {
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["from"], "edgeid <no-reply@example.test>");
     assert_eq!(body["to"], json!(["shape@example.com"]));
-    assert_eq!(body["subject"], "Confirm your email");
+    assert_eq!(body["subject"], "Confirm your email for edgeid");
     assert!(body["text"].as_str().unwrap().contains("https://app.example.test/verify-email?token="));
     assert!(body["html"].as_str().unwrap().contains("<a href=\"https://app.example.test/verify-email?token="));
 
-    let log_config = test_config(&[("MAIL_PROVIDER", "log")]);
+    let log_config = test_config(&[("MAIL_PROVIDER", "log"), ("PUBLIC_URL", "http://127.0.0.1:8787")]);
     assert!(provider_request(&log_config.mail, &mail).is_none());
 }

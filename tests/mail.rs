@@ -39,7 +39,7 @@ fn postmark_sendgrid_and_mailgun_get_their_own_api_shapes() {
     let body: Value = serde_json::from_slice(&postmark.body).unwrap();
     assert_eq!(body["From"], "Example App <no-reply@mg.example.test>");
     assert_eq!(body["To"], "shape@example.com");
-    assert_eq!(body["Subject"], "Confirm your email");
+    assert_eq!(body["Subject"], "Confirm your email for edgeid");
     assert!(body["TextBody"].as_str().unwrap().contains(link));
     assert!(body["HtmlBody"].as_str().unwrap().contains(link));
     assert_eq!(body["MessageStream"], "outbound");
@@ -64,7 +64,7 @@ fn postmark_sendgrid_and_mailgun_get_their_own_api_shapes() {
     let field = |name: &str| form.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     assert_eq!(field("from"), Some("Example App <no-reply@mg.example.test>"));
     assert_eq!(field("to"), Some("shape@example.com"));
-    assert_eq!(field("subject"), Some("Confirm your email"));
+    assert_eq!(field("subject"), Some("Confirm your email for edgeid"));
     assert!(field("text").unwrap().contains(link));
     assert!(field("html").unwrap().contains(link));
 
@@ -128,4 +128,76 @@ fn queued_mail_round_trips_and_its_recipient_is_checked_again() {
     assert_eq!(back.to_mail().unwrap(), mail);
     let tampered = QueuedMail { to: "a@example.com\r\nBcc: b@example.com".to_owned(), ..back };
     assert!(tampered.to_mail().is_err());
+}
+
+#[test]
+fn mails_speak_the_language_of_the_sign_up_and_say_when_a_password_changed() {
+    let app = App::new();
+    let signup = |email: &str, accept_language: &str| {
+        app.send(edgeid::api::ApiRequest {
+            method: "POST".into(),
+            path: "/v1/signup".into(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("Accept-Language".into(), accept_language.into()),
+            ],
+            body: json!({"email": email, "password": "correct horse battery"}).to_string().into_bytes(),
+            ..Default::default()
+        })
+    };
+    assert_eq!(signup("anna@example.com", "de-AT,de;q=0.9,en;q=0.5").status, 202);
+    let german = app.single_mail_to("anna@example.com");
+    assert_eq!(german.subject, "Bestätigen Sie Ihre E-Mail-Adresse für edgeid");
+    assert!(german.html.contains("<html lang=\"de\">"));
+    assert!(german.text.contains("https://app.example.test/verify-email?token="));
+    // Later mails use the language stored at sign-up, whatever the later request says.
+    app.post("/v1/password/forgot", json!({"email": "anna@example.com"}));
+    let reset = app.single_mail_to("anna@example.com");
+    assert_eq!(reset.subject, "Setzen Sie Ihr edgeid-Passwort zurück");
+    let token = crate::support::token_in_link(&reset.text, "/reset-password");
+    assert_eq!(app.post("/v1/password/reset", json!({"token": token, "password": "a new passphrase"})).status, 200);
+    let notice = app.single_mail_to("anna@example.com");
+    assert_eq!(notice.kind, edgeid::mail::MailKind::PasswordChanged);
+    assert_eq!(notice.subject, "Ihr edgeid-Passwort wurde geändert");
+    assert!(notice.text.contains("https://app.example.test/forgot-password"));
+    // A registered address signing up again hears of it in its own language too.
+    assert_eq!(signup("anna@example.com", "en").status, 202);
+    assert_eq!(app.single_mail_to("anna@example.com").subject, "Sie haben bereits ein Konto bei edgeid");
+
+    assert_eq!(signup("bob@example.com", "fr-FR, fr;q=0.9").status, 202);
+    let english = app.single_mail_to("bob@example.com");
+    assert_eq!(english.subject, "Confirm your email for edgeid");
+    assert!(english.html.contains("Confirm my email"), "the button");
+}
+
+#[test]
+fn templates_are_branded_and_escaped() {
+    let app = App::with_config(test_config(&[("PRODUCT_NAME", "Acme <b>&</b>"), ("ACCENT_COLOR", "#aa3300")]));
+    app.post("/v1/signup", json!({"email": "brand@example.com", "password": "correct horse battery"}));
+    let mail = app.single_mail_to("brand@example.com");
+    assert_eq!(mail.subject, "Confirm your email for Acme <b>&</b>");
+    assert!(mail.html.contains("Acme &lt;b&gt;&amp;&lt;/b&gt;") && !mail.html.contains("<b>&</b>"));
+    assert!(mail.html.contains("background:#aa3300"));
+}
+
+/// Sign-up, resend and forgot cost the same round trips to D1 whether or not the address has
+/// an account, so their timing says nothing (the mail itself leaves after the response).
+#[test]
+fn registered_and_unknown_addresses_cost_the_same_round_trips() {
+    let app = App::new();
+    app.verified_account("known@example.com", "correct horse battery");
+    app.db.execute("INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at) VALUES ('u2', 'unverified@example.com', 'x', 0, 0, 0)");
+    let cost = |path: &str, email: &str| {
+        let before = app.db.batches.get();
+        let status = app.post(path, json!({"email": email, "password": "another passphrase"})).status;
+        (status, app.db.batches.get() - before)
+    };
+    for path in ["/v1/signup", "/v1/password/forgot", "/v1/email/resend"] {
+        let registered =
+            cost(path, if path == "/v1/email/resend" { "unverified@example.com" } else { "known@example.com" });
+        let unknown = cost(path, &format!("nobody-{}@example.com", path.len()));
+        assert_eq!(registered, unknown, "{path}");
+    }
+    // Already registered, a new account's verification, a reset, a resent verification.
+    assert_eq!(app.take_mails().len(), 4);
 }

@@ -96,7 +96,7 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
 }
 
 fn log_app(overrides: &[(&str, &str)]) -> App {
-    let mut vars = vec![("MAIL_PROVIDER", "log")];
+    let mut vars = vec![("MAIL_PROVIDER", "log"), ("PUBLIC_URL", "http://127.0.0.1:8787")];
     vars.extend_from_slice(overrides);
     App::with_config(test_config(&vars))
 }

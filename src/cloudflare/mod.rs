@@ -48,6 +48,7 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
         http: &fetch::Fetcher,
         now: now(),
         client_ip: api_request.client_ip(),
+        accept_language: api_request.header("accept-language"),
         outbox: &outbox,
     };
     let response = handle(&ctx, &api_request).await;

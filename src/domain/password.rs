@@ -26,8 +26,8 @@ impl HashParams {
 
     /// Stored hashes with parameters beyond these are refused instead of verified, so a
     /// tampered row cannot make a request burn unbounded memory or time. The configuration
-    /// cannot ask for more either.
-    pub const MAX: HashParams = HashParams { memory_kib: 262_144, iterations: 16, parallelism: 8 };
+    /// cannot ask for more either: 64 MiB leaves room in a Worker's 128 MB.
+    pub const MAX: HashParams = HashParams { memory_kib: 65_536, iterations: 16, parallelism: 8 };
 
     fn argon2id(&self) -> Result<Argon2<'static>, PasswordHashError> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)

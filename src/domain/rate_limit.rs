@@ -35,9 +35,11 @@ impl Limit {
         Ok(Some(Limit { count, period_seconds }))
     }
 
-    /// Milliseconds one request adds to the bucket (GCRA's emission interval T).
+    /// Milliseconds one request adds to the bucket (GCRA's emission interval T), rounded up
+    /// so that rounding never admits more than `count` per period.
     pub fn cost_ms(&self) -> i64 {
-        (i64::from(self.period_seconds) * 1000 / i64::from(self.count)).max(1)
+        let count = i64::from(self.count);
+        ((i64::from(self.period_seconds) * 1000 + count - 1) / count).max(1)
     }
 
     /// How far ahead of now the TAT may run (GCRA's tolerance τ): the whole period, so a fresh

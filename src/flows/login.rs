@@ -68,7 +68,10 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         _ => return Err(LoginError::InvalidCredentials),
     };
     throttle::give_back(ctx, taken.of_kind(BucketKind::LoginPerAccount)).await?;
-    upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await?;
+    // Best effort: a failed upgrade is tried again at the next login, never refuses this one.
+    if let Err(err) = upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await {
+        log::warn!("password hash upgrade failed for user {}: {err}", user.id);
+    }
     if ctx.config.require_email_verification && !user.email_verified {
         return Err(LoginError::EmailNotVerified);
     }

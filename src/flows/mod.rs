@@ -34,6 +34,8 @@ pub struct Context<'a, D, E, H> {
     pub now: DateTime<Utc>,
     /// The client's address as the edge saw it (`CF-Connecting-IP`), for rate limits.
     pub client_ip: Option<&'a str>,
+    /// The client's `Accept-Language`: the language of a new account's mails.
+    pub accept_language: Option<&'a str>,
     /// Mail the request wants sent. The adapter delivers it after the response is on its way,
     /// so that no response's timing depends on whether a mail was sent.
     pub outbox: &'a Outbox,

@@ -11,9 +11,9 @@ use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::signup::take_mail_budget;
 use crate::flows::throttle::{self, Subject, Throttled};
 use crate::flows::{Context, Internal};
-use crate::mail;
+use crate::mail::{self, Locale};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, NewOneTimeToken, Purpose};
+use crate::store::{self, NewEmailToken, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgotPasswordError {
@@ -33,23 +33,24 @@ pub async fn forgot_password<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<(), ForgotPasswordError> {
     let email = Email::parse(raw_email)?;
     take_mail_budget(ctx, &email).await??;
-    let Some(user) = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)? else {
-        return Ok(());
-    };
     let token = ctx.new_token()?;
-    store::insert_one_time_token(
+    let issued = store::issue_token_for_email(
         ctx.db,
-        &NewOneTimeToken {
-            user_id: &user.id,
+        &email,
+        &NewEmailToken {
             purpose: Purpose::ResetPassword,
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
+            only_unverified: false,
         },
         ctx.now,
     )
     .await
     .map_err(Internal::from)?;
-    ctx.outbox.push(mail::reset_mail(&ctx.config.public_url, &email, token.plaintext(), ctx.new_id()?));
+    if let Some(locale) = issued {
+        let key = ctx.new_id()?;
+        ctx.outbox.push(mail::reset_mail(ctx.config, Locale::from_tag(&locale), &email, token.plaintext(), key));
+    }
     Ok(())
 }
 
@@ -97,7 +98,14 @@ pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
     let password_hash = hash_password(&password, &salt, &ctx.config.password_hash).map_err(Internal::from)?;
     let nonce = ctx.new_id()?;
     match store::reset_password(ctx.db, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
-        true => Ok(()),
-        false => Err(ResetPasswordError::InvalidToken),
+        Some((email, locale)) => {
+            // The owner hears of every change: if it was not them, the notice says what to do.
+            if let Ok(email) = Email::parse(&email) {
+                let key = ctx.new_id()?;
+                ctx.outbox.push(mail::password_changed_mail(ctx.config, Locale::from_tag(&locale), &email, key));
+            }
+            Ok(())
+        }
+        None => Err(ResetPasswordError::InvalidToken),
     }
 }

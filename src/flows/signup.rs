@@ -9,9 +9,9 @@ use crate::domain::rate_limit::BucketKind;
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::throttle::{self, Subject, Throttled};
 use crate::flows::{Context, Internal};
-use crate::mail;
+use crate::mail::{self, Locale};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, NewOneTimeToken, NewUser, Purpose, SignupOutcome};
+use crate::store::{self, NewEmailToken, NewOneTimeToken, NewUser, Purpose, SignupOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignupError {
@@ -64,53 +64,37 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
     let password_hash = hash_password(&password, &salt, &ctx.config.password_hash).map_err(Internal::from)?;
 
     let user_id = ctx.new_id()?;
-    let token = ctx.new_token()?;
+    let verification = ctx.new_token()?;
+    // Made whether or not it is used: a registered address gets it, in the same batch.
+    let reset = ctx.new_token()?;
+    let locale = Locale::from_accept_language(ctx.accept_language);
     let outcome = store::create_user(
         ctx.db,
-        &NewUser { id: &user_id, email: &email, password_hash: &password_hash },
+        &NewUser { id: &user_id, email: &email, password_hash: &password_hash, locale: locale.tag() },
         &NewOneTimeToken {
             user_id: &user_id,
             purpose: Purpose::VerifyEmail,
-            hash: token.hash(),
+            hash: verification.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
+        },
+        &NewOneTimeToken {
+            user_id: &user_id,
+            purpose: Purpose::ResetPassword,
+            hash: reset.hash(),
+            expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
         },
         ctx.now,
     )
     .await
     .map_err(Internal::from)?;
 
-    match outcome {
-        SignupOutcome::Created => {
-            let mail = mail::verification_mail(&ctx.config.public_url, &email, token.plaintext(), ctx.new_id()?);
-            ctx.outbox.push(mail);
+    let key = ctx.new_id()?;
+    ctx.outbox.push(match outcome {
+        SignupOutcome::Created => mail::verification_mail(ctx.config, locale, &email, verification.plaintext(), key),
+        SignupOutcome::AlreadyRegistered { locale } => {
+            mail::already_registered_mail(ctx.config, Locale::from_tag(&locale), &email, reset.plaintext(), key)
         }
-        SignupOutcome::AlreadyRegistered => mail_already_registered(ctx, &email).await?,
-    }
-    Ok(())
-}
-
-async fn mail_already_registered<D: Database, E: Crypto, H: HttpClient>(
-    ctx: &Context<'_, D, E, H>,
-    email: &Email,
-) -> Result<(), Internal> {
-    // The row can only vanish between the two statements if the account is deleted meanwhile;
-    // then there is nobody to tell.
-    let Some(user) = store::find_user_by_email(ctx.db, email).await? else {
-        return Ok(());
-    };
-    let token = ctx.new_token()?;
-    store::insert_one_time_token(
-        ctx.db,
-        &NewOneTimeToken {
-            user_id: &user.id,
-            purpose: Purpose::ResetPassword,
-            hash: token.hash(),
-            expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
-        },
-        ctx.now,
-    )
-    .await?;
-    ctx.outbox.push(mail::already_registered_mail(&ctx.config.public_url, email, token.plaintext(), ctx.new_id()?));
+    });
     Ok(())
 }
 
@@ -132,23 +116,23 @@ pub async fn resend_verification<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<(), ResendError> {
     let email = Email::parse(raw_email)?;
     take_mail_budget(ctx, &email).await??;
-    let user = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)?;
-    let Some(user) = user.filter(|user| !user.email_verified) else {
-        return Ok(());
-    };
     let token = ctx.new_token()?;
-    store::insert_one_time_token(
+    let issued = store::issue_token_for_email(
         ctx.db,
-        &NewOneTimeToken {
-            user_id: &user.id,
+        &email,
+        &NewEmailToken {
             purpose: Purpose::VerifyEmail,
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
+            only_unverified: true,
         },
         ctx.now,
     )
     .await
     .map_err(Internal::from)?;
-    ctx.outbox.push(mail::verification_mail(&ctx.config.public_url, &email, token.plaintext(), ctx.new_id()?));
+    if let Some(locale) = issued {
+        let key = ctx.new_id()?;
+        ctx.outbox.push(mail::verification_mail(ctx.config, Locale::from_tag(&locale), &email, token.plaintext(), key));
+    }
     Ok(())
 }

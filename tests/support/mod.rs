@@ -24,6 +24,8 @@ pub struct Sqlite {
     connection: RefCell<rusqlite::Connection>,
     /// When set, every batch fails: for testing how the API answers a broken store.
     pub broken: Cell<bool>,
+    /// Batches run so far: each is one round trip to D1.
+    pub batches: Cell<usize>,
 }
 
 impl Sqlite {
@@ -40,7 +42,7 @@ impl Sqlite {
         for file in files {
             connection.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
         }
-        Sqlite { connection: RefCell::new(connection), broken: Cell::new(false) }
+        Sqlite { connection: RefCell::new(connection), broken: Cell::new(false), batches: Cell::new(0) }
     }
 
     pub fn execute(&self, sql: &str) {
@@ -60,6 +62,7 @@ impl Sqlite {
 
 impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
+        self.batches.set(self.batches.get() + 1);
         if self.broken.get() {
             return Err(DatabaseError("disk I/O error (injected)".to_owned()));
         }
@@ -295,6 +298,7 @@ impl App {
             http: &self.http,
             now: self.now.get(),
             client_ip: request.client_ip(),
+            accept_language: request.header("accept-language"),
             outbox: &outbox,
         };
         let response = pollster::block_on(handle(&ctx, &request));

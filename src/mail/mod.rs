@@ -1,11 +1,16 @@
-//! Emails: what each message says, each provider's request for it, and what to do when a
+//! Emails: what each message says (the texts are data, in `templates`), each provider's request for it, and what to do when a
 //! delivery attempt fails (the queue consumer in the adapter follows [`next_step`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::json;
 
-use crate::config::{MailConfig, MailProvider};
+pub mod templates;
+
+pub use templates::Locale;
+use templates::Template;
+
+use crate::config::{Branding, Config, MailConfig, MailProvider};
 use crate::domain::email::{Email, EmailError};
 use crate::ports::{HttpClient, OutboundRequest};
 
@@ -15,6 +20,7 @@ pub enum MailKind {
     VerifyEmail,
     AlreadyRegistered,
     ResetPassword,
+    PasswordChanged,
 }
 
 impl MailKind {
@@ -23,6 +29,7 @@ impl MailKind {
             MailKind::VerifyEmail => "verify_email",
             MailKind::AlreadyRegistered => "already_registered",
             MailKind::ResetPassword => "reset_password",
+            MailKind::PasswordChanged => "password_changed",
         }
     }
 }
@@ -51,79 +58,104 @@ impl std::fmt::Debug for OutgoingMail {
 }
 
 /// `${PUBLIC_URL}/verify-email?token=TOKEN` (API.md).
-pub fn verification_mail(public_url: &str, to: &Email, token: &str, idempotency_key: String) -> OutgoingMail {
-    let link = format!("{public_url}/verify-email?token={token}");
-    compose(
-        MailKind::VerifyEmail,
-        to,
-        "Confirm your email",
-        &["Confirm your email address to finish creating your account.", "Open this link within 24 hours:"],
-        Some(&link),
-        "If you did not sign up, ignore this email: no account is activated without it.",
-        idempotency_key,
-    )
+pub fn verification_mail(config: &Config, locale: Locale, to: &Email, token: &str, key: String) -> OutgoingMail {
+    let link = format!("{}/verify-email?token={token}", config.public_url);
+    compose(MailKind::VerifyEmail, locale, &config.branding, to, &link, key)
 }
 
 /// Sent instead of a verification mail when someone signs up with a registered address. It
 /// carries a reset link rather than a verification link, so that whoever registered the
 /// address first cannot have their password confirmed by the mailbox's owner.
 pub fn already_registered_mail(
-    public_url: &str,
+    config: &Config,
+    locale: Locale,
     to: &Email,
     reset_token: &str,
-    idempotency_key: String,
+    key: String,
 ) -> OutgoingMail {
-    let link = format!("{public_url}/reset-password?token={reset_token}");
-    compose(
-        MailKind::AlreadyRegistered,
-        to,
-        "You already have an account",
-        &[
-            "Someone tried to create an account with this email address, but you already have one.",
-            "Sign in with your password, or choose a new one within 1 hour here:",
-        ],
-        Some(&link),
-        "If this was not you, ignore this email: your account has not changed.",
-        idempotency_key,
-    )
+    let link = format!("{}/reset-password?token={reset_token}", config.public_url);
+    compose(MailKind::AlreadyRegistered, locale, &config.branding, to, &link, key)
 }
 
 /// `${PUBLIC_URL}/reset-password?token=TOKEN` (API.md).
-pub fn reset_mail(public_url: &str, to: &Email, token: &str, idempotency_key: String) -> OutgoingMail {
-    let link = format!("{public_url}/reset-password?token={token}");
-    compose(
-        MailKind::ResetPassword,
-        to,
-        "Reset your password",
-        &["Someone asked to reset the password of your account.", "Choose a new password within 1 hour here:"],
-        Some(&link),
-        "If you did not ask for this, ignore this email: your password has not changed.",
-        idempotency_key,
-    )
+pub fn reset_mail(config: &Config, locale: Locale, to: &Email, token: &str, key: String) -> OutgoingMail {
+    let link = format!("{}/reset-password?token={token}", config.public_url);
+    compose(MailKind::ResetPassword, locale, &config.branding, to, &link, key)
 }
 
+/// The notice after a password change, with the way back in if it was not the owner.
+pub fn password_changed_mail(config: &Config, locale: Locale, to: &Email, key: String) -> OutgoingMail {
+    let link = format!("{}/forgot-password", config.public_url);
+    compose(MailKind::PasswordChanged, locale, &config.branding, to, &link, key)
+}
+
+/// Used only if a kind lacked a template in every language, which a unit test rules out.
+const FALLBACK: Template = Template {
+    subject: "A message from {product}",
+    paragraphs: &[],
+    action: None,
+    link_hint: "",
+    footer: "",
+    signature: "— {product}",
+};
+
+/// A mail from its template: text, and HTML that looks like the hosted pages.
 fn compose(
     kind: MailKind,
+    locale: Locale,
+    branding: &Branding,
     to: &Email,
-    subject: &str,
-    paragraphs: &[&str],
-    link: Option<&str>,
-    footer: &str,
+    link: &str,
     idempotency_key: String,
 ) -> OutgoingMail {
+    let template =
+        templates::template(kind, locale).or_else(|| templates::template(kind, Locale::En)).unwrap_or(&FALLBACK);
+    let fill = |text: &str| text.replace("{product}", &branding.product_name);
+    let subject = fill(template.subject);
+    let paragraphs: Vec<String> = template.paragraphs.iter().map(|paragraph| fill(paragraph)).collect();
+
     let mut text = paragraphs.join("\n\n");
-    let mut html = String::from("<!doctype html><html><body style=\"font-family:sans-serif\">");
-    for paragraph in paragraphs {
-        html.push_str(&format!("<p>{}</p>", escape_html(paragraph)));
+    text.push_str(&format!(
+        "\n\n{}\n{link}\n\n{}\n\n{}\n",
+        fill(template.link_hint),
+        fill(template.footer),
+        fill(template.signature)
+    ));
+
+    let accent = &branding.accent_color;
+    let muted = "color:#4a4f57;font-size:13px;line-height:1.5";
+    let mut body = String::new();
+    for paragraph in &paragraphs {
+        body.push_str(&format!("<p style=\"margin:0 0 16px\">{}</p>", escape_html(paragraph)));
     }
-    if let Some(link) = link {
-        text.push_str(&format!("\n\n{link}"));
-        let link = escape_html(link);
-        html.push_str(&format!("<p><a href=\"{link}\">{link}</a></p>"));
+    let href = escape_html(link);
+    if let Some(action) = template.action {
+        body.push_str(&format!(
+            "<p style=\"margin:24px 0\"><a href=\"{href}\" style=\"display:inline-block;background:{accent};color:#ffffff;\
+             padding:12px 20px;border-radius:6px;text-decoration:none;font-weight:600\">{}</a></p>",
+            escape_html(&fill(action))
+        ));
     }
-    text.push_str(&format!("\n\n{footer}\n"));
-    html.push_str(&format!("<p style=\"color:#555\">{}</p></body></html>", escape_html(footer)));
-    OutgoingMail { kind, to: to.clone(), subject: subject.to_owned(), text, html, idempotency_key }
+    body.push_str(&format!(
+        "<p style=\"{muted}\">{}<br><a href=\"{href}\" style=\"color:{accent};word-break:break-all\">{href}</a></p>\
+         <p style=\"{muted}\">{}</p>",
+        escape_html(&fill(template.link_hint)),
+        escape_html(&fill(template.footer)),
+    ));
+    let html = format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title></head>\
+         <body style=\"margin:0;padding:0;background:#f4f5f7;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;color:#1a1a1a\">\
+         <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\"><tr><td align=\"center\" style=\"padding:24px\">\
+         <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" style=\"max-width:480px;background:#ffffff;border-radius:12px\">\
+         <tr><td style=\"padding:32px;font-size:15px;line-height:1.5\">\
+         <p style=\"margin:0 0 20px;font-weight:700;font-size:17px\">{product}</p>{body}</td></tr></table>\
+         </td></tr></table></body></html>",
+        lang = locale.tag(),
+        title = escape_html(&subject),
+        product = escape_html(&branding.product_name),
+    );
+    OutgoingMail { kind, to: to.clone(), subject, text, html, idempotency_key }
 }
 
 /// Escapes text for HTML element content and double-quoted attribute values.
