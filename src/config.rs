@@ -96,6 +96,7 @@ pub struct RateLimits {
     pub mail_per_ip: Option<Limit>,
     pub mail_per_address: Option<Limit>,
     pub token_per_ip: Option<Limit>,
+    pub code_per_account: Option<Limit>,
 }
 
 impl RateLimits {
@@ -106,6 +107,7 @@ impl RateLimits {
             BucketKind::MailPerIp => self.mail_per_ip,
             BucketKind::MailPerAddress => self.mail_per_address,
             BucketKind::TokenPerIp => self.token_per_ip,
+            BucketKind::CodePerAccount => self.code_per_account,
         }
     }
 }
@@ -204,13 +206,15 @@ const PWNED_PASSWORDS_API_URL: &str = "https://api.pwnedpasswords.com";
 /// logins per account per 15 minutes (NIST SP 800-63B §5.2.2 allows up to 100 in total), a
 /// hundred login attempts per address per 15 minutes (offices share an address), thirty
 /// mail-sending requests per address per hour, five mails to one recipient per hour, sixty
-/// one-time-token submissions per address per 15 minutes.
-const DEFAULT_LIMITS: [(&str, &str); 5] = [
+/// one-time-token submissions per address per 15 minutes, five wrong codes per account per
+/// hour (a six-digit code then falls to guessing with odds of about 1 in 8000 per day).
+const DEFAULT_LIMITS: [(&str, &str); 6] = [
     ("RATE_LIMIT_LOGIN_PER_IP", "100/900"),
     ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "10/900"),
     ("RATE_LIMIT_MAIL_PER_IP", "30/3600"),
     ("RATE_LIMIT_MAIL_PER_ADDRESS", "5/3600"),
     ("RATE_LIMIT_TOKEN_PER_IP", "60/900"),
+    ("RATE_LIMIT_CODE_PER_ACCOUNT", "5/3600"),
 ];
 
 impl Config {
@@ -338,6 +342,7 @@ impl Config {
             mail_per_ip: limit("RATE_LIMIT_MAIL_PER_IP")?,
             mail_per_address: limit("RATE_LIMIT_MAIL_PER_ADDRESS")?,
             token_per_ip: limit("RATE_LIMIT_TOKEN_PER_IP")?,
+            code_per_account: limit("RATE_LIMIT_CODE_PER_ACCOUNT")?,
         };
         let check = match get("BREACHED_PASSWORD_CHECK").as_deref() {
             None | Some("fail-open") => BreachCheck::FailOpen,
@@ -529,6 +534,7 @@ mod tests {
                 mail_per_ip: per(30, 3600),
                 mail_per_address: per(5, 3600),
                 token_per_ip: per(60, 900),
+                code_per_account: per(5, 3600),
             }
         );
         assert_eq!(config.breached_passwords.check, BreachCheck::FailOpen);

@@ -53,6 +53,8 @@ pub struct NewOneTimeToken<'a> {
     pub purpose: Purpose,
     pub hash: &'a TokenHash,
     pub expires_at: DateTime<Utc>,
+    /// The short code's hash, where the mail carries one (`domain::short_code`).
+    pub code_hash: Option<&'a str>,
 }
 
 pub struct NewSession<'a> {
@@ -95,14 +97,15 @@ pub async fn create_user(
             ),
             // Inserts only if the row above was created: the id is fresh and random.
             Statement::new(
-                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
-                 SELECT ?1, id, ?3, ?4, ?5 FROM users WHERE id = ?2",
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash)
+                 SELECT ?1, id, ?3, ?4, ?5, ?6 FROM users WHERE id = ?2",
                 [
                     verification.hash.as_str().into(),
                     user.id.into(),
                     verification.purpose.as_str().into(),
                     now.timestamp().into(),
                     verification.expires_at.timestamp().into(),
+                    verification.code_hash.into(),
                 ],
             ),
             // Only for an account that was there before (its id is not the fresh one).
@@ -153,8 +156,8 @@ pub async fn issue_token_for_email(
     }
     let insert = statements.len();
     statements.push(Statement::new(
-        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
-         SELECT ?1, id, ?3, ?4, ?5 FROM users WHERE email = ?2 AND (?6 = 0 OR email_verified_at IS NULL)",
+        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash)
+         SELECT ?1, id, ?3, ?4, ?5, ?7 FROM users WHERE email = ?2 AND (?6 = 0 OR email_verified_at IS NULL)",
         [
             token.hash.as_str().into(),
             email.as_str().into(),
@@ -162,6 +165,7 @@ pub async fn issue_token_for_email(
             now.timestamp().into(),
             token.expires_at.timestamp().into(),
             i64::from(token.only_unverified).into(),
+            token.code_hash.into(),
         ],
     ));
     statements.push(Statement::new("SELECT locale FROM users WHERE email = ?1", [email.as_str().into()]));
@@ -178,6 +182,7 @@ pub struct NewEmailToken<'a> {
     pub hash: &'a TokenHash,
     pub expires_at: DateTime<Utc>,
     pub only_unverified: bool,
+    pub code_hash: Option<&'a str>,
 }
 
 pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Option<UserRecord>, DatabaseError> {
@@ -246,6 +251,34 @@ fn consume(hash: &TokenHash, purpose: Purpose, nonce: &str, now: DateTime<Utc>) 
          WHERE token_hash = ?1 AND purpose = ?2 AND consumed_at IS NULL AND expires_at > ?4",
         [hash.as_str().into(), purpose.as_str().into(), nonce.into(), now.timestamp().into()],
     )
+}
+
+/// Consumes a live verification token of the account of `email` by its short code's hash and
+/// marks the email verified, atomically; of concurrent uses one wins. Returns whether this
+/// call consumed it.
+pub async fn verify_email_by_code(
+    db: &impl Database,
+    email: &Email,
+    code_hash: &str,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "UPDATE one_time_tokens SET consumed_at = ?4, consumed_by = ?3
+                 WHERE code_hash = ?2 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?4
+                   AND user_id = (SELECT id FROM users WHERE email = ?1)",
+                [email.as_str().into(), code_hash.into(), nonce.into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2
+                 WHERE id IN (SELECT user_id FROM one_time_tokens WHERE consumed_by = ?1)",
+                [nonce.into(), now.timestamp().into()],
+            ),
+        ])
+        .await?;
+    Ok(changes(&outcomes, 0) >= 1)
 }
 
 /// Consumes a verification token and marks its user's email verified, atomically.

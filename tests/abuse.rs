@@ -282,3 +282,58 @@ fn hostile_input_is_refused_and_never_reflected() {
     let page = app.get("/reset-password?token=x");
     assert!(page.response.header("content-security-policy").is_some_and(|csp| csp.contains("default-src 'none'")));
 }
+
+/// The six digits after "enter this code …:" in a verification mail.
+fn code_in(text: &str) -> String {
+    let line = text.lines().find(|line| line.contains("code on the confirmation page")).expect("a code line");
+    line.chars().filter(char::is_ascii_digit).collect()
+}
+
+#[test]
+fn short_codes_verify_once_within_a_budget_that_a_resend_does_not_reset() {
+    let app = app_with(&[("RATE_LIMIT_CODE_PER_ACCOUNT", "3/3600")]);
+    app.post("/v1/signup", json!({"email": "coder@example.com", "password": PASSWORD}));
+    let mail = app.single_mail_to("coder@example.com");
+    let code = code_in(&mail.text);
+    assert_eq!(code.len(), 6);
+    assert!(mail.html.contains(&format!("{} {}", &code[..3], &code[3..])), "the HTML shows the code too");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+
+    // Malformed codes and addresses are client errors that cost nothing.
+    for (email, code) in [("coder@example.com", "12345"), ("coder@example.com", "abcdef"), ("not an email", "123456")] {
+        app.post("/v1/email/verify", json!({"email": email, "code": code})).assert_error(400, "invalid_request");
+    }
+    // Another account's code does not work, and counts against that account.
+    app.post("/v1/signup", json!({"email": "other@example.com", "password": PASSWORD}));
+    app.take_mails();
+    app.post("/v1/email/verify", json!({"email": "other@example.com", "code": code}))
+        .assert_error(400, "invalid_token");
+
+    for _ in 0..2 {
+        app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": wrong}))
+            .assert_error(400, "invalid_token");
+    }
+    // A resend brings a new code, not new guesses.
+    assert_eq!(app.post("/v1/email/resend", json!({"email": "coder@example.com"})).status, 202);
+    let fresh = code_in(&app.single_mail_to("coder@example.com").text);
+    app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": wrong}))
+        .assert_error(400, "invalid_token");
+    let throttled = app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": fresh}));
+    assert_rate_limited(&throttled);
+
+    // Later, the right code (spaced as the mail shows it) works once.
+    app.advance(1200);
+    let spaced = format!("{} {}", &fresh[..3], &fresh[3..]);
+    assert_eq!(app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": spaced})).status, 200);
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM users WHERE email = 'coder@example.com' AND email_verified_at IS NOT NULL"),
+        1
+    );
+    app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": fresh}))
+        .assert_error(400, "invalid_token");
+    // The first mail's code was never used and still works while its token lives (once the
+    // failed replay just above has refilled).
+    app.advance(1200);
+    let first = app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": code}));
+    assert_eq!(first.status, 200);
+}

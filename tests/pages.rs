@@ -304,3 +304,24 @@ fn password_managers_find_the_change_password_url() {
     assert_eq!(reply.response.header("location"), Some("/forgot-password"));
     assert_eq!(app.get("/forgot-password").status, 200);
 }
+
+#[test]
+fn the_code_from_the_mail_works_on_the_verify_page() {
+    let app = App::new();
+    app.post("/v1/signup", json!({"email": "typist@example.com", "password": PASSWORD}));
+    let text = app.single_mail_to("typist@example.com").text;
+    let line = text.lines().find(|line| line.contains("confirmation page")).unwrap();
+    let code: String = line.chars().filter(char::is_ascii_digit).collect();
+    let mut browser = Browser::new(&app);
+    let page = browser.get("/verify-email");
+    assert!(page.text().contains("Enter your code"));
+    let wrong = browser.submit(
+        &page,
+        &[("email", "typist@example.com"), ("code", if code == "999999" { "111 111" } else { "999 999" })],
+    );
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.text().contains("That code is not right"), "{}", wrong.text());
+    let confirmed = browser.submit(&wrong, &[("email", "typist@example.com"), ("code", &code)]);
+    assert_eq!(confirmed.status, 200, "{}", confirmed.text());
+    assert!(confirmed.text().contains("Email confirmed"));
+}

@@ -357,15 +357,34 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
             )),
             Err(err) => again(pages::forgot_password_form(&form, email, Some(&in_words(&err))), &err),
         },
-        FormKind::VerifyEmail => match verify_email::verify_email(ctx, field("token")).await.map_err(ApiError::from) {
-            Ok(()) => done(pages::result(
-                200,
-                "Email confirmed",
-                "Your email address is confirmed. You can sign in now.",
-                &onward("Sign in"),
-            )),
-            Err(err) => again(pages::result(err.status, "This link does not work", &in_words(&err), &[]), &err),
-        },
+        FormKind::VerifyEmail => {
+            let by_code = fields.optional("code").ok().flatten();
+            let result = match by_code {
+                Some(code) => verify_email::verify_email_with_code(ctx, email, code).await,
+                None => verify_email::verify_email(ctx, field("token")).await,
+            };
+            match (result.map_err(ApiError::from), by_code) {
+                (Ok(()), _) => done(pages::result(
+                    200,
+                    "Email confirmed",
+                    "Your email address is confirmed. You can sign in now.",
+                    &onward("Sign in"),
+                )),
+                (Err(err), Some(_)) if err.status < 500 => {
+                    let words = match err.code {
+                        "invalid_token" => {
+                            "That code is not right, or it has expired. Check the newest email and try again."
+                                .to_owned()
+                        }
+                        _ => in_words(&err),
+                    };
+                    again(pages::verify_code_form(&form, email, Some(&words)), &err)
+                }
+                (Err(err), _) => {
+                    again(pages::result(err.status, "This link does not work", &in_words(&err), &[]), &err)
+                }
+            }
+        }
         FormKind::ResetPassword => {
             let token = field("token");
             let password = field("password");

@@ -90,7 +90,7 @@ impl ApiError {
     }
 
     fn invalid_one_time_token(what: &str) -> ApiError {
-        ApiError::new(400, "invalid_token", format!("the {what} link is invalid, has expired or was already used"))
+        ApiError::new(400, "invalid_token", format!("the {what} is invalid, has expired or was already used"))
     }
 }
 
@@ -124,7 +124,9 @@ impl From<ResendError> for ApiError {
 impl From<VerifyEmailError> for ApiError {
     fn from(err: VerifyEmailError) -> ApiError {
         match err {
-            VerifyEmailError::InvalidToken => ApiError::invalid_one_time_token("verification"),
+            VerifyEmailError::InvalidToken => ApiError::invalid_one_time_token("verification link or code"),
+            VerifyEmailError::InvalidEmail(detail) => ApiError::invalid_email(&detail),
+            VerifyEmailError::MalformedCode => ApiError::invalid_request("the code is the six digits from the email"),
             VerifyEmailError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             VerifyEmailError::Internal(internal) => internal.into(),
         }
@@ -163,7 +165,7 @@ impl From<ResetPasswordError> for ApiError {
     fn from(err: ResetPasswordError) -> ApiError {
         match err {
             ResetPasswordError::WeakPassword(detail) => ApiError::weak_password(&detail),
-            ResetPasswordError::InvalidToken => ApiError::invalid_one_time_token("password reset"),
+            ResetPasswordError::InvalidToken => ApiError::invalid_one_time_token("password reset link"),
             ResetPasswordError::RateLimited(throttled) => ApiError::rate_limited(throttled),
             ResetPasswordError::Internal(internal) => internal.into(),
         }

@@ -364,7 +364,11 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
             if request.wants_html(&fields) {
                 return Ok(browser::submit(ctx, request, FormKind::VerifyEmail, &fields).await);
             }
-            verify_email::verify_email(ctx, fields.required("token")?).await?;
+            // The link's token, or the mail's short code with the address.
+            match fields.optional("code")? {
+                Some(code) => verify_email::verify_email_with_code(ctx, fields.required("email")?, code).await?,
+                None => verify_email::verify_email(ctx, fields.required("token")?).await?,
+            }
             ApiResponse::status(200, "email_verified")
         }
         Route::ResetPassword => {

@@ -270,10 +270,30 @@ pub fn missing_token() -> Page {
     )
 }
 
-/// `GET /verify-email?token=…`: one button that confirms.
+/// `GET /verify-email` without a token: the address and the code from the mail.
+pub fn verify_code_form(form: &FormContext, email: &str, error: Option<&str>) -> Page {
+    let (status, error) = error_block(error);
+    page(
+        status,
+        "Enter your code",
+        format!(
+            "{error}<p>Enter your email address and the six-digit code from the email we sent you.</p>\
+             <form method=\"post\" action=\"/v1/email/verify\">{hidden}{email}\
+             <label for=\"code\">Code</label>\
+             <input id=\"code\" name=\"code\" type=\"text\" inputmode=\"numeric\" autocomplete=\"one-time-code\" \
+             required pattern=\"[0-9 -]{{6,8}}\" maxlength=\"8\" aria-describedby=\"code-hint\">\
+             <p class=\"hint\" id=\"code-hint\">Six digits, for example 123 456.</p>\
+             <button type=\"submit\">Confirm my email</button></form>",
+            hidden = form.hidden_fields(),
+            email = email_field(email, email.is_empty()),
+        ),
+    )
+}
+
+/// `GET /verify-email?token=…`: one button that confirms; without a token, the code form.
 pub fn verify_email_form(form: &FormContext, token: Option<&str>) -> Page {
     let Some(token) = token.filter(|token| !token.is_empty()) else {
-        return missing_token();
+        return verify_code_form(form, "", None);
     };
     page(
         200,

@@ -8,5 +8,6 @@ pub mod password;
 pub mod rate_limit;
 pub mod redirect;
 pub mod sealing;
+pub mod short_code;
 pub mod signing;
 pub mod tokens;

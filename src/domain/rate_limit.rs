@@ -94,6 +94,8 @@ pub enum BucketKind {
     MailPerAddress,
     /// Submissions of one-time tokens (verify email, reset password) from one client address.
     TokenPerIp,
+    /// Wrong short codes for one account (by email): a resend does not reset it.
+    CodePerAccount,
 }
 
 impl BucketKind {
@@ -104,6 +106,7 @@ impl BucketKind {
             BucketKind::MailPerIp => "mail-ip",
             BucketKind::MailPerAddress => "mail-address",
             BucketKind::TokenPerIp => "token-ip",
+            BucketKind::CodePerAccount => "code-account",
         }
     }
 }

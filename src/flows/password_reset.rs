@@ -42,6 +42,7 @@ pub async fn forgot_password<D: Database, E: Crypto, H: HttpClient>(
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
             only_unverified: false,
+            code_hash: None,
         },
         ctx.now,
     )

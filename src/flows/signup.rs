@@ -6,6 +6,7 @@ use crate::config::{RESET_PASSWORD_TOKEN_TTL_SECONDS, VERIFY_EMAIL_TOKEN_TTL_SEC
 use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
 use crate::domain::rate_limit::BucketKind;
+use crate::domain::short_code;
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::throttle::{self, Subject, Throttled};
 use crate::flows::{Context, Internal};
@@ -65,6 +66,8 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
 
     let user_id = ctx.new_id()?;
     let verification = ctx.new_token()?;
+    let code = short_code::generate(ctx.crypto).map_err(Internal::from)?;
+    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
     // Made whether or not it is used: a registered address gets it, in the same batch.
     let reset = ctx.new_token()?;
     let locale = Locale::from_accept_language(ctx.accept_language);
@@ -76,12 +79,14 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
             purpose: Purpose::VerifyEmail,
             hash: verification.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
+            code_hash: Some(&code_hash),
         },
         &NewOneTimeToken {
             user_id: &user_id,
             purpose: Purpose::ResetPassword,
             hash: reset.hash(),
             expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
+            code_hash: None,
         },
         ctx.now,
     )
@@ -90,7 +95,9 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
 
     let key = ctx.new_id()?;
     ctx.outbox.push(match outcome {
-        SignupOutcome::Created => mail::verification_mail(ctx.config, locale, &email, verification.plaintext(), key),
+        SignupOutcome::Created => {
+            mail::verification_mail(ctx.config, locale, &email, verification.plaintext(), &code, key)
+        }
         SignupOutcome::AlreadyRegistered { locale } => {
             mail::already_registered_mail(ctx.config, Locale::from_tag(&locale), &email, reset.plaintext(), key)
         }
@@ -117,6 +124,8 @@ pub async fn resend_verification<D: Database, E: Crypto, H: HttpClient>(
     let email = Email::parse(raw_email)?;
     take_mail_budget(ctx, &email).await??;
     let token = ctx.new_token()?;
+    let code = short_code::generate(ctx.crypto).map_err(Internal::from)?;
+    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
     let issued = store::issue_token_for_email(
         ctx.db,
         &email,
@@ -125,6 +134,7 @@ pub async fn resend_verification<D: Database, E: Crypto, H: HttpClient>(
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
             only_unverified: true,
+            code_hash: Some(&code_hash),
         },
         ctx.now,
     )
@@ -132,7 +142,8 @@ pub async fn resend_verification<D: Database, E: Crypto, H: HttpClient>(
     .map_err(Internal::from)?;
     if let Some(locale) = issued {
         let key = ctx.new_id()?;
-        ctx.outbox.push(mail::verification_mail(ctx.config, Locale::from_tag(&locale), &email, token.plaintext(), key));
+        let locale = Locale::from_tag(&locale);
+        ctx.outbox.push(mail::verification_mail(ctx.config, locale, &email, token.plaintext(), &code, key));
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Confirming an email address with the token from the verification mail.
 
+use crate::domain::email::{Email, EmailError};
 use crate::domain::opaque_token::TokenHash;
 use crate::domain::rate_limit::BucketKind;
+use crate::domain::short_code;
 use crate::flows::throttle::{self, Subject, Throttled};
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
@@ -11,6 +13,10 @@ use crate::store;
 pub enum VerifyEmailError {
     #[error("verification token is unknown, expired or already used")]
     InvalidToken,
+    #[error("invalid email: {0}")]
+    InvalidEmail(#[from] EmailError),
+    #[error("a code is six digits")]
+    MalformedCode,
     #[error(transparent)]
     RateLimited(#[from] Throttled),
     #[error(transparent)]
@@ -26,6 +32,30 @@ pub async fn verify_email<D: Database, E: Crypto, H: HttpClient>(
     let nonce = ctx.new_id()?;
     match store::verify_email(ctx.db, &hash, &nonce, ctx.now).await.map_err(Internal::from)? {
         true => Ok(()),
+        false => Err(VerifyEmailError::InvalidToken),
+    }
+}
+
+/// Confirms an email with the short code from the verification mail. Every attempt takes a
+/// unit from the account's code budget (and the client's token budget) first; a right code
+/// gives the account's back. The budget is per address, so asking for a new mail does not
+/// buy more guesses.
+pub async fn verify_email_with_code<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    raw_email: &str,
+    raw_code: &str,
+) -> Result<(), VerifyEmailError> {
+    let email = Email::parse(raw_email)?;
+    let code = short_code::normalise(raw_code).ok_or(VerifyEmailError::MalformedCode)?;
+    let budgets = [(BucketKind::CodePerAccount, Subject::Email(&email)), (BucketKind::TokenPerIp, Subject::Client)];
+    let taken = throttle::take(ctx, &budgets).await??;
+    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
+    let nonce = ctx.new_id()?;
+    match store::verify_email_by_code(ctx.db, &email, &code_hash, &nonce, ctx.now).await.map_err(Internal::from)? {
+        true => {
+            throttle::give_back(ctx, taken.of_kind(BucketKind::CodePerAccount)).await?;
+            Ok(())
+        }
         false => Err(VerifyEmailError::InvalidToken),
     }
 }

@@ -12,6 +12,7 @@ use templates::Template;
 
 use crate::config::{Branding, Config, MailConfig, MailProvider};
 use crate::domain::email::{Email, EmailError};
+use crate::domain::short_code;
 use crate::ports::{HttpClient, OutboundRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,9 +59,17 @@ impl std::fmt::Debug for OutgoingMail {
 }
 
 /// `${PUBLIC_URL}/verify-email?token=TOKEN` (API.md).
-pub fn verification_mail(config: &Config, locale: Locale, to: &Email, token: &str, key: String) -> OutgoingMail {
+/// It also carries the short code, for confirming where the link cannot be opened.
+pub fn verification_mail(
+    config: &Config,
+    locale: Locale,
+    to: &Email,
+    token: &str,
+    code: &str,
+    key: String,
+) -> OutgoingMail {
     let link = format!("{}/verify-email?token={token}", config.public_url);
-    compose(MailKind::VerifyEmail, locale, &config.branding, to, &link, key)
+    compose(MailKind::VerifyEmail, locale, &config.branding, to, &link, Some(code), key)
 }
 
 /// Sent instead of a verification mail when someone signs up with a registered address. It
@@ -74,19 +83,19 @@ pub fn already_registered_mail(
     key: String,
 ) -> OutgoingMail {
     let link = format!("{}/reset-password?token={reset_token}", config.public_url);
-    compose(MailKind::AlreadyRegistered, locale, &config.branding, to, &link, key)
+    compose(MailKind::AlreadyRegistered, locale, &config.branding, to, &link, None, key)
 }
 
 /// `${PUBLIC_URL}/reset-password?token=TOKEN` (API.md).
 pub fn reset_mail(config: &Config, locale: Locale, to: &Email, token: &str, key: String) -> OutgoingMail {
     let link = format!("{}/reset-password?token={token}", config.public_url);
-    compose(MailKind::ResetPassword, locale, &config.branding, to, &link, key)
+    compose(MailKind::ResetPassword, locale, &config.branding, to, &link, None, key)
 }
 
 /// The notice after a password change, with the way back in if it was not the owner.
 pub fn password_changed_mail(config: &Config, locale: Locale, to: &Email, key: String) -> OutgoingMail {
     let link = format!("{}/forgot-password", config.public_url);
-    compose(MailKind::PasswordChanged, locale, &config.branding, to, &link, key)
+    compose(MailKind::PasswordChanged, locale, &config.branding, to, &link, None, key)
 }
 
 /// Used only if a kind lacked a template in every language, which a unit test rules out.
@@ -95,6 +104,7 @@ const FALLBACK: Template = Template {
     paragraphs: &[],
     action: None,
     link_hint: "",
+    code_hint: None,
     footer: "",
     signature: "— {product}",
 };
@@ -106,6 +116,7 @@ fn compose(
     branding: &Branding,
     to: &Email,
     link: &str,
+    code: Option<&str>,
     idempotency_key: String,
 ) -> OutgoingMail {
     let template =
@@ -114,13 +125,16 @@ fn compose(
     let subject = fill(template.subject);
     let paragraphs: Vec<String> = template.paragraphs.iter().map(|paragraph| fill(paragraph)).collect();
 
+    let code_line = match (code, template.code_hint) {
+        (Some(code), Some(hint)) => Some((fill(hint), short_code::display(code))),
+        _ => None,
+    };
     let mut text = paragraphs.join("\n\n");
-    text.push_str(&format!(
-        "\n\n{}\n{link}\n\n{}\n\n{}\n",
-        fill(template.link_hint),
-        fill(template.footer),
-        fill(template.signature)
-    ));
+    text.push_str(&format!("\n\n{}\n{link}\n", fill(template.link_hint)));
+    if let Some((hint, code)) = &code_line {
+        text.push_str(&format!("\n{hint} {code}\n"));
+    }
+    text.push_str(&format!("\n{}\n\n{}\n", fill(template.footer), fill(template.signature)));
 
     let accent = &branding.accent_color;
     let muted = "color:#4a4f57;font-size:13px;line-height:1.5";
@@ -137,11 +151,17 @@ fn compose(
         ));
     }
     body.push_str(&format!(
-        "<p style=\"{muted}\">{}<br><a href=\"{href}\" style=\"color:{accent};word-break:break-all\">{href}</a></p>\
-         <p style=\"{muted}\">{}</p>",
+        "<p style=\"{muted}\">{}<br><a href=\"{href}\" style=\"color:{accent};word-break:break-all\">{href}</a></p>",
         escape_html(&fill(template.link_hint)),
-        escape_html(&fill(template.footer)),
     ));
+    if let Some((hint, code)) = &code_line {
+        body.push_str(&format!(
+            "<p style=\"margin:16px 0\">{}<br><strong style=\"font-size:24px;letter-spacing:4px\">{}</strong></p>",
+            escape_html(hint),
+            escape_html(code)
+        ));
+    }
+    body.push_str(&format!("<p style=\"{muted}\">{}</p>", escape_html(&fill(template.footer))));
     let html = format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{title}</title></head>\
