@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::signing::SigningAlg;
+
 /// A value bound to or read from a SQL statement. D1 and SQLite share these three types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -76,22 +78,31 @@ pub trait Database {
 pub struct EntropyError(pub String);
 
 #[derive(Debug, thiserror::Error)]
-#[error("RSA operation failed: {0}")]
-pub struct RsaError(pub String);
+#[error("crypto operation failed: {0}")]
+pub struct CryptoError(pub String);
 
-/// Cryptographically secure randomness, and the RSA operations the core must not do itself:
-/// in the worker they run in WebCrypto (native code in workerd; the `rsa` crate has an unfixed
-/// timing advisory for private-key operations, RUSTSEC-2023-0071).
+/// Cryptographically secure randomness, and signing in the platform's own crypto: in the
+/// worker, WebCrypto, which runs natively in workerd (BoringSSL) — far faster than the same
+/// algorithms compiled to wasm, and the only place RSA private-key operations may run (the
+/// `rsa` crate has an unfixed timing advisory for them, RUSTSEC-2023-0071).
 #[allow(async_fn_in_trait)]
 pub trait Crypto {
     fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError>;
 
     /// A new RSA-2048 key pair (public exponent 65537), as the JSON of its private JWK.
-    async fn generate_rsa_key(&self) -> Result<Vec<u8>, RsaError>;
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, CryptoError>;
 
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`) of `message` with the private JWK `key`.
-    /// `kid` identifies the key, for implementations that cache imported keys.
-    async fn sign_rs256(&self, kid: &str, key: &[u8], message: &[u8]) -> Result<Vec<u8>, RsaError>;
+    /// The JWS signature (RFC 7518 form: raw `r‖s` for ES256) of `message` with the private
+    /// JWK `key`, made by the platform; `Ok(None)` when the platform does not sign `alg`, and
+    /// the core signs in Rust instead (never for RS256). `kid` identifies the key, for
+    /// implementations that cache imported keys.
+    async fn sign_jws(
+        &self,
+        alg: SigningAlg,
+        kid: &str,
+        key: &[u8],
+        message: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError>;
 }
 
 /// An outgoing HTTP request, built by the core and carried out by the adapter.

@@ -110,12 +110,18 @@ mod tests {
 
     struct Fixed(u8);
     impl Crypto for Fixed {
-        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::RsaError> {
-            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::CryptoError> {
+            Err(crate::ports::CryptoError("no RSA in this test".to_owned()))
         }
 
-        async fn sign_rs256(&self, _: &str, _: &[u8], _: &[u8]) -> Result<Vec<u8>, crate::ports::RsaError> {
-            Err(crate::ports::RsaError("no RSA in this test".to_owned()))
+        async fn sign_jws(
+            &self,
+            _: crate::domain::signing::SigningAlg,
+            _: &str,
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<Option<Vec<u8>>, crate::ports::CryptoError> {
+            Ok(None)
         }
 
         fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {

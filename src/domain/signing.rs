@@ -10,7 +10,7 @@ use base64::Engine;
 use hkdf::Hkdf;
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::jwk::JsonWebKey;
-use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
+use jwt_compact::{Algorithm, AlgorithmExt, AlgorithmSignature, Claims, UntrustedToken};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -83,8 +83,9 @@ pub enum TokenRejected {
 enum PrivateKey {
     Es256(p256::ecdsa::SigningKey),
     EdDsa(ed25519_compact::SecretKey),
-    /// The private JWK, handed to `Crypto::sign_rs256`: no RSA private operation runs here.
-    Rs256(Vec<u8>),
+    /// Only the private JWK (`KeyMaterial::private_jwk`), for `Crypto::sign_jws`: no RSA
+    /// private-key operation runs here.
+    Rs256,
 }
 
 enum PublicKey {
@@ -98,6 +99,9 @@ pub struct KeyMaterial {
     alg: SigningAlg,
     kid: String,
     private: PrivateKey,
+    /// The private key as a JWK (JSON): what is sealed at rest and what the platform's crypto
+    /// imports.
+    private_jwk: Vec<u8>,
     /// Key parameters plus `kid`, `alg` and `use`, as published.
     public_jwk: Map<String, Value>,
 }
@@ -207,7 +211,7 @@ impl KeyMaterial {
         if rsa::traits::PublicKeyParts::n(&public_key).bits() < MIN_RSA_MODULUS_BITS {
             return Err(unusable("modulus shorter than 2048 bits"));
         }
-        let key = KeyMaterial::with_public(SigningAlg::Rs256, PrivateKey::Rs256(jwk), public);
+        let key = KeyMaterial::with_public(SigningAlg::Rs256, PrivateKey::Rs256, jwk, public);
         if expected_kid.is_some_and(|kid| kid != key.kid) {
             return Err(unusable("its thumbprint is not its kid"));
         }
@@ -215,21 +219,30 @@ impl KeyMaterial {
     }
 
     fn new(alg: SigningAlg, private: PrivateKey) -> KeyMaterial {
-        let public = match &private {
-            PrivateKey::Es256(key) => public_members(&JsonWebKey::from(key.verifying_key())),
-            PrivateKey::EdDsa(key) => public_members(&JsonWebKey::from(&key.public_key())),
-            PrivateKey::Rs256(_) => Map::new(),
+        let (public, private_jwk) = match &private {
+            PrivateKey::Es256(key) => {
+                (public_members(&JsonWebKey::from(key.verifying_key())), serde_json::to_vec(&JsonWebKey::from(key)))
+            }
+            PrivateKey::EdDsa(key) => {
+                (public_members(&JsonWebKey::from(&key.public_key())), serde_json::to_vec(&JsonWebKey::from(key)))
+            }
+            PrivateKey::Rs256 => (Map::new(), Ok(Vec::new())),
         };
-        KeyMaterial::with_public(alg, private, public)
+        KeyMaterial::with_public(alg, private, private_jwk.unwrap_or_default(), public)
     }
 
-    fn with_public(alg: SigningAlg, private: PrivateKey, public: Map<String, Value>) -> KeyMaterial {
+    fn with_public(
+        alg: SigningAlg,
+        private: PrivateKey,
+        private_jwk: Vec<u8>,
+        public: Map<String, Value>,
+    ) -> KeyMaterial {
         let kid = thumbprint(&public);
         let mut public_jwk = public;
         public_jwk.insert("kid".to_owned(), Value::String(kid.clone()));
         public_jwk.insert("alg".to_owned(), Value::String(alg.jws_name().to_owned()));
         public_jwk.insert("use".to_owned(), Value::String("sig".to_owned()));
-        KeyMaterial { alg, kid, private, public_jwk }
+        KeyMaterial { alg, kid, private, private_jwk, public_jwk }
     }
 
     pub fn alg(&self) -> SigningAlg {
@@ -246,38 +259,31 @@ impl KeyMaterial {
 
     /// The private JWK, for sealing. Never log or return it.
     pub fn private_jwk(&self) -> Vec<u8> {
-        let jwk = match &self.private {
-            PrivateKey::Es256(key) => JsonWebKey::from(key),
-            PrivateKey::EdDsa(key) => JsonWebKey::from(key),
-            PrivateKey::Rs256(jwk) => return jwk.clone(),
-        };
-        serde_json::to_vec(&jwk).unwrap_or_default()
+        self.private_jwk.clone()
     }
 
+    /// A compact JWS: the header `{"alg", "kid", "typ"}` and the claims, signed by the
+    /// platform (`Crypto::sign_jws`: WebCrypto in the worker) when it can, else in Rust.
     async fn sign<T: Serialize>(
         &self,
         typ: &str,
         claims: &Claims<T>,
         crypto: &impl Crypto,
     ) -> Result<String, SigningError> {
-        let header = Header::empty().with_key_id(self.kid.clone()).with_token_type(typ);
-        let signed = match &self.private {
-            PrivateKey::Es256(private) => Es256.token(&header, claims, private),
-            PrivateKey::EdDsa(private) => Ed25519.token(&header, claims, private),
-            PrivateKey::Rs256(jwk) => {
-                // The same compact serialisation jwt-compact produces, signed by the port.
-                let header = json!({ "alg": "RS256", "kid": self.kid, "typ": typ });
-                let claims = serde_json::to_vec(claims).map_err(|err| SigningError(err.to_string()))?;
-                let input =
-                    format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims));
-                let signature = crypto
-                    .sign_rs256(&self.kid, jwk, input.as_bytes())
-                    .await
-                    .map_err(|err| SigningError(err.to_string()))?;
-                return Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)));
-            }
+        let failed = |err: &dyn fmt::Display| SigningError(err.to_string());
+        let header = json!({ "alg": self.alg.jws_name(), "kid": self.kid, "typ": typ });
+        let claims = serde_json::to_vec(claims).map_err(|err| failed(&err))?;
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims));
+        let signature = match crypto.sign_jws(self.alg, &self.kid, &self.private_jwk, input.as_bytes()).await {
+            Ok(Some(signature)) => signature,
+            Ok(None) => match &self.private {
+                PrivateKey::Es256(private) => Es256.sign(private, input.as_bytes()).as_bytes().into_owned(),
+                PrivateKey::EdDsa(private) => Ed25519.sign(private, input.as_bytes()).as_bytes().into_owned(),
+                PrivateKey::Rs256 => return Err(failed(&"RS256 signs only in the platform's crypto")),
+            },
+            Err(err) => return Err(failed(&err)),
         };
-        signed.map_err(|err| SigningError(err.to_string()))
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 

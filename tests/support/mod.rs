@@ -11,8 +11,8 @@ use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
 use edgeid::mail::OutgoingMail;
 use edgeid::ports::{
-    Crypto, Database, DatabaseError, EntropyError, HttpClient, HttpError, OutboundRequest, OutboundResponse, RsaError,
-    SqlValue, Statement, StatementOutcome,
+    Crypto, CryptoError, Database, DatabaseError, EntropyError, HttpClient, HttpError, OutboundRequest,
+    OutboundResponse, SqlValue, Statement, StatementOutcome,
 };
 use jwt_compact::jwk::JsonWebKey;
 use serde_json::Value;
@@ -132,18 +132,29 @@ impl SeededCrypto {
 const RSA_FIXTURES: &str = include_str!("../fixtures/rsa-keys.json");
 
 impl Crypto for SeededCrypto {
-    async fn generate_rsa_key(&self) -> Result<Vec<u8>, RsaError> {
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, CryptoError> {
         let keys: Vec<serde_json::Value> = serde_json::from_str(RSA_FIXTURES).unwrap();
         let index = self.rsa_keys_handed_out.get();
         self.rsa_keys_handed_out.set(index + 1);
         Ok(keys[index % keys.len()].to_string().into_bytes())
     }
 
-    async fn sign_rs256(&self, _kid: &str, key: &[u8], message: &[u8]) -> Result<Vec<u8>, RsaError> {
+    /// RS256 as WebCrypto would (here with the rsa crate: tests may); ES256 and EdDSA are
+    /// left to the core's Rust signing, so both paths stay exercised.
+    async fn sign_jws(
+        &self,
+        alg: SigningAlg,
+        _kid: &str,
+        key: &[u8],
+        message: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
         use jwt_compact::{Algorithm, AlgorithmSignature};
-        let jwk: JsonWebKey<'_> = serde_json::from_slice(key).map_err(|err| RsaError(err.to_string()))?;
-        let private = rsa::RsaPrivateKey::try_from(&jwk).map_err(|err| RsaError(err.to_string()))?;
-        Ok(jwt_compact::alg::Rsa::rs256().sign(&private, message).as_bytes().into_owned())
+        if alg != SigningAlg::Rs256 {
+            return Ok(None);
+        }
+        let jwk: JsonWebKey<'_> = serde_json::from_slice(key).map_err(|err| CryptoError(err.to_string()))?;
+        let private = rsa::RsaPrivateKey::try_from(&jwk).map_err(|err| CryptoError(err.to_string()))?;
+        Ok(Some(jwt_compact::alg::Rsa::rs256().sign(&private, message).as_bytes().into_owned()))
     }
 
     fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
