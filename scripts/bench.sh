@@ -1,10 +1,23 @@
 #!/bin/sh
-# README's benchmark command (not part of the tests): installs what is missing, builds the
-# release worker once, then runs the load run (bench/load.mjs) and prints its figures.
+# README's benchmark command (not part of the tests): installs what is missing (also the
+# benchmark's own npm packages, pinned by bench/package-lock.json), builds the release worker
+# and the native side once, then runs the side-by-side benchmark (bench/run.mjs) and the load
+# run (bench/load.mjs). Figures go to stdout and to target/bench/.
 set -eu
 . "$(dirname -- "$0")/toolchain.sh"
 cd "$EDGEID_ROOT"
 ensure_toolchain
 node scripts/dev-vars.mjs
+if ! [ -f bench/node_modules/.package-lock.json ] || [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then
+  edgeid_log "installing the benchmark's npm packages from bench/package-lock.json"
+  (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+fi
 sh scripts/build-worker.sh
+cargo build --quiet --release --locked --example bench_native
+# Servers run pinned to core 0 (bench/run.mjs); the load generator takes core 1.
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
+  taskset -c 1 node bench/run.mjs
+else
+  node bench/run.mjs
+fi
 EDGEID_PREBUILT=1 node bench/load.mjs

@@ -176,6 +176,8 @@ pub struct Config {
     /// Where the hosted pages may send a browser after success (`REDIRECT_ALLOWLIST`); the
     /// first entry is also the "back to the app" link of their result pages.
     pub redirect_allowlist: Vec<AllowedRedirect>,
+    /// `BENCH_ENDPOINTS=true`: the measurement routes of the benchmark command (local only).
+    pub bench_endpoints: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -411,6 +413,23 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let bench_endpoints = match get("BENCH_ENDPOINTS").as_deref() {
+            None | Some("false") => false,
+            Some("true") if !public_url.starts_with("https://") || is_loopback(&public_url) => true,
+            Some("true") => {
+                return Err(ConfigError::Invalid {
+                    name: "BENCH_ENDPOINTS",
+                    reason: "the benchmark routes are for local runs, not a public HTTPS deployment".to_owned(),
+                })
+            }
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "BENCH_ENDPOINTS",
+                    reason: format!("{other:?} is neither true nor false"),
+                })
+            }
+        };
+
         Ok(Config {
             issuer,
             access_token_audience,
@@ -430,6 +449,7 @@ impl Config {
             password_hash,
             branding: Branding { product_name, logo_url, accent_color: accent_color.to_ascii_lowercase() },
             redirect_allowlist,
+            bench_endpoints,
         })
     }
 }
@@ -576,6 +596,9 @@ mod tests {
             config(&[("ISSUER", url), ("MAIL_PROVIDER", provider), ("MAIL_API_KEY", "k"), KEK]).map(|_| ())
         };
         assert!(with("https://id.example.com", "log").is_err());
+        let bench = |url: &str| config(&[("ISSUER", url), ("MAIL_PROVIDER", "log"), ("BENCH_ENDPOINTS", "true"), KEK]);
+        assert!(bench("http://127.0.0.1:8787").is_ok_and(|config| config.bench_endpoints));
+        assert!(bench("https://id.example.com").is_err());
         assert!(with("https://id.example.com", "resend").is_ok());
         for local in
             ["http://127.0.0.1:8787", "https://localhost:8787", "https://id.localhost", "http://id.example.com"]
@@ -641,6 +664,7 @@ mod tests {
             ("MAIL_MAX_ATTEMPTS", "0"),
             ("ACCENT_COLOR", "red"),
             ("ARGON2_MEMORY_KIB", "262144"),
+            ("BENCH_ENDPOINTS", "yes"),
             ("ACCENT_COLOR", "#12345g"),
             ("LOGO_URL", "javascript:alert(1)"),
             ("REDIRECT_ALLOWLIST", "https://app.example.com/, //evil.example"),

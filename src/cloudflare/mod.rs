@@ -2,6 +2,7 @@
 //! builds a `flows::Context` from D1, `crypto.getRandomValues` and the request's instant, runs
 //! `api::handle`, and delivers queued mail after the response with `waitUntil`.
 
+mod bench;
 mod d1;
 mod fetch;
 mod mail_queue;
@@ -51,7 +52,11 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
         accept_language: api_request.header("accept-language"),
         outbox: &outbox,
     };
-    let response = handle(&ctx, &api_request).await;
+    let response = if bench::enabled(&config) && api_request.path.starts_with("/__bench/") {
+        bench::handle(&ctx, &api_request).await.unwrap_or_else(|err| ApiError::from(err).into())
+    } else {
+        handle(&ctx, &api_request).await
+    };
 
     // Enqueued after the response, so its timing never shows whether a mail was sent.
     let mails = outbox.take();

@@ -1,0 +1,210 @@
+// The benchmark (issue 6): edgeid's release worker on workerd (Miniflare, no dev proxy), a
+// constant-response Worker on the same runtime, and oidc-provider on Node, each alone in a
+// process pinned to core 0 while this process (pinned to core 1 by scripts/bench.sh) loads
+// them with autocannon. CPU per request is the server's whole process group's utime + stime
+// over the measured window, divided by the successful responses. Each load figure is the
+// median of ROUNDS runs; ratios are taken between figures measured side by side in this run.
+// Prints the table and writes it to target/bench/results.md.
+import { execFileSync, spawn } from "node:child_process";
+import { gzipSync } from "node:zlib";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus } from "node:os";
+import { performance } from "node:perf_hooks";
+import autocannon from "autocannon";
+
+const root = new URL("..", import.meta.url).pathname;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
+const REFRESHES = Number(process.env.BENCH_REFRESHES ?? 3000);
+const CONNECTIONS = 16;
+const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
+const SERVER_CORE = cpus().length > 1 ? "0" : null;
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const fixed = (value, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : "n/a");
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/// A server of bench/serve.mjs in its own process group, pinned to the server core.
+async function start(kind, extra = []) {
+  const port = await freePort();
+  const command = SERVER_CORE ? "taskset" : process.execPath;
+  const args = [...(SERVER_CORE ? ["-c", SERVER_CORE, process.execPath] : []), `${root}bench/serve.mjs`, kind, String(port), ...extra];
+  const child = spawn(command, args, { cwd: root, detached: true, stdio: ["ignore", "pipe", "inherit"] });
+  const ready = await new Promise((resolve, reject) => {
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/ready (\S+) (\d+)/);
+      if (match) resolve({ url: match[1], startupMs: Number(match[2]) });
+    });
+    child.on("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
+  });
+  return { ...ready, pgid: child.pid, stop: () => { try { process.kill(-child.pid, "SIGTERM"); } catch {} } };
+}
+
+/// CPU seconds used so far by every process of a process group.
+function groupCpuSeconds(pgid) {
+  let ticks = 0;
+  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      // After the command: state ppid pgrp …; utime and stime are fields 14 and 15 of stat.
+      if (Number(fields[2]) === pgid) ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {}
+  }
+  return ticks / TICKS_PER_SECOND;
+}
+
+/// One autocannon run against a server, with its CPU per successful response.
+async function load(server, options) {
+  const before = groupCpuSeconds(server.pgid);
+  const t0 = performance.now();
+  const result = await autocannon({ connections: CONNECTIONS, ...options });
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = groupCpuSeconds(server.pgid) - before;
+  const ok = result["2xx"];
+  if (ok === 0 || result.non2xx > 0 || result.errors > 0) {
+    throw new Error(`${options.url}: ${ok} ok, ${result.non2xx} non-2xx, ${result.errors} errors`);
+  }
+  return { rps: ok / seconds, cpuUs: (cpu * 1e6) / ok, p50: result.latency.p50, p99: result.latency.p99 };
+}
+
+async function medianLoad(server, options) {
+  const runs = [];
+  for (let round = 0; round < ROUNDS; round++) runs.push(await load(server, options));
+  return { rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) };
+}
+
+async function json(url, init) {
+  const response = await fetch(url, init);
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+/// The refresh grant, each request with a fresh refresh token minted by the server.
+async function refreshLoad(server, path, extraForm) {
+  const runs = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const tokens = [];
+    while (tokens.length < REFRESHES) {
+      const n = Math.min(2500, REFRESHES - tokens.length);
+      tokens.push(...(await json(`${server.url}/__bench/refresh-tokens?n=${n}`, { method: "POST" })).refresh_tokens);
+    }
+    let next = 0;
+    runs.push(await load(server, {
+      url: server.url + path,
+      amount: tokens.length,
+      requests: [{
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        setupRequest: (request) => ({ ...request, body: `grant_type=refresh_token&refresh_token=${tokens[next++]}${extraForm}` }),
+      }],
+    }));
+  }
+  return { rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)) };
+}
+
+const started = performance.now();
+const rows = [];
+const row = (measure, edgeid, reference, ratio, goal, met) => rows.push({ measure, edgeid, reference, ratio, goal, met });
+
+// The worker's size as uploaded (gzip of the bundle: JS and wasm).
+const bundle = Buffer.concat([readFileSync(`${root}build/index.js`), readFileSync(`${root}build/index_bg.wasm`)]);
+const gzipKiB = gzipSync(bundle, { level: 9 }).length / 1024;
+
+// The constant-response Worker: the runtime's floor.
+const constant = await start("constant");
+const floor = await medianLoad(constant, { url: `${constant.url}/`, duration: SECONDS });
+constant.stop();
+
+// edgeid.
+const edgeid = await start("edgeid", [
+  "RATE_LIMIT_LOGIN_PER_IP=off", "RATE_LIMIT_LOGIN_PER_ACCOUNT=off", "RATE_LIMIT_MAIL_PER_IP=off",
+  "RATE_LIMIT_MAIL_PER_ADDRESS=off", "RATE_LIMIT_TOKEN_PER_IP=off",
+]);
+const argon2Runs = [];
+for (let i = 0; i < 3; i++) argon2Runs.push((await json(`${edgeid.url}/__bench/argon2?n=5`)).ms_per_hash);
+const argon2 = median(argon2Runs);
+const signRuns = [];
+for (let i = 0; i < 3; i++) signRuns.push(await json(`${edgeid.url}/__bench/sign?n=500`));
+const signWebCrypto = median(signRuns.map((r) => r.ms_per_token_webcrypto));
+const signWasm = median(signRuns.map((r) => r.ms_per_token_wasm));
+const jwks = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/jwks.json`, duration: SECONDS });
+const discovery = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/openid-configuration`, duration: SECONDS });
+const refresh = await refreshLoad(edgeid, "/oauth/token", "");
+
+// Login latency: one account (created by the refresh-token minting), sequential logins.
+const latencies = [];
+for (let i = 0; i < 40; i++) {
+  const t0 = performance.now();
+  const response = await fetch(`${edgeid.url}/v1/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: "bench-refresh@example.com", password: "a benchmark passphrase" }),
+  });
+  const tokens = await response.json();
+  if (response.status !== 200) throw new Error(`login: ${response.status} ${JSON.stringify(tokens)}`);
+  latencies.push(performance.now() - t0);
+  if (i === 0) globalThis.sampleTokens = tokens;
+}
+const loginP50 = median(latencies) - argon2;
+const loginP99 = [...latencies].sort((a, b) => a - b)[Math.floor(latencies.length * 0.99)] - argon2;
+
+// Downstream: one round trip to the worker per token (/userinfo) against local verification.
+const accessToken = globalThis.sampleTokens.access_token;
+const roundTrips = [];
+for (let i = 0; i < 200; i++) {
+  const t0 = performance.now();
+  const response = await fetch(`${edgeid.url}/userinfo`, { headers: { authorization: `Bearer ${accessToken}` } });
+  await response.text();
+  if (response.status !== 200) throw new Error(`userinfo: ${response.status}`);
+  roundTrips.push(performance.now() - t0);
+}
+const roundTripUs = median(roundTrips) * 1000;
+const jwksBody = await (await fetch(`${edgeid.url}/.well-known/jwks.json`)).text();
+mkdirSync(`${root}target/bench`, { recursive: true });
+writeFileSync(`${root}target/bench/jwks.json`, jwksBody);
+const native = JSON.parse(execFileSync(`${root}target/release/examples/bench_native`, [edgeid.url, "edgeid", accessToken, `${root}target/bench/jwks.json`]).toString());
+const edgeidStartup = edgeid.startupMs;
+edgeid.stop();
+
+// The peer.
+const peer = await start("oidc-provider");
+const peerJwks = await medianLoad(peer, { url: `${peer.url}/jwks`, duration: SECONDS });
+const peerRefresh = await refreshLoad(peer, "/token", "&client_id=edgeid");
+peer.stop();
+
+const met = (ok) => (ok ? "met" : "not met");
+row("Argon2id m=19456 t=2 p=1, ms per hash", fixed(argon2), `native ${fixed(native.argon2_ms_per_hash)}`, `${fixed(argon2 / native.argon2_ms_per_hash, 2)}×`, "≤ 1.3×", met(argon2 / native.argon2_ms_per_hash <= 1.3));
+row("sign one token (ES256), ms in the worker", fixed(signWebCrypto, 3), `jwt-compact in wasm ${fixed(signWasm, 3)}`, `${fixed(signWasm / signWebCrypto, 1)}× faster`, "≤ 0.15 ms", met(signWebCrypto <= 0.15));
+row("JWKS, CPU µs per request", fixed(jwks.cpuUs), `constant Worker ${fixed(floor.cpuUs)}`, `${fixed(jwks.cpuUs / floor.cpuUs, 2)}×`, "≤ 1.2×", met(jwks.cpuUs / floor.cpuUs <= 1.2));
+row("discovery, CPU µs per request", fixed(discovery.cpuUs), `constant Worker ${fixed(floor.cpuUs)}`, `${fixed(discovery.cpuUs / floor.cpuUs, 2)}×`, "≤ 1.2×", met(discovery.cpuUs / floor.cpuUs <= 1.2));
+row("refresh grant, CPU µs per request", fixed(refresh.cpuUs), `oidc-provider ${fixed(peerRefresh.cpuUs)}`, `${fixed(refresh.cpuUs / peerRefresh.cpuUs, 2)}×`, "≤ 0.75×", met(refresh.cpuUs / peerRefresh.cpuUs <= 0.75));
+row("refresh grant, req/s", fixed(refresh.rps, 0), `oidc-provider ${fixed(peerRefresh.rps, 0)}`, `${fixed(refresh.rps / peerRefresh.rps, 2)}×`, "≥ 1.3×", met(refresh.rps / peerRefresh.rps >= 1.3));
+row("login latency minus hash, p50 / p99 ms", `${fixed(loginP50)} / ${fixed(loginP99)}`, `hash ${fixed(argon2)} ms`, "", "≤ 3 / 10 ms", met(loginP50 <= 3 && loginP99 <= 10));
+row("downstream verification, µs per token", fixed(native.verify_us_per_token, 2), `round trip to /userinfo ${fixed(roundTripUs, 0)}`, `${fixed(roundTripUs / native.verify_us_per_token, 0)}×`, "≥ 50×", met(roundTripUs / native.verify_us_per_token >= 50));
+row("worker size, gzip KiB", fixed(gzipKiB, 0), "", "", "≤ 1024 KiB", met(gzipKiB <= 1024));
+row("start to first response, ms", fixed(edgeidStartup, 0), `constant Worker ${fixed(constant.startupMs, 0)}`, "", "", "");
+row("JWKS / discovery / constant, req/s", `${fixed(jwks.rps, 0)} / ${fixed(discovery.rps, 0)}`, `constant ${fixed(floor.rps, 0)}; oidc-provider JWKS ${fixed(peerJwks.rps, 0)}`, "", "", "");
+
+const cpuModel = cpus()[0]?.model ?? "unknown CPU";
+const lines = [
+  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
+  "",
+  "| measure | edgeid | reference | ratio | goal | |",
+  "| --- | ---: | --- | ---: | --- | --- |",
+  ...rows.map((r) => `| ${r.measure} | ${r.edgeid} | ${r.reference} | ${r.ratio} | ${r.goal} | ${r.met} |`),
+];
+const report = lines.join("\n");
+console.log(report);
+writeFileSync(`${root}target/bench/results.md`, report + "\n");

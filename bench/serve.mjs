@@ -1,0 +1,77 @@
+// A server for the benchmark, alone in its process so that its CPU time can be measured
+// (scripts/bench.sh pins it to one core):
+//   node bench/serve.mjs edgeid PORT [NAME=VALUE ...]   the release worker on workerd (Miniflare)
+//   node bench/serve.mjs constant PORT                 a Worker that answers "ok", same runtime
+//   node bench/serve.mjs oidc-provider PORT            the peer: oidc-provider on Node
+// It prints "ready <url> <ms from start to first response>" once it answers.
+import { readFileSync, readdirSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+
+const [kind, portArg, ...assignments] = process.argv.slice(2);
+const port = Number(portArg);
+const root = new URL("..", import.meta.url).pathname;
+const started = performance.now();
+const url = `http://127.0.0.1:${port}`;
+
+// Miniflare 4 (pinned in bench/package.json), whose API is stable; its workerd is of
+// 2026-07-21, so the compatibility date is set no later than that.
+async function miniflare(worker) {
+  const { Miniflare } = await import("miniflare");
+  const instance = new Miniflare({ host: "127.0.0.1", port, compatibilityDate: "2026-07-01", ...worker });
+  await instance.ready;
+  return instance;
+}
+
+if (kind === "edgeid") {
+  const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
+  const mf = await miniflare({
+    modules: true,
+    scriptPath: `${root}build/index.js`,
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    d1Databases: { DB: "bench-db" },
+    kvNamespaces: { KV: "bench-kv" },
+    queueProducers: { MAIL_QUEUE: { queueName: "edgeid-mail" }, MAIL_DEAD_LETTERS: { queueName: "edgeid-mail-dead" } },
+    queueConsumers: {
+      "edgeid-mail": { maxBatchSize: 1, maxBatchTimeout: 1, maxRetries: 3, deadLetterQueue: "edgeid-mail-dead" },
+      "edgeid-mail-dead": { maxBatchSize: 10, maxBatchTimeout: 5, maxRetries: 10 },
+    },
+    bindings: {
+      ISSUER: url,
+      MAIL_PROVIDER: "log",
+      KEY_ENCRYPTION_KEY: "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI",
+      BREACHED_PASSWORD_CHECK: "off",
+      BENCH_ENDPOINTS: "true",
+      ...vars,
+    },
+  });
+  // The schema, as `wrangler d1 migrations apply` would.
+  const db = await mf.getD1Database("DB");
+  for (const file of readdirSync(`${root}migrations`).filter((f) => f.endsWith(".sql")).sort()) {
+    const sql = readFileSync(`${root}migrations/${file}`, "utf8").replace(/--.*$/gm, "");
+    for (const statement of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
+      await db.prepare(statement).run();
+    }
+  }
+} else if (kind === "constant") {
+  await miniflare({
+    modules: true,
+    script: `export default { fetch() { return new Response("ok"); } };`,
+  });
+} else if (kind === "oidc-provider") {
+  const { startPeer } = await import("./oidc-provider.mjs");
+  await startPeer(port);
+} else {
+  console.error(`unknown server ${kind}`);
+  process.exit(2);
+}
+
+// Ready means answering.
+const probe = kind === "oidc-provider" ? "/.well-known/openid-configuration" : kind === "edgeid" ? "/healthz" : "/";
+for (;;) {
+  try {
+    const response = await fetch(url + probe);
+    if (response.ok) break;
+  } catch {}
+  await new Promise((resolve) => setTimeout(resolve, 20));
+}
+console.log(`ready ${url} ${(performance.now() - started).toFixed(0)}`);

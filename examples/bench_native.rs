@@ -1,0 +1,55 @@
+//! The native side of the benchmark command (scripts/bench.sh): the same code as the worker,
+//! compiled for the host. Prints JSON:
+//! - `argon2_ms_per_hash`: Argon2id at the OWASP minimum, as the worker hashes;
+//! - `verify_us_per_token`: `edgeid::verifier` checking an access token against a cached JWKS,
+//!   as a downstream Rust service does.
+//!
+//! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`
+
+use std::time::Instant;
+
+use edgeid::domain::password::{hash_password, HashParams, Password};
+use edgeid::ports::{HttpClient, HttpError, OutboundRequest, OutboundResponse};
+use edgeid::verifier::{Verifier, VerifierConfig};
+
+/// Serves the JWKS the benchmark fetched from the worker, as the issuer would.
+struct CachedJwks(String);
+
+impl HttpClient for CachedJwks {
+    async fn send(&self, _request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+        Ok(OutboundResponse {
+            status: 200,
+            headers: vec![("cache-control".to_owned(), "public, max-age=300".to_owned())],
+            body: self.0.clone(),
+        })
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [issuer, audience, token, jwks_file] = args.as_slice() else {
+        return Err("usage: bench_native ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE".to_owned());
+    };
+
+    let password = Password::presented("a benchmark passphrase");
+    let hashes = 20;
+    let started = Instant::now();
+    for index in 0..hashes {
+        hash_password(&password, &[index as u8; 16], &HashParams::OWASP_MINIMUM).map_err(|err| err.to_string())?;
+    }
+    let argon2_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(hashes);
+
+    let jwks = std::fs::read_to_string(jwks_file).map_err(|err| err.to_string())?;
+    let verifier = Verifier::new(VerifierConfig::for_issuer(issuer, audience), CachedJwks(jwks));
+    let now = chrono::DateTime::from(std::time::SystemTime::now());
+    // The first call fetches the JWKS; the rest are the cached case being measured.
+    pollster::block_on(verifier.verify_access_token(token, now)).map_err(|err| err.to_string())?;
+    let verifications = 20_000;
+    let started = Instant::now();
+    for _ in 0..verifications {
+        pollster::block_on(verifier.verify_access_token(token, now)).map_err(|err| err.to_string())?;
+    }
+    let verify_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(verifications);
+    println!("{{\"argon2_ms_per_hash\": {argon2_ms:.3}, \"verify_us_per_token\": {verify_us:.3}}}");
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Measurement endpoints for the benchmark command (`scripts/bench.sh`), only with
+//! `BENCH_ENDPOINTS=true` — never set by wrangler.toml, and refused on a public HTTPS
+//! deployment. They time work inside the isolate with `Date.now()`, which advances during CPU
+//! work in local workerd (not in production, where these routes do not exist anyway).
+//!
+//! - `GET /__bench/argon2?n=N`: Argon2id with the configured parameters, ms per hash;
+//! - `GET /__bench/sign?n=N`: the token pair of a login, ms per token, through WebCrypto and
+//!   through jwt-compact in wasm;
+//! - `POST /__bench/refresh-tokens?n=N`: N fresh sessions of one verified user, their refresh
+//!   tokens (to drive the refresh grant without N logins).
+
+use chrono::Duration;
+use serde_json::json;
+
+use crate::api::{ApiRequest, ApiResponse};
+use crate::config::Config;
+use crate::domain::email::Email;
+use crate::domain::opaque_token::{random_id, OpaqueToken};
+use crate::domain::password::{hash_password, Password};
+use crate::domain::signing::SigningAlg;
+use crate::domain::tokens::{issue_tokens, Subject};
+use crate::flows::{Context, Internal};
+use crate::ports::{Crypto, CryptoError, Database, EntropyError, HttpClient};
+use crate::store::{self, NewOneTimeToken, NewSession, NewUser, Purpose};
+
+fn now_ms() -> f64 {
+    worker::js_sys::Date::now()
+}
+
+fn count(request: &ApiRequest, default: usize, max: usize) -> usize {
+    request.query_param("n").and_then(|n| n.parse().ok()).unwrap_or(default).clamp(1, max)
+}
+
+fn json_response(value: &serde_json::Value) -> ApiResponse {
+    ApiResponse::new(200, "application/json", value.to_string().into_bytes()).with_header("Cache-Control", "no-store")
+}
+
+/// The same crypto, but declining to sign: the core then signs in Rust (wasm).
+struct RustSigning<'a, E>(&'a E);
+
+impl<E: Crypto> Crypto for RustSigning<'_, E> {
+    fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
+        self.0.fill(buffer)
+    }
+
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, CryptoError> {
+        self.0.generate_rsa_key().await
+    }
+
+    async fn sign_jws(
+        &self,
+        alg: SigningAlg,
+        kid: &str,
+        key: &[u8],
+        message: &[u8],
+    ) -> Result<Option<Vec<u8>>, CryptoError> {
+        match alg {
+            SigningAlg::Rs256 => self.0.sign_jws(alg, kid, key, message).await,
+            SigningAlg::Es256 | SigningAlg::EdDsa => Ok(None),
+        }
+    }
+}
+
+pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+) -> Result<ApiResponse, Internal> {
+    Ok(match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/__bench/argon2") => {
+            let n = count(request, 5, 50);
+            let password = Password::presented("a benchmark passphrase");
+            let started = now_ms();
+            for index in 0..n {
+                hash_password(&password, &[index as u8; 16], &ctx.config.password_hash)?;
+            }
+            json_response(&json!({ "n": n, "ms_per_hash": (now_ms() - started) / n as f64 }))
+        }
+        ("GET", "/__bench/sign") => {
+            let n = count(request, 200, 5000);
+            let keys = ctx.signing_keys().await?;
+            let subject = Subject {
+                user_id: "bench-user",
+                email: "bench@example.com",
+                email_verified: true,
+                session_id: "bench-session",
+                auth_time: ctx.now,
+                nonce: None,
+            };
+            let mut timings = Vec::new();
+            for rust in [false, true] {
+                let started = now_ms();
+                for index in 0..n {
+                    let jti = format!("bench-{index}");
+                    if rust {
+                        issue_tokens(ctx.config, &keys, &RustSigning(ctx.crypto), ctx.now, jti, &subject).await?;
+                    } else {
+                        issue_tokens(ctx.config, &keys, ctx.crypto, ctx.now, jti, &subject).await?;
+                    }
+                }
+                // Two tokens (access and ID) per issue.
+                timings.push((now_ms() - started) / (2 * n) as f64);
+            }
+            json_response(&json!({
+                "n": n,
+                "alg": ctx.config.signing_alg.jws_name(),
+                "ms_per_token_webcrypto": timings[0],
+                "ms_per_token_wasm": timings[1],
+            }))
+        }
+        ("POST", "/__bench/refresh-tokens") => {
+            let n = count(request, 100, 5000);
+            json_response(&json!({ "refresh_tokens": refresh_tokens(ctx, n).await? }))
+        }
+        _ => crate::api::error::ApiError::not_found().into(),
+    })
+}
+
+/// N sessions of one verified benchmark user (created on first use).
+async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    n: usize,
+) -> Result<Vec<String>, Internal> {
+    let Ok(email) = Email::parse("bench-refresh@example.com") else { return Ok(Vec::new()) };
+    let user_id = match store::find_user_by_email(ctx.db, &email).await? {
+        Some(user) => user.id,
+        None => {
+            let id = random_id(ctx.crypto)?;
+            let hash =
+                hash_password(&Password::presented("a benchmark passphrase"), &[7; 16], &ctx.config.password_hash)?;
+            let verification = OpaqueToken::generate(ctx.crypto)?;
+            let reset = OpaqueToken::generate(ctx.crypto)?;
+            let expires_at = ctx.now + Duration::hours(1);
+            store::create_user(
+                ctx.db,
+                &NewUser { id: &id, email: &email, password_hash: &hash, locale: "en" },
+                &NewOneTimeToken {
+                    user_id: &id,
+                    purpose: Purpose::VerifyEmail,
+                    hash: verification.hash(),
+                    expires_at,
+                    code_hash: None,
+                },
+                &NewOneTimeToken {
+                    user_id: &id,
+                    purpose: Purpose::ResetPassword,
+                    hash: reset.hash(),
+                    expires_at,
+                    code_hash: None,
+                },
+                ctx.now,
+            )
+            .await?;
+            // Verified, as a login would require.
+            store::verify_email(ctx.db, verification.hash(), &random_id(ctx.crypto)?, ctx.now).await?;
+            id
+        }
+    };
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let refresh = OpaqueToken::generate(ctx.crypto)?;
+        let session_id = random_id(ctx.crypto)?;
+        let expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
+        store::start_session(
+            ctx.db,
+            &NewSession {
+                id: &session_id,
+                user_id: &user_id,
+                expires_at,
+                refresh_token_hash: refresh.hash(),
+                refresh_token_expires_at: ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds),
+            },
+            ctx.now,
+        )
+        .await?;
+        tokens.push(refresh.plaintext().to_owned());
+    }
+    Ok(tokens)
+}
+
+/// Whether the benchmark endpoints are on (`BENCH_ENDPOINTS=true`).
+pub fn enabled(config: &Config) -> bool {
+    config.bench_endpoints
+}
