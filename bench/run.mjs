@@ -174,7 +174,7 @@ const roundTripUs = median(roundTrips) * 1000;
 const jwksBody = await (await fetch(`${edgeid.url}/.well-known/jwks.json`)).text();
 mkdirSync(`${root}target/bench`, { recursive: true });
 writeFileSync(`${root}target/bench/jwks.json`, jwksBody);
-const native = JSON.parse(execFileSync(`${root}target/release/examples/bench_native`, [edgeid.url, "edgeid", accessToken, `${root}target/bench/jwks.json`]).toString());
+const native = JSON.parse(execFileSync(`${root}target/bench-native/examples/bench_native`, [edgeid.url, "edgeid", accessToken, `${root}target/bench/jwks.json`]).toString());
 const edgeidStartup = edgeid.startupMs;
 edgeid.stop();
 

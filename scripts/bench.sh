@@ -13,7 +13,7 @@ if ! [ -f bench/node_modules/.package-lock.json ] || [ bench/package-lock.json -
   (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 fi
 sh scripts/build-worker.sh
-cargo build --quiet --release --locked --example bench_native
+cargo build --quiet --profile bench-native --locked --example bench_native
 # Servers run pinned to core 0 (bench/run.mjs); the load generator takes core 1.
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
   taskset -c 1 node bench/run.mjs

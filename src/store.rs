@@ -431,7 +431,7 @@ pub async fn rotate_refresh_token(
     successor_sealed: &str,
     new_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<bool, DatabaseError> {
+) -> Result<(bool, Option<RefreshTokenRecord>), DatabaseError> {
     let outcomes = db
         .batch(vec![
             Statement::new(
@@ -447,46 +447,43 @@ pub async fn rotate_refresh_token(
                  WHERE r.token_hash = ?1 AND r.replaced_by = ?2",
                 [old.as_str().into(), new.as_str().into(), now.timestamp().into(), new_expires_at.timestamp().into()],
             ),
+            // What the caller needs either way, read in the same round trip.
+            refresh_token_query(old),
         ])
         .await?;
-    Ok(changes(&outcomes, 0) == 1)
+    let record = outcomes.get(2).and_then(|outcome| outcome.rows.first()).map(refresh_token_record).transpose()?;
+    Ok((changes(&outcomes, 0) == 1, record))
 }
 
-pub async fn find_refresh_token(
-    db: &impl Database,
-    hash: &TokenHash,
-) -> Result<Option<RefreshTokenRecord>, DatabaseError> {
-    let outcomes = db
-        .batch(vec![Statement::new(
-            "SELECT r.session_id, r.user_id, r.consumed_at, r.successor_sealed, r.revoked_at, r.expires_at,
-                    s.auth_time, s.revoked_at AS session_revoked_at, s.expires_at AS session_expires_at,
-                    u.email, u.email_verified_at,
-                    (SELECT count(*) FROM refresh_tokens n
-                      WHERE n.token_hash = r.replaced_by AND (n.consumed_at IS NOT NULL OR n.revoked_at IS NOT NULL))
-                      AS successor_used
-             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = r.user_id
-             WHERE r.token_hash = ?1",
-            [hash.as_str().into()],
-        )])
-        .await?;
-    first_row(&outcomes)
-        .map(|row| {
-            Ok(RefreshTokenRecord {
-                session_id: text(row, "session_id")?,
-                user_id: text(row, "user_id")?,
-                email: text(row, "email")?,
-                email_verified: optional_integer(row, "email_verified_at")?.is_some(),
-                auth_time: integer(row, "auth_time")?,
-                consumed_at: optional_integer(row, "consumed_at")?,
-                successor_sealed: optional_text(row, "successor_sealed")?,
-                successor_used: integer(row, "successor_used")? > 0,
-                revoked: optional_integer(row, "revoked_at")?.is_some(),
-                expires_at: integer(row, "expires_at")?,
-                session_revoked: optional_integer(row, "session_revoked_at")?.is_some(),
-                session_expires_at: integer(row, "session_expires_at")?,
-            })
-        })
-        .transpose()
+fn refresh_token_query(hash: &TokenHash) -> Statement {
+    Statement::new(
+        "SELECT r.session_id, r.user_id, r.consumed_at, r.successor_sealed, r.revoked_at, r.expires_at,
+                s.auth_time, s.revoked_at AS session_revoked_at, s.expires_at AS session_expires_at,
+                u.email, u.email_verified_at,
+                (SELECT count(*) FROM refresh_tokens n
+                  WHERE n.token_hash = r.replaced_by AND (n.consumed_at IS NOT NULL OR n.revoked_at IS NOT NULL))
+                  AS successor_used
+         FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id JOIN users u ON u.id = r.user_id
+         WHERE r.token_hash = ?1",
+        [hash.as_str().into()],
+    )
+}
+
+fn refresh_token_record(row: &Row) -> Result<RefreshTokenRecord, DatabaseError> {
+    Ok(RefreshTokenRecord {
+        session_id: text(row, "session_id")?,
+        user_id: text(row, "user_id")?,
+        email: text(row, "email")?,
+        email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+        auth_time: integer(row, "auth_time")?,
+        consumed_at: optional_integer(row, "consumed_at")?,
+        successor_sealed: optional_text(row, "successor_sealed")?,
+        successor_used: integer(row, "successor_used")? > 0,
+        revoked: optional_integer(row, "revoked_at")?.is_some(),
+        expires_at: integer(row, "expires_at")?,
+        session_revoked: optional_integer(row, "session_revoked_at")?.is_some(),
+        session_expires_at: integer(row, "session_expires_at")?,
+    })
 }
 
 /// Ends the session `refresh_token` belongs to, with every refresh token of its family.

@@ -33,7 +33,7 @@ async fn fetch(request: Request, env: Env, worker_ctx: Context) -> worker::Resul
 }
 
 async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
-    let config = Config::from_lookup(|name| lookup(env, name)).map_err(|err| format!("configuration: {err}"))?;
+    let config = config(env)?;
     let api_request = match to_api_request(&mut request).await {
         Ok(api_request) => api_request,
         Err(rejection) => return Ok(rejection),
@@ -115,6 +115,20 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
 thread_local! {
     /// The key table as this isolate last read it (see `keyring`): a minute at most.
     static KEYRING: Rc<Keyring> = Rc::new(Keyring::new(60));
+    /// The configuration, read and checked once per isolate: an isolate belongs to one
+    /// deployment, whose variables and secrets do not change under it.
+    static CONFIG: std::cell::RefCell<Option<Rc<Config>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The isolate's configuration (see `CONFIG`). An invalid one is not cached: every request
+/// answers `server_error` and logs why, until a deployment fixes it.
+fn config(env: &Env) -> Result<Rc<Config>, String> {
+    if let Some(config) = CONFIG.with(|cached| cached.borrow().clone()) {
+        return Ok(config);
+    }
+    let config = Rc::new(Config::from_lookup(|name| lookup(env, name)).map_err(|err| format!("configuration: {err}"))?);
+    CONFIG.with(|cached| *cached.borrow_mut() = Some(Rc::clone(&config)));
+    Ok(config)
 }
 
 fn now() -> DateTime<Utc> {

@@ -35,13 +35,11 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     let successor = ctx.new_token()?;
     let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;
     let sliding_expiry = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
-    let won = store::rotate_refresh_token(ctx.db, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
+    // One round trip: the rotation and the record, in one batch.
+    let (won, record) = store::rotate_refresh_token(ctx.db, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
         .await
         .map_err(Internal::from)?;
-    let record = store::find_refresh_token(ctx.db, &hash)
-        .await
-        .map_err(Internal::from)?
-        .ok_or(RefreshError::InvalidGrant("unknown"))?;
+    let record = record.ok_or(RefreshError::InvalidGrant("unknown"))?;
     if won {
         return Ok(issue(ctx, &record, successor.plaintext().to_owned()).await?);
     }
