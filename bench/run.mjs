@@ -142,6 +142,12 @@ const signWasm = median(signRuns.map((r) => r.ms_per_token_wasm));
 const jwks = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/jwks.json`, duration: SECONDS });
 const discovery = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/openid-configuration`, duration: SECONDS });
 const refresh = await refreshLoad(edgeid, "/oauth/token", "");
+// What one D1 batch costs here: Miniflare simulates D1 inside the same workerd process
+// group, so its CPU is in every figure above (in production D1 runs on its own servers).
+// /healthz is one batch (SELECT 1) on top of what the static security.txt costs.
+const withBatch = await medianLoad(edgeid, { url: `${edgeid.url}/healthz`, duration: SECONDS });
+const noBatch = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/security.txt`, duration: SECONDS });
+const d1BatchUs = withBatch.cpuUs - noBatch.cpuUs;
 
 // Login latency: one account (created by the refresh-token minting), sequential logins.
 const latencies = [];
@@ -190,6 +196,8 @@ row("sign one token (ES256), ms in the worker", fixed(signWebCrypto, 3), `jwt-co
 row("JWKS, CPU µs per request", fixed(jwks.cpuUs), `constant Worker ${fixed(floor.cpuUs)}`, `${fixed(jwks.cpuUs / floor.cpuUs, 2)}×`, "≤ 1.2×", met(jwks.cpuUs / floor.cpuUs <= 1.2));
 row("discovery, CPU µs per request", fixed(discovery.cpuUs), `constant Worker ${fixed(floor.cpuUs)}`, `${fixed(discovery.cpuUs / floor.cpuUs, 2)}×`, "≤ 1.2×", met(discovery.cpuUs / floor.cpuUs <= 1.2));
 row("refresh grant, CPU µs per request", fixed(refresh.cpuUs), `oidc-provider ${fixed(peerRefresh.cpuUs)}`, `${fixed(refresh.cpuUs / peerRefresh.cpuUs, 2)}×`, "≤ 0.75×", met(refresh.cpuUs / peerRefresh.cpuUs <= 0.75));
+row("refresh grant minus its one D1 batch, CPU µs", fixed(refresh.cpuUs - d1BatchUs), `oidc-provider ${fixed(peerRefresh.cpuUs)} (in-memory store)`, `${fixed((refresh.cpuUs - d1BatchUs) / peerRefresh.cpuUs, 2)}×`, "(≤ 0.75×)", met((refresh.cpuUs - d1BatchUs) / peerRefresh.cpuUs <= 0.75));
+row("one local D1 batch (Miniflare), CPU µs", fixed(d1BatchUs), `static page ${fixed(noBatch.cpuUs)}`, "", "", "");
 row("refresh grant, req/s", fixed(refresh.rps, 0), `oidc-provider ${fixed(peerRefresh.rps, 0)}`, `${fixed(refresh.rps / peerRefresh.rps, 2)}×`, "≥ 1.3×", met(refresh.rps / peerRefresh.rps >= 1.3));
 row("login latency minus hash, p50 / p99 ms", `${fixed(loginP50)} / ${fixed(loginP99)}`, `hash ${fixed(argon2)} ms`, "", "≤ 3 / 10 ms", met(loginP50 <= 3 && loginP99 <= 10));
 row("downstream verification, µs per token", fixed(native.verify_us_per_token, 2), `round trip to /userinfo ${fixed(roundTripUs, 0)}`, `${fixed(roundTripUs / native.verify_us_per_token, 0)}×`, "≥ 50×", met(roundTripUs / native.verify_us_per_token >= 50));

@@ -273,8 +273,9 @@ pub async fn verify_email_by_code(
             ),
             Statement::new(
                 "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2
-                 WHERE id IN (SELECT user_id FROM one_time_tokens WHERE consumed_by = ?1)",
-                [nonce.into(), now.timestamp().into()],
+                 WHERE email = ?3
+                   AND EXISTS (SELECT 1 FROM one_time_tokens t WHERE t.user_id = users.id AND t.consumed_by = ?1)",
+                [nonce.into(), now.timestamp().into(), email.as_str().into()],
             ),
         ])
         .await?;
@@ -437,7 +438,8 @@ pub async fn rotate_refresh_token(
             Statement::new(
                 "UPDATE refresh_tokens SET consumed_at = ?4, replaced_by = ?2, successor_sealed = ?3
                  WHERE token_hash = ?1 AND consumed_at IS NULL AND revoked_at IS NULL AND expires_at > ?4
-                   AND session_id IN (SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > ?4)",
+                   AND EXISTS (SELECT 1 FROM sessions s
+                               WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?4)",
                 [old.as_str().into(), new.as_str().into(), successor_sealed.into(), now.timestamp().into()],
             ),
             Statement::new(
