@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::MailProvider;
 use crate::domain::documents::openid_configuration;
+use crate::domain::signing::{PublicDocuments, SigningKeys};
 use crate::flows::{login, password_reset, session, signup, verify_email, Context};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store;
@@ -30,8 +31,25 @@ pub struct ApiRequest {
     pub body: Vec<u8>,
 }
 
+/// Every request header the API reads, lower-case. The adapter copies only these into an
+/// [`ApiRequest`] (reading each costs a call across the wasm boundary); reading any other is a
+/// bug that debug builds, and so the tests, catch.
+pub const REQUEST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-language",
+    "authorization",
+    "cf-connecting-ip",
+    "content-length",
+    "content-type",
+    "cookie",
+    "if-none-match",
+    "origin",
+    "sec-fetch-site",
+];
+
 impl ApiRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
+        debug_assert!(REQUEST_HEADERS.contains(&name), "the API reads header {name:?}: add it to REQUEST_HEADERS");
         self.headers.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
@@ -95,19 +113,19 @@ impl ApiResponse {
         ApiResponse::private_json(status, &json!({ "status": value }))
     }
 
-    /// A public document that caches may keep for `max_age` seconds, revalidated by its ETag.
-    fn public_json(request: &ApiRequest, body: String, max_age: i64) -> ApiResponse {
-        let etag = format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]));
+    /// A public document that caches may keep for `max_age` seconds, revalidated by its ETag
+    /// ([`etag_of`] its body).
+    fn public_json(request: &ApiRequest, body: &str, etag: &str, max_age: i64) -> ApiResponse {
         let matches = request.header("if-none-match").is_some_and(|candidates| {
             candidates.split(',').any(|candidate| {
                 let candidate = candidate.trim();
                 candidate == "*" || candidate.trim_start_matches("W/") == etag
             })
         });
-        let (status, body) = if matches { (304, Vec::new()) } else { (200, body.into_bytes()) };
+        let (status, body) = if matches { (304, Vec::new()) } else { (200, body.as_bytes().to_vec()) };
         ApiResponse::new(status, "application/json", body)
             .with_header("Cache-Control", format!("public, max-age={max_age}"))
-            .with_header("ETag", etag)
+            .with_header("ETag", etag.to_owned())
             .with_header("Access-Control-Allow-Origin", "*")
     }
 }
@@ -140,6 +158,17 @@ fn token_response(tokens: &login::LoginTokens) -> ApiResponse {
         }),
     )
     .with_header("Pragma", "no-cache")
+}
+
+/// A strong ETag: the first 128 bits of the body's SHA-256.
+fn etag_of(body: &str) -> String {
+    format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]))
+}
+
+/// The JWKS and discovery documents of a key set with their ETags, made once per key set.
+fn public_documents(config: &crate::config::Config, keys: &SigningKeys) -> PublicDocuments {
+    let discovery = openid_configuration(config, keys.algorithms()).to_string();
+    PublicDocuments { jwks_etag: etag_of(keys.jwks_json()), discovery_etag: etag_of(&discovery), discovery }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -280,14 +309,20 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
             ApiResponse::status(200, "ok")
         }
         Route::Discovery => {
-            let document = openid_configuration(ctx.config, ctx.signing_keys().await?.algorithms()).to_string();
-            ApiResponse::public_json(request, document, ctx.config.jwks_max_age_seconds())
+            let keys = ctx.signing_keys().await?;
+            let documents = keys.documents(|keys| public_documents(ctx.config, keys));
+            ApiResponse::public_json(
+                request,
+                &documents.discovery,
+                &documents.discovery_etag,
+                ctx.config.jwks_max_age_seconds(),
+            )
         }
-        Route::Jwks => ApiResponse::public_json(
-            request,
-            ctx.signing_keys().await?.jwks_json().to_owned(),
-            ctx.config.jwks_max_age_seconds(),
-        ),
+        Route::Jwks => {
+            let keys = ctx.signing_keys().await?;
+            let documents = keys.documents(|keys| public_documents(ctx.config, keys));
+            ApiResponse::public_json(request, keys.jwks_json(), &documents.jwks_etag, ctx.config.jwks_max_age_seconds())
+        }
         Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
             .with_header("Cache-Control", "public, max-age=86400"),
         Route::ChangePassword => ApiResponse::new(302, "text/plain; charset=utf-8", Vec::new())

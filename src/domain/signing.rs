@@ -392,6 +392,17 @@ pub struct SigningKeys {
     published: PublishedKeys,
     jwks_json: String,
     algorithms: Vec<&'static str>,
+    /// The public documents made from this key set, once: an isolate serves them from here
+    /// for as long as it keeps the key set.
+    documents: std::cell::OnceCell<PublicDocuments>,
+}
+
+/// The JWKS and discovery bodies with their ETags, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicDocuments {
+    pub jwks_etag: String,
+    pub discovery: String,
+    pub discovery_etag: String,
 }
 
 impl fmt::Debug for SigningKeys {
@@ -415,7 +426,7 @@ impl SigningKeys {
             }
         }
         let jwks_json = json!({ "keys": jwks }).to_string();
-        SigningKeys { active, published, jwks_json, algorithms }
+        SigningKeys { active, published, jwks_json, algorithms, documents: std::cell::OnceCell::new() }
     }
 
     pub fn active_kid(&self) -> &str {
@@ -425,6 +436,11 @@ impl SigningKeys {
     /// The JWKS document (`{"keys": [...]}`), public parts only.
     pub fn jwks_json(&self) -> &str {
         &self.jwks_json
+    }
+
+    /// The public documents of this key set, made by `make` the first time they are needed.
+    pub fn documents(&self, make: impl FnOnce(&SigningKeys) -> PublicDocuments) -> &PublicDocuments {
+        self.documents.get_or_init(|| make(self))
     }
 
     /// The algorithms of the published keys, for the discovery document.
