@@ -133,7 +133,7 @@ const edgeid = await start("edgeid", [
   "RATE_LIMIT_MAIL_PER_ADDRESS=off", "RATE_LIMIT_TOKEN_PER_IP=off",
 ]);
 const argon2Runs = [];
-for (let i = 0; i < 3; i++) argon2Runs.push((await json(`${edgeid.url}/__bench/argon2?n=5`)).ms_per_hash);
+for (let i = 0; i < 5; i++) argon2Runs.push((await json(`${edgeid.url}/__bench/argon2?n=8`)).ms_per_hash);
 const argon2 = median(argon2Runs);
 const signRuns = [];
 for (let i = 0; i < 3; i++) signRuns.push(await json(`${edgeid.url}/__bench/sign?n=500`));
