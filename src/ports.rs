@@ -138,3 +138,24 @@ pub struct HttpError(pub String);
 pub trait HttpClient {
     async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, HttpError>;
 }
+
+/// For the core's unit tests: randomness from a closure, no platform signing (the core signs
+/// ES256 and EdDSA itself; RSA is refused).
+#[cfg(test)]
+pub(crate) struct TestCrypto<F: Fn(&mut [u8])>(pub F);
+
+#[cfg(test)]
+impl<F: Fn(&mut [u8])> Crypto for TestCrypto<F> {
+    fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
+        (self.0)(buffer);
+        Ok(())
+    }
+
+    async fn generate_rsa_key(&self) -> Result<Vec<u8>, CryptoError> {
+        Err(CryptoError("no RSA in unit tests".to_owned()))
+    }
+
+    async fn sign_jws(&self, _: SigningAlg, _: &str, _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+        Ok(None)
+    }
+}

@@ -108,31 +108,13 @@ pub fn random_id(crypto: &impl Crypto) -> Result<String, EntropyError> {
 mod tests {
     use super::*;
 
-    struct Fixed(u8);
-    impl Crypto for Fixed {
-        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::CryptoError> {
-            Err(crate::ports::CryptoError("no RSA in this test".to_owned()))
-        }
-
-        async fn sign_jws(
-            &self,
-            _: crate::domain::signing::SigningAlg,
-            _: &str,
-            _: &[u8],
-            _: &[u8],
-        ) -> Result<Option<Vec<u8>>, crate::ports::CryptoError> {
-            Ok(None)
-        }
-
-        fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
-            buffer.fill(self.0);
-            Ok(())
-        }
+    fn fixed(byte: u8) -> crate::ports::TestCrypto<impl Fn(&mut [u8])> {
+        crate::ports::TestCrypto(move |buffer: &mut [u8]| buffer.fill(byte))
     }
 
     #[test]
     fn plaintext_carries_256_bits_and_round_trips_to_its_hash() {
-        let token = OpaqueToken::generate(&Fixed(0xab)).unwrap();
+        let token = OpaqueToken::generate(&fixed(0xab)).unwrap();
         assert_eq!(token.plaintext().len(), TOKEN_CHARS);
         assert_eq!(URL_SAFE_NO_PAD.decode(token.plaintext()).unwrap(), vec![0xab; 32]);
         assert_eq!(&TokenHash::of_presented(token.plaintext()).unwrap(), token.hash());
@@ -142,10 +124,10 @@ mod tests {
 
     #[test]
     fn only_the_previous_token_opens_its_successor() {
-        let previous = OpaqueToken::generate(&Fixed(1)).unwrap();
-        let other = OpaqueToken::generate(&Fixed(2)).unwrap();
-        let successor = OpaqueToken::generate(&Fixed(3)).unwrap();
-        let sealed = seal_successor(previous.plaintext(), &successor, &Fixed(4)).unwrap();
+        let previous = OpaqueToken::generate(&fixed(1)).unwrap();
+        let other = OpaqueToken::generate(&fixed(2)).unwrap();
+        let successor = OpaqueToken::generate(&fixed(3)).unwrap();
+        let sealed = seal_successor(previous.plaintext(), &successor, &fixed(4)).unwrap();
         assert_eq!(open_successor(previous.plaintext(), &sealed).as_deref(), Some(successor.plaintext()));
         assert_eq!(open_successor(other.plaintext(), &sealed), None);
         assert!(!sealed.contains(successor.plaintext()));
@@ -157,7 +139,7 @@ mod tests {
 
     #[test]
     fn refuses_malformed_presentations() {
-        let good = OpaqueToken::generate(&Fixed(1)).unwrap().plaintext().to_owned();
+        let good = OpaqueToken::generate(&fixed(1)).unwrap().plaintext().to_owned();
         for bad in [
             String::new(),
             good[..42].to_owned(),

@@ -42,32 +42,13 @@ pub fn open(key: &[u8; 32], associated_data: &[u8], sealed: &str) -> Option<Vec<
 mod tests {
     use super::*;
 
-    struct Counter(std::cell::Cell<u8>);
-    impl Crypto for Counter {
-        async fn generate_rsa_key(&self) -> Result<Vec<u8>, crate::ports::CryptoError> {
-            Err(crate::ports::CryptoError("no RSA in this test".to_owned()))
-        }
-
-        async fn sign_jws(
-            &self,
-            _: crate::domain::signing::SigningAlg,
-            _: &str,
-            _: &[u8],
-            _: &[u8],
-        ) -> Result<Option<Vec<u8>>, crate::ports::CryptoError> {
-            Ok(None)
-        }
-
-        fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
-            self.0.set(self.0.get() + 1);
-            buffer.fill(self.0.get());
-            Ok(())
-        }
-    }
-
     #[test]
     fn opens_only_with_the_same_key_and_associated_data() {
-        let crypto = Counter(std::cell::Cell::new(0));
+        let counter = std::cell::Cell::new(0u8);
+        let crypto = crate::ports::TestCrypto(|buffer: &mut [u8]| {
+            counter.set(counter.get() + 1);
+            buffer.fill(counter.get());
+        });
         let sealed = seal(&[1; 32], b"kid-1", b"private key", &crypto).unwrap();
         assert_eq!(open(&[1; 32], b"kid-1", &sealed).as_deref(), Some(&b"private key"[..]));
         assert_eq!(open(&[2; 32], b"kid-1", &sealed), None);
