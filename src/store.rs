@@ -186,13 +186,21 @@ pub struct NewEmailToken<'a> {
 }
 
 pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Option<UserRecord>, DatabaseError> {
-    let outcomes = db
-        .batch(vec![Statement::new(
-            "SELECT id, email, password_hash, email_verified_at FROM users WHERE email = ?1",
-            [email.as_str().into()],
-        )])
-        .await?;
+    let outcomes = db.batch(vec![find_user_statement(email)]).await?;
     first_row(&outcomes).map(user_record).transpose()
+}
+
+/// The statement of [`find_user_by_email`], to ride in another batch ([`user_from`] reads it).
+pub fn find_user_statement(email: &Email) -> Statement {
+    Statement::new(
+        "SELECT id, email, password_hash, email_verified_at FROM users WHERE email = ?1",
+        [email.as_str().into()],
+    )
+}
+
+/// The user a [`find_user_statement`] found.
+pub fn user_from(outcome: Option<&StatementOutcome>) -> Result<Option<UserRecord>, DatabaseError> {
+    outcome.and_then(|outcome| outcome.rows.first()).map(user_record).transpose()
 }
 
 /// Stores a new one-time token. A new reset token voids the user's older ones, so only the
@@ -358,13 +366,16 @@ pub async fn reset_password(
     }
 }
 
-/// Starts a session with its first refresh token.
+/// Starts a session with its first refresh token; in the same batch, puts back the budget
+/// units in `returned` (a login that turned out right).
 pub async fn start_session(
     db: &impl Database,
     session: &NewSession<'_>,
+    returned: &[BucketDraw],
     now: DateTime<Utc>,
 ) -> Result<(), DatabaseError> {
-    db.batch(vec![
+    let mut statements = returned.iter().map(return_statement).collect::<Vec<_>>();
+    statements.extend([
         Statement::new(
             "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at) VALUES (?1, ?2, ?3, ?3, ?4)",
             [
@@ -384,9 +395,8 @@ pub async fn start_session(
                 session.refresh_token_expires_at.timestamp().into(),
             ],
         ),
-    ])
-    .await
-    .map(drop)
+    ]);
+    db.batch(statements).await.map(drop)
 }
 
 fn changes(outcomes: &[StatementOutcome], index: usize) -> u64 {
@@ -695,12 +705,15 @@ pub struct BucketState {
 
 /// Takes one unit from each bucket that has one (`domain::rate_limit::admit`, in SQL): a
 /// conditional upsert per bucket, so concurrent requests are counted exactly. One batch.
+/// Statements in `also` run in the same batch, after the buckets' (whatever the buckets say);
+/// their outcomes come back second.
 pub async fn take_from_buckets(
     db: &impl Database,
     draws: &[BucketDraw],
     now_ms: i64,
-) -> Result<Vec<BucketState>, DatabaseError> {
-    let mut statements = Vec::with_capacity(draws.len() * 2);
+    also: Vec<Statement>,
+) -> Result<(Vec<BucketState>, Vec<StatementOutcome>), DatabaseError> {
+    let mut statements = Vec::with_capacity(draws.len() * 2 + also.len());
     for draw in draws {
         statements.push(Statement::new(
             "INSERT INTO rate_limits (bucket, tat) VALUES (?1, ?2 + ?3)
@@ -710,8 +723,9 @@ pub async fn take_from_buckets(
         ));
         statements.push(Statement::new("SELECT tat FROM rate_limits WHERE bucket = ?1", [draw.bucket.as_str().into()]));
     }
-    let outcomes = db.batch(statements).await?;
-    (0..draws.len())
+    statements.extend(also);
+    let mut outcomes = db.batch(statements).await?;
+    let states = (0..draws.len())
         .map(|index| {
             let tat_ms = outcomes
                 .get(index * 2 + 1)
@@ -721,21 +735,21 @@ pub async fn take_from_buckets(
                 .unwrap_or(now_ms);
             Ok(BucketState { taken: changes(&outcomes, index * 2) == 1, tat_ms })
         })
-        .collect()
+        .collect::<Result<Vec<_>, DatabaseError>>()?;
+    let also_outcomes = outcomes.split_off((draws.len() * 2).min(outcomes.len()));
+    Ok((states, also_outcomes))
 }
 
 /// Puts back one unit taken from each bucket (a request that turned out not to count).
 pub async fn return_to_buckets(db: &impl Database, draws: &[BucketDraw]) -> Result<(), DatabaseError> {
-    let statements = draws
-        .iter()
-        .map(|draw| {
-            Statement::new(
-                "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
-                [draw.bucket.as_str().into(), draw.cost_ms.into()],
-            )
-        })
-        .collect();
-    db.batch(statements).await.map(drop)
+    db.batch(draws.iter().map(return_statement).collect()).await.map(drop)
+}
+
+fn return_statement(draw: &BucketDraw) -> Statement {
+    Statement::new(
+        "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
+        [draw.bucket.as_str().into(), draw.cost_ms.into()],
+    )
 }
 
 /// Deletes buckets that are full again (their TAT has passed): the same as having no row.

@@ -337,3 +337,27 @@ fn short_codes_verify_once_within_a_budget_that_a_resend_does_not_reset() {
     let first = app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": code}));
     assert_eq!(first.status, 200);
 }
+
+/// A login is one round trip to read the account with its budgets, then one to start the
+/// session and give the account's unit back (plus the signing keys, which the worker caches);
+/// a failure is the first round trip only.
+#[test]
+fn logins_make_few_round_trips_and_a_right_password_is_never_throttled() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_IP", "100/900"), ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "3/900")]);
+    app.verified_account("trips@example.com", PASSWORD);
+    // The first signature bootstraps the signing key; count from the second.
+    assert_eq!(login_from(&app, "203.0.113.20", "trips@example.com", PASSWORD).status, 200);
+    let batches = |password: &str| {
+        let before = app.db.batches.get();
+        let status = login_from(&app, "203.0.113.20", "trips@example.com", password).status;
+        (status, app.db.batches.get() - before)
+    };
+    assert_eq!(batches("wrong password"), (401, 1));
+    assert_eq!(batches(PASSWORD), (200, 3), "budgets + account, session + unit back, keys");
+
+    // Right passwords of an unverified account give their unit back too.
+    app.post("/v1/signup", json!({"email": "pending@example.com", "password": PASSWORD}));
+    for _ in 0..6 {
+        login_from(&app, "203.0.113.21", "pending@example.com", PASSWORD).assert_error(403, "email_not_verified");
+    }
+}

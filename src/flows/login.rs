@@ -52,14 +52,16 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         (BucketKind::LoginPerIp, throttle::Subject::Client),
         (BucketKind::LoginPerAccount, throttle::Subject::Email(&email)),
     ];
-    let taken = match throttle::take(ctx, &budgets).await? {
+    // The account is read in the same round trip as the budgets.
+    let (taken, outcomes) = throttle::take_with(ctx, &budgets, vec![store::find_user_statement(&email)]).await?;
+    let taken = match taken {
         Ok(taken) => taken,
         Err(throttled) => {
             let _ = verify_password(&password, &dummy_hash);
             return Err(throttled.into());
         }
     };
-    let user = store::find_user_by_email(ctx.db, &email).await.map_err(Internal::from)?;
+    let user = store::user_from(outcomes.first()).map_err(Internal::from)?;
     // An unknown email costs one Argon2id run too, against a hash nobody's password matches.
     let stored_hash = user.as_ref().map_or(dummy_hash.as_str(), |user| user.password_hash.as_str());
     let password_matches = verify_password(&password, stored_hash).map_err(Internal::from)?;
@@ -67,12 +69,14 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         Some(user) if password_matches => user,
         _ => return Err(LoginError::InvalidCredentials),
     };
-    throttle::give_back(ctx, taken.of_kind(BucketKind::LoginPerAccount)).await?;
+    // The password was right: the account's unit goes back (with the session, below).
+    let returned = taken.of_kind(BucketKind::LoginPerAccount);
     // Best effort: a failed upgrade is tried again at the next login, never refuses this one.
     if let Err(err) = upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await {
         log::warn!("password hash upgrade failed for user {}: {err}", user.id);
     }
     if ctx.config.require_email_verification && !user.email_verified {
+        throttle::give_back(ctx, returned).await?;
         return Err(LoginError::EmailNotVerified);
     }
 
@@ -89,6 +93,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
             refresh_token_hash: refresh_token.hash(),
             refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
         },
+        &returned.draws(),
         ctx.now,
     )
     .await

@@ -3,7 +3,7 @@
 use crate::domain::email::Email;
 use crate::domain::rate_limit::{retry_after_seconds, Bucket, BucketKind, Limit};
 use crate::flows::{Context, Internal};
-use crate::ports::{Crypto, Database, HttpClient};
+use crate::ports::{Crypto, Database, HttpClient, Statement, StatementOutcome};
 use crate::store::{self, BucketDraw};
 
 /// A refusal: the request is over one of its budgets. Nothing else happened.
@@ -31,6 +31,11 @@ impl Taken {
     pub fn of_kind(&self, kind: BucketKind) -> Taken {
         Taken(self.0.iter().filter(|(candidate, _)| *candidate == kind).cloned().collect())
     }
+
+    /// The draws to put back, for a batch that returns them itself (`store::start_session`).
+    pub fn draws(&self) -> Vec<BucketDraw> {
+        self.0.iter().map(|(_, draw)| draw.clone()).collect()
+    }
 }
 
 /// Takes one unit from each configured budget of `budgets`. If any budget is exhausted, the
@@ -40,6 +45,16 @@ pub async fn take<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     budgets: &[(BucketKind, Subject<'_>)],
 ) -> Result<Result<Taken, Throttled>, Internal> {
+    Ok(take_with(ctx, budgets, Vec::new()).await?.0)
+}
+
+/// [`take`], with `also` run in the same round trip (whatever the budgets say), for a flow
+/// that needs a read anyway (login reads the account): its outcomes come back second.
+pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    budgets: &[(BucketKind, Subject<'_>)],
+    also: Vec<Statement>,
+) -> Result<(Result<Taken, Throttled>, Vec<StatementOutcome>), Internal> {
     let mut draws: Vec<(BucketKind, Limit, BucketDraw)> = Vec::with_capacity(budgets.len());
     for (kind, subject) in budgets {
         let Some(limit) = ctx.config.rate_limits.limit(*kind) else { continue };
@@ -53,12 +68,12 @@ pub async fn take<D: Database, E: Crypto, H: HttpClient>(
             BucketDraw { bucket: bucket.key, cost_ms: limit.cost_ms(), tolerance_ms: limit.tolerance_ms() },
         ));
     }
-    if draws.is_empty() {
-        return Ok(Ok(Taken::default()));
+    if draws.is_empty() && also.is_empty() {
+        return Ok((Ok(Taken::default()), Vec::new()));
     }
     let now_ms = ctx.now.timestamp_millis();
     let plain: Vec<BucketDraw> = draws.iter().map(|(_, _, draw)| draw.clone()).collect();
-    let states = store::take_from_buckets(ctx.db, &plain, now_ms).await?;
+    let (states, also_outcomes) = store::take_from_buckets(ctx.db, &plain, now_ms, also).await?;
     let refusal = draws
         .iter()
         .zip(&states)
@@ -72,11 +87,11 @@ pub async fn take<D: Database, E: Crypto, H: HttpClient>(
         .map(|((kind, _, draw), _)| (kind, draw))
         .collect();
     match refusal {
-        None => Ok(Ok(Taken(taken))),
+        None => Ok((Ok(Taken(taken)), also_outcomes)),
         Some(retry_after_seconds) => {
             give_back(ctx, Taken(taken)).await?;
             log::info!("rate limited for {retry_after_seconds} s");
-            Ok(Err(Throttled { retry_after_seconds }))
+            Ok((Err(Throttled { retry_after_seconds }), also_outcomes))
         }
     }
 }
