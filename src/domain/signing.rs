@@ -502,6 +502,35 @@ fn thumbprint(required_members: &Map<String, Value>) -> String {
 mod tests {
     use super::*;
 
+    /// RFC 7515 Appendix A.3: the ES256 example JWS and its key, through the native (ring)
+    /// verification path; a changed byte in the signing input or the signature fails.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn native_es256_verification_passes_the_rfc_7515_example() {
+        let jwk: JsonWebKey<'_> = serde_json::from_value(json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }))
+        .unwrap();
+        let public = p256::ecdsa::VerifyingKey::try_from(&jwk).unwrap();
+        let token = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q";
+        let check = |token: &str| {
+            let untrusted = UntrustedToken::new(token).unwrap();
+            verify_es256_natively::<Map<String, Value>>(&public, token, &untrusted)
+        };
+        let claims = check(token).unwrap();
+        assert_eq!(claims.custom["iss"], "joe");
+        assert_eq!(claims.custom["http://example.com/is_root"], true);
+        // The payload's last character, and then the signature's, changed.
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let tampered_input = format!("{}A.{signature}", &input[..input.len() - 1]);
+        assert!(matches!(check(&tampered_input), Err(TokenRejected::Invalid(_))));
+        let tampered_signature = format!("{input}.{}A", &signature[..signature.len() - 1]);
+        assert!(matches!(check(&tampered_signature), Err(TokenRejected::Invalid(_))));
+    }
+
     /// RFC 8037 Appendix A gives an Ed25519 key and its RFC 7638 thumbprint, which pins our
     /// canonical form to the specifications.
     const RFC8037_ED25519: &str = r#"{"kty":"OKP","crv":"Ed25519",
