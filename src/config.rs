@@ -310,10 +310,10 @@ impl Config {
         };
         // `log` writes every mail, one-time links included, to the worker's log, and opens the
         // dev mailbox: never on a public HTTPS deployment.
-        if provider == MailProvider::Log && public_url.starts_with("https://") && !is_loopback(&public_url) {
+        if provider == MailProvider::Log && !(is_loopback(&public_url) && is_loopback(&issuer)) {
             return Err(ConfigError::Invalid {
                 name: "MAIL_PROVIDER",
-                reason: "log is for local development; a public HTTPS deployment needs a real provider".to_owned(),
+                reason: "log is for local development (ISSUER and PUBLIC_URL on this machine); a deployment needs a real provider".to_owned(),
             });
         }
         let api_key = get("MAIL_API_KEY");
@@ -403,23 +403,30 @@ impl Config {
                 reason: format!("{accent_color:?} is not #rrggbb"),
             });
         }
+        // Tokens travel to these (in a fragment): over plain HTTP anyone on the path could read
+        // them, so an HTTPS deployment only allows HTTPS targets (and this machine's).
         let redirect_allowlist = get("REDIRECT_ALLOWLIST")
             .unwrap_or_default()
             .split([',', ' '])
             .filter(|entry| !entry.is_empty())
             .map(|entry| {
-                AllowedRedirect::parse(entry)
-                    .map_err(|err| ConfigError::Invalid { name: "REDIRECT_ALLOWLIST", reason: err.to_string() })
+                let invalid = |reason: String| ConfigError::Invalid { name: "REDIRECT_ALLOWLIST", reason };
+                let allowed = AllowedRedirect::parse(entry).map_err(|err| invalid(err.to_string()))?;
+                if public_url.starts_with("https://") && entry.starts_with("http://") && !is_loopback(entry) {
+                    return Err(invalid(format!("{entry:?} is plain HTTP on an HTTPS deployment")));
+                }
+                Ok(allowed)
             })
             .collect::<Result<Vec<_>, _>>()?;
 
         let bench_endpoints = match get("BENCH_ENDPOINTS").as_deref() {
             None | Some("false") => false,
-            Some("true") if !public_url.starts_with("https://") || is_loopback(&public_url) => true,
+            Some("true") if is_loopback(&public_url) && is_loopback(&issuer) => true,
             Some("true") => {
                 return Err(ConfigError::Invalid {
                     name: "BENCH_ENDPOINTS",
-                    reason: "the benchmark routes are for local runs, not a public HTTPS deployment".to_owned(),
+                    reason: "the benchmark routes are for local runs (ISSUER and PUBLIC_URL on this machine)"
+                        .to_owned(),
                 })
             }
             Some(other) => {
@@ -472,8 +479,19 @@ fn seconds(
 
 /// Whether a base URL's host is this machine (local development).
 fn is_loopback(url: &str) -> bool {
-    let host = url.split_once("://").map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
-    host == "localhost" || host == "127.0.0.1" || host.ends_with(".localhost") || url.contains("://[::1]")
+    let authority = url.split_once("://").map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    is_loopback_host(authority)
+}
+
+/// Whether `host[:port]` names this machine: `localhost` (and `*.localhost`), 127.0.0.0/8, `[::1]`.
+pub fn is_loopback_host(authority: &str) -> bool {
+    if authority.starts_with("[::1]") {
+        return true;
+    }
+    let host = authority.split(':').next().unwrap_or_default().to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A whole number within `bounds` (Argon2 parameters), or `default` when unset.
@@ -596,13 +614,19 @@ mod tests {
             config(&[("ISSUER", url), ("MAIL_PROVIDER", provider), ("MAIL_API_KEY", "k"), KEK]).map(|_| ())
         };
         assert!(with("https://id.example.com", "log").is_err());
+        assert!(with("http://id.example.com", "log").is_err(), "plain HTTP is no excuse");
         let bench = |url: &str| config(&[("ISSUER", url), ("MAIL_PROVIDER", "log"), ("BENCH_ENDPOINTS", "true"), KEK]);
         assert!(bench("http://127.0.0.1:8787").is_ok_and(|config| config.bench_endpoints));
         assert!(bench("https://id.example.com").is_err());
         assert!(with("https://id.example.com", "resend").is_ok());
-        for local in
-            ["http://127.0.0.1:8787", "https://localhost:8787", "https://id.localhost", "http://id.example.com"]
-        {
+        // Tokens go to allow-listed pages: never over plain HTTP from an HTTPS deployment.
+        let allow = |list: &str| {
+            config(&[("ISSUER", "https://id.example.com"), ("MAIL_API_KEY", "k"), ("REDIRECT_ALLOWLIST", list), KEK])
+                .map(|config| config.redirect_allowlist.len())
+        };
+        assert_eq!(allow("https://app.example.com/ http://localhost:3000/"), Ok(2));
+        assert!(allow("http://app.example.com/").is_err());
+        for local in ["http://127.0.0.1:8787", "https://localhost:8787", "https://id.localhost", "http://[::1]:8787"] {
             assert!(with(local, "log").is_ok(), "{local}");
         }
     }
@@ -610,7 +634,7 @@ mod tests {
     #[test]
     fn limits_and_checks_can_be_tuned_or_switched_off() {
         let config = config(&[
-            ("ISSUER", "http://x"),
+            ("ISSUER", "http://127.0.0.1"),
             ("MAIL_PROVIDER", "log"),
             KEK,
             ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "off"),

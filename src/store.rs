@@ -154,6 +154,16 @@ pub async fn issue_token_for_email(
             [email.as_str().into(), token.purpose.as_str().into(), now.timestamp().into()],
         ));
     }
+    // Only the newest short code works: each resend would otherwise add one more live code to
+    // guess at (older links keep working; they are not guessable).
+    if token.code_hash.is_some() {
+        statements.push(Statement::new(
+            "UPDATE one_time_tokens SET code_hash = NULL
+             WHERE purpose = ?2 AND consumed_at IS NULL AND code_hash IS NOT NULL
+               AND user_id = (SELECT id FROM users WHERE email = ?1)",
+            [email.as_str().into(), token.purpose.as_str().into()],
+        ));
+    }
     let insert = statements.len();
     statements.push(Statement::new(
         "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash)

@@ -576,6 +576,10 @@ fn resend_requests_have_the_documented_shape() {
     assert!(body["text"].as_str().unwrap().contains("https://app.example.test/verify-email?token="));
     assert!(body["html"].as_str().unwrap().contains("<a href=\"https://app.example.test/verify-email?token="));
 
-    let log_config = test_config(&[("MAIL_PROVIDER", "log"), ("PUBLIC_URL", "http://127.0.0.1:8787")]);
+    let log_config = test_config(&[
+        ("MAIL_PROVIDER", "log"),
+        ("PUBLIC_URL", "http://127.0.0.1:8787"),
+        ("ISSUER", "http://127.0.0.1:8787"),
+    ]);
     assert!(provider_request(&log_config.mail, &mail).is_none());
 }

@@ -43,6 +43,7 @@ impl<'a> Browser<'a> {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         let reply = self.app.send(ApiRequest {
             method: "GET".into(),
+            host: String::new(),
             path: path.into(),
             query: query.into(),
             headers: self.headers(),
@@ -72,6 +73,7 @@ impl<'a> Browser<'a> {
         headers.extend(extra_headers.iter().map(|(name, value)| (name.to_string(), value.to_string())));
         let reply = self.app.send(ApiRequest {
             method: "POST".into(),
+            host: String::new(),
             path: action,
             query: String::new(),
             headers,
@@ -96,7 +98,8 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
 }
 
 fn log_app(overrides: &[(&str, &str)]) -> App {
-    let mut vars = vec![("MAIL_PROVIDER", "log"), ("PUBLIC_URL", "http://127.0.0.1:8787")];
+    let mut vars =
+        vec![("MAIL_PROVIDER", "log"), ("PUBLIC_URL", "http://127.0.0.1:8787"), ("ISSUER", "http://127.0.0.1:8787")];
     vars.extend_from_slice(overrides);
     App::with_config(test_config(&vars))
 }
@@ -179,6 +182,7 @@ fn form_posts_need_the_token_of_their_cookie_and_the_same_origin() {
     headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
     let reply = app.send(ApiRequest {
         method: "POST".into(),
+        host: String::new(),
         path: "/v1/login".into(),
         headers,
         body: form.into(),
@@ -294,6 +298,18 @@ fn the_dev_mailbox_exists_only_with_the_log_provider() {
     let html = mailbox.text();
     assert!(html.contains("<a href=\"https://app.example.test/verify-email?token=abc&amp;x=&lt;y&gt;\">"), "{html}");
     assert!(html.contains("dev@example.com"));
+    // A worker deployed with the dev defaults answers nothing to the world: not the mailbox,
+    // not a sign-up whose link would land in a public log.
+    for path in ["/dev/mailbox", "/healthz"] {
+        let public = dev.send(ApiRequest {
+            method: "GET".into(),
+            host: "edgeid.example.workers.dev".into(),
+            path: path.into(),
+            ..Default::default()
+        });
+        public.assert_error(500, "server_error");
+        assert!(!public.text().contains("dev@example.com"));
+    }
 }
 
 #[test]

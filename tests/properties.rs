@@ -21,6 +21,7 @@ fn config(cases: u32) -> ProptestConfig {
 fn body_request(content_type: &str, body: Vec<u8>) -> ApiRequest {
     ApiRequest {
         method: "POST".to_owned(),
+        host: String::new(),
         path: "/v1/login".to_owned(),
         query: String::new(),
         headers: vec![("Content-Type".to_owned(), content_type.to_owned())],

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::MailProvider;
+use crate::config::{is_loopback_host, MailProvider};
 use crate::domain::documents::openid_configuration;
 use crate::domain::signing::{PublicDocuments, SigningKeys};
 use crate::flows::{login, password_reset, session, signup, verify_email, Context};
@@ -24,6 +24,8 @@ use request::{parse_body, BodyFormat, Fields};
 #[derive(Debug, Clone, Default)]
 pub struct ApiRequest {
     pub method: String,
+    /// `host[:port]` of the URL the request was made to.
+    pub host: String,
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
@@ -281,6 +283,12 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     let Some(route) = route else {
         return ApiError::not_found().into();
     };
+    // `log` writes every link to the log and opens the dev mailbox: whatever the configuration
+    // says, it answers only requests made to this machine (a deployment that kept the dev
+    // defaults fails loudly instead of exposing its users' mail).
+    if ctx.config.mail.provider == MailProvider::Log && !is_loopback_host(&request.host) {
+        return ApiError::server_error(&"MAIL_PROVIDER=log answers only requests to this machine").into();
+    }
     let is_head = request.method == "HEAD" && route.method() == "GET";
     if request.method != route.method() && !is_head {
         let allowed = if route.method() == "GET" { "GET, HEAD" } else { route.method() };

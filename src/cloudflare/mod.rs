@@ -27,7 +27,10 @@ async fn fetch(request: Request, env: Env, worker_ctx: Context) -> worker::Resul
     console_logger::install();
     // The benchmark's floor for this binary: workers-rs's own cost of a request, nothing of
     // edgeid's. Only with BENCH_ENDPOINTS=true (see `bench`).
-    if request.path() == "/__bench/constant" && env.var("BENCH_ENDPOINTS").is_ok_and(|var| var.to_string() == "true") {
+    if request.path() == "/__bench/constant"
+        && env.var("BENCH_ENDPOINTS").is_ok_and(|var| var.to_string() == "true")
+        && request.url().is_ok_and(|url| crate::config::is_loopback_host(url.host_str().unwrap_or_default()))
+    {
         return Response::ok("ok");
     }
     let response = match respond(request, &env, &worker_ctx).await {
@@ -57,7 +60,10 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
         accept_language: api_request.header("accept-language"),
         outbox: &outbox,
     };
-    let response = if bench::enabled(&config) && api_request.path.starts_with("/__bench/") {
+    let response = if bench::enabled(&config)
+        && api_request.path.starts_with("/__bench/")
+        && crate::config::is_loopback_host(&api_request.host)
+    {
         bench::handle(&ctx, &api_request).await.unwrap_or_else(|err| ApiError::from(err).into())
     } else {
         handle(&ctx, &api_request).await
@@ -163,8 +169,13 @@ async fn to_api_request(request: &mut Request) -> Result<ApiRequest, ApiResponse
         "GET" | "HEAD" => Vec::new(),
         _ => read_body(request).await?,
     };
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
     Ok(ApiRequest {
         method,
+        host,
         path: url.path().to_owned(),
         query: url.query().unwrap_or_default().to_owned(),
         headers,

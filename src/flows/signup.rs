@@ -57,8 +57,15 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<(), SignupError> {
     let email = Email::parse(raw_email)?;
     Password::new_for_policy(raw_password)?;
-    take_mail_budget(ctx, &email).await??;
-    let password = accept_new_password(ctx, raw_password).await?;
+    let taken = take_mail_budget(ctx, &email).await??;
+    let password = match accept_new_password(ctx, raw_password).await {
+        Ok(password) => password,
+        // A refused password sends nothing: it must not spend the address's mail budget.
+        Err(err) => {
+            throttle::give_back(ctx, taken).await?;
+            return Err(err.into());
+        }
+    };
     // Hash before looking anything up, so both outcomes cost one Argon2id run.
     let mut salt = [0u8; 16];
     ctx.crypto.fill(&mut salt).map_err(Internal::from)?;

@@ -299,7 +299,11 @@ impl App {
         self.now.set(self.now.get() + Duration::seconds(seconds));
     }
 
-    pub fn send(&self, request: ApiRequest) -> Reply {
+    /// Requests reach the app at 127.0.0.1:8787 unless they name another host.
+    pub fn send(&self, mut request: ApiRequest) -> Reply {
+        if request.host.is_empty() {
+            request.host = "127.0.0.1:8787".to_owned();
+        }
         let outbox = Outbox::default();
         let ctx = Context {
             config: &self.config,
@@ -326,6 +330,7 @@ impl App {
         }
         self.send(ApiRequest {
             method: method.to_owned(),
+            host: String::new(),
             path: path.to_owned(),
             query: query.to_owned(),
             headers,
@@ -341,6 +346,7 @@ impl App {
     pub fn post_from(&self, client_ip: &str, path: &str, body: Value) -> Reply {
         self.send(ApiRequest {
             method: "POST".to_owned(),
+            host: String::new(),
             path: path.to_owned(),
             query: String::new(),
             headers: vec![
