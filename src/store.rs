@@ -213,35 +213,6 @@ pub fn user_from(outcome: Option<&StatementOutcome>) -> Result<Option<UserRecord
     outcome.and_then(|outcome| outcome.rows.first()).map(user_record).transpose()
 }
 
-/// Stores a new one-time token. A new reset token voids the user's older ones, so only the
-/// newest reset email works.
-pub async fn insert_one_time_token(
-    db: &impl Database,
-    token: &NewOneTimeToken<'_>,
-    now: DateTime<Utc>,
-) -> Result<(), DatabaseError> {
-    let mut statements = Vec::new();
-    if token.purpose == Purpose::ResetPassword {
-        statements.push(Statement::new(
-            "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
-             WHERE user_id = ?1 AND purpose = ?2 AND consumed_at IS NULL",
-            [token.user_id.into(), token.purpose.as_str().into(), now.timestamp().into()],
-        ));
-    }
-    statements.push(Statement::new(
-        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        [
-            token.hash.as_str().into(),
-            token.user_id.into(),
-            token.purpose.as_str().into(),
-            now.timestamp().into(),
-            token.expires_at.timestamp().into(),
-        ],
-    ));
-    db.batch(statements).await.map(drop)
-}
-
 /// The user a live (unconsumed, unexpired) token belongs to. A read only: consuming happens
 /// in one of the batches below, which re-check everything.
 pub async fn live_token_owner(

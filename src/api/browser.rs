@@ -314,12 +314,9 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
     let done = |page: Page| -> Outcome { Rendered { page, csrf_cookie: None, retry_after_seconds: None }.into() };
     Ok(match kind {
         FormKind::Signup => {
-            let password = field("password");
-            let result = match fields.optional("password_confirmation").ok().flatten() {
-                Some(confirmation) if confirmation != password => {
-                    Err(ApiError::invalid_request("the two passwords are not the same"))
-                }
-                _ => signup::signup(ctx, email, password).await.map_err(ApiError::from),
+            let result = match fields.new_password() {
+                Ok(password) => signup::signup(ctx, email, password).await.map_err(ApiError::from),
+                Err(err) => Err(err),
             };
             match result {
                 Ok(()) => done(pages::result(
@@ -387,13 +384,7 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
         }
         FormKind::ResetPassword => {
             let token = field("token");
-            let password = field("password");
-            let result = match fields.optional("password_confirmation").ok().flatten() {
-                Some(confirmation) if confirmation != password => {
-                    Err(ApiError::invalid_request("the two passwords are not the same"))
-                }
-                _ => password_reset::reset_password(ctx, token, password).await.map_err(ApiError::from),
-            };
+            let result = crate::api::reset_password(ctx, fields).await;
             match result {
                 Ok(()) => done(pages::result(
                     200,

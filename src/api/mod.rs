@@ -435,18 +435,12 @@ fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
     }
 }
 
-async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
+pub(crate) async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     fields: &Fields,
 ) -> Result<(), ApiError> {
     let token = fields.required("token")?;
-    let password = fields.required("password")?;
-    // The HTML form sends the password twice; API clients may too.
-    if let Some(confirmation) = fields.optional("password_confirmation")? {
-        if confirmation != password {
-            return Err(ApiError::invalid_request("the two passwords are not the same"));
-        }
-    }
+    let password = fields.new_password()?;
     password_reset::reset_password(ctx, token, password).await?;
     Ok(())
 }

@@ -144,6 +144,18 @@ impl Fields {
         self.optional(name)?.ok_or_else(|| ApiError::invalid_request(format!("the field `{name}` is required")))
     }
 
+    /// The `password` of a new password, checked against `password_confirmation` when that is
+    /// sent too (the hosted forms ask twice; API clients may).
+    pub fn new_password(&self) -> Result<&str, ApiError> {
+        let password = self.required("password")?;
+        match self.optional("password_confirmation")? {
+            Some(confirmation) if confirmation != password => {
+                Err(ApiError::invalid_request("the two passwords are not the same"))
+            }
+            _ => Ok(password),
+        }
+    }
+
     /// A string field that may be absent (or JSON `null`).
     pub fn optional(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.values.get(name) {
