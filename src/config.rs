@@ -461,20 +461,14 @@ impl Config {
     }
 }
 
+/// A number of seconds within `bounds`, or `default` when unset.
 fn seconds(
     name: &'static str,
     raw: Option<String>,
     default: i64,
     bounds: std::ops::RangeInclusive<i64>,
 ) -> Result<i64, ConfigError> {
-    let Some(raw) = raw else { return Ok(default) };
-    match raw.parse::<i64>() {
-        Ok(value) if bounds.contains(&value) => Ok(value),
-        _ => Err(ConfigError::Invalid {
-            name,
-            reason: format!("{raw:?} is not a number of seconds in {}..={}", bounds.start(), bounds.end()),
-        }),
-    }
+    bounded(name, raw, default, bounds)
 }
 
 /// Whether a base URL's host is this machine (local development).
@@ -494,15 +488,15 @@ pub fn is_loopback_host(authority: &str) -> bool {
         || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A whole number within `bounds` (Argon2 parameters), or `default` when unset.
-fn bounded(
+/// A whole number within `bounds`, or `default` when unset.
+fn bounded<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
     name: &'static str,
     raw: Option<String>,
-    default: u32,
-    bounds: std::ops::RangeInclusive<u32>,
-) -> Result<u32, ConfigError> {
+    default: T,
+    bounds: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
     let Some(raw) = raw else { return Ok(default) };
-    match raw.parse::<u32>() {
+    match raw.parse::<T>() {
         Ok(value) if bounds.contains(&value) => Ok(value),
         _ => Err(ConfigError::Invalid {
             name,
