@@ -5,114 +5,12 @@
 // over the measured window, divided by the successful responses. Each load figure is the
 // median of ROUNDS runs; ratios are taken between figures measured side by side in this run.
 // Prints the table and writes it to target/bench/results.md.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
-import autocannon from "autocannon";
-
-const root = new URL("..", import.meta.url).pathname;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
-const REFRESHES = Number(process.env.BENCH_REFRESHES ?? 3000);
-const CONNECTIONS = 16;
-const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
-const SERVER_CORE = cpus().length > 1 ? "0" : null;
-
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-const fixed = (value, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : "n/a");
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/// A server of bench/serve.mjs in its own process group, pinned to the server core.
-async function start(kind, extra = []) {
-  const port = await freePort();
-  const command = SERVER_CORE ? "taskset" : process.execPath;
-  const args = [...(SERVER_CORE ? ["-c", SERVER_CORE, process.execPath] : []), `${root}bench/serve.mjs`, kind, String(port), ...extra];
-  const child = spawn(command, args, { cwd: root, detached: true, stdio: ["ignore", "pipe", "inherit"] });
-  const ready = await new Promise((resolve, reject) => {
-    let output = "";
-    child.stdout.on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(/ready (\S+) (\d+)/);
-      if (match) resolve({ url: match[1], startupMs: Number(match[2]) });
-    });
-    child.on("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
-  });
-  return { ...ready, pgid: child.pid, stop: () => { try { process.kill(-child.pid, "SIGTERM"); } catch {} } };
-}
-
-/// CPU seconds used so far by every process of a process group.
-function groupCpuSeconds(pgid) {
-  let ticks = 0;
-  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      // After the command: state ppid pgrp …; utime and stime are fields 14 and 15 of stat.
-      if (Number(fields[2]) === pgid) ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {}
-  }
-  return ticks / TICKS_PER_SECOND;
-}
-
-/// One autocannon run against a server, with its CPU per successful response.
-async function load(server, options) {
-  const before = groupCpuSeconds(server.pgid);
-  const t0 = performance.now();
-  const result = await autocannon({ connections: CONNECTIONS, ...options });
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = groupCpuSeconds(server.pgid) - before;
-  const ok = result["2xx"];
-  if (ok === 0 || result.non2xx > 0 || result.errors > 0) {
-    throw new Error(`${options.url}: ${ok} ok, ${result.non2xx} non-2xx, ${result.errors} errors`);
-  }
-  return { rps: ok / seconds, cpuUs: (cpu * 1e6) / ok, p50: result.latency.p50, p99: result.latency.p99 };
-}
-
-async function medianLoad(server, options) {
-  const runs = [];
-  for (let round = 0; round < ROUNDS; round++) runs.push(await load(server, options));
-  return { rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)) };
-}
-
-async function json(url, init) {
-  const response = await fetch(url, init);
-  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
-  return response.json();
-}
-
-/// The refresh grant, each request with a fresh refresh token minted by the server.
-async function refreshLoad(server, path, extraForm) {
-  const runs = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const tokens = [];
-    while (tokens.length < REFRESHES) {
-      const n = Math.min(2500, REFRESHES - tokens.length);
-      tokens.push(...(await json(`${server.url}/__bench/refresh-tokens?n=${n}`, { method: "POST" })).refresh_tokens);
-    }
-    let next = 0;
-    runs.push(await load(server, {
-      url: server.url + path,
-      amount: tokens.length,
-      requests: [{
-        method: "POST",
-        headers: { "content-type": "application/x-www-form-urlencoded" },
-        setupRequest: (request) => ({ ...request, body: `grant_type=refresh_token&refresh_token=${tokens[next++]}${extraForm}` }),
-      }],
-    }));
-  }
-  return { rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)) };
-}
+import { ROUNDS, SECONDS, REFRESHES, SERVER_CORE, fixed, json, median, medianLoad, refreshLoad, root, start } from "./lib.mjs";
 
 const started = performance.now();
 const rows = [];

@@ -17,7 +17,8 @@ const url = `http://127.0.0.1:${port}`;
 // 2026-07-21, so the compatibility date is set no later than that.
 async function miniflare(worker) {
   const { Miniflare } = await import("miniflare");
-  const instance = new Miniflare({ host: "127.0.0.1", port, compatibilityDate: "2026-07-01", ...worker });
+  const inspector = process.env.BENCH_INSPECTOR_PORT ? { inspectorPort: Number(process.env.BENCH_INSPECTOR_PORT) } : {};
+  const instance = new Miniflare({ host: "127.0.0.1", port, compatibilityDate: "2026-07-01", ...inspector, ...worker });
   await instance.ready;
   return instance;
 }

@@ -13,11 +13,13 @@ use crate::store;
 
 pub mod browser;
 pub mod error;
+pub mod head;
 pub mod pages;
 pub mod request;
 
 use browser::{FormKind, PageKind};
 use error::ApiError;
+pub use head::parse_head;
 use request::{parse_body, BodyFormat, Fields};
 
 /// An incoming request. Header names are matched case-insensitively.

@@ -11,11 +11,11 @@ mod webcrypto;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use worker::{event, Context, Env, Headers, MessageBatch, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::{event, web_sys, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 use crate::api::error::ApiError;
 use crate::api::request::MAX_BODY_BYTES;
-use crate::api::{handle, ApiRequest, ApiResponse, REQUEST_HEADERS};
+use crate::api::{handle, parse_head, ApiRequest, ApiResponse, REQUEST_HEADERS};
 use crate::config::Config;
 use crate::flows;
 use crate::keyring::{self, Keyring};
@@ -23,29 +23,29 @@ use crate::store;
 use webcrypto::WebCrypto;
 
 #[event(fetch)]
-async fn fetch(request: Request, env: Env, worker_ctx: Context) -> worker::Result<Response> {
+async fn fetch(request: web_sys::Request, env: Env, worker_ctx: Context) -> worker::Result<web_sys::Response> {
     console_logger::install();
-    // The benchmark's floor for this binary: workers-rs's own cost of a request, nothing of
-    // edgeid's. Only with BENCH_ENDPOINTS=true (see `bench`).
-    if request.path() == "/__bench/constant"
-        && env.var("BENCH_ENDPOINTS").is_ok_and(|var| var.to_string() == "true")
-        && request.url().is_ok_and(|url| crate::config::is_loopback_host(url.host_str().unwrap_or_default()))
-    {
-        return Response::ok("ok");
-    }
-    let response = match respond(request, &env, &worker_ctx).await {
+    let response = match respond(&request, &env, &worker_ctx).await {
         Ok(response) => response,
         Err(err) => ApiError::server_error(&err).into(),
     };
-    to_worker_response(response)
+    Ok(to_worker_response(&response))
 }
 
-async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
+async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
     let config = config(env)?;
-    let api_request = match to_api_request(&mut request).await {
+    let api_request = match to_api_request(request).await {
         Ok(api_request) => api_request,
         Err(rejection) => return Ok(rejection),
     };
+    let bench_route = bench::enabled(&config)
+        && api_request.path.starts_with("/__bench/")
+        && crate::config::is_loopback_host(&api_request.host);
+    // The benchmark's floor for this binary: a request through the adapter, nothing of
+    // edgeid's. Only with BENCH_ENDPOINTS=true (see `bench`).
+    if bench_route && api_request.path == "/__bench/constant" {
+        return Ok(ApiResponse::new(200, "text/plain", b"ok".to_vec()));
+    }
     let db = d1::D1(env.d1("DB").map_err(|err| format!("D1 binding DB: {err}"))?);
     let outbox = flows::Outbox::default();
     let keyring = KEYRING.with(Rc::clone);
@@ -60,10 +60,7 @@ async fn respond(mut request: Request, env: &Env, worker_ctx: &Context) -> Resul
         accept_language: api_request.header("accept-language"),
         outbox: &outbox,
     };
-    let response = if bench::enabled(&config)
-        && api_request.path.starts_with("/__bench/")
-        && crate::config::is_loopback_host(&api_request.host)
-    {
+    let response = if bench_route {
         bench::handle(&ctx, &api_request).await.unwrap_or_else(|err| ApiError::from(err).into())
     } else {
         handle(&ctx, &api_request).await
@@ -143,76 +140,88 @@ fn config(env: &Env) -> Result<Rc<Config>, String> {
 }
 
 fn now() -> DateTime<Utc> {
-    let millis = worker::Date::now().as_millis();
-    DateTime::from_timestamp_millis(i64::try_from(millis).unwrap_or(i64::MAX)).unwrap_or_default()
+    // A number, not a `Date` object: this runs on every request.
+    let millis = worker::js_sys::Date::now();
+    DateTime::from_timestamp_millis(millis as i64).unwrap_or_default()
 }
 
-/// Reads the request. Bodies over the limit are refused from `Content-Length` before a byte is
-/// read; bodies without one (chunked) are read as they arrive and refused as soon as they pass
-/// the limit, so nobody can make the worker buffer more than 16 KiB.
-async fn to_api_request(request: &mut Request) -> Result<ApiRequest, ApiResponse> {
-    let url = request.url().map_err(|err| ApiResponse::from(ApiError::server_error(&err)))?;
-    let all = request.headers();
-    let headers: Vec<(String, String)> = REQUEST_HEADERS
+/// Reads the request: its line and the headers of `REQUEST_HEADERS` in one call into
+/// JavaScript (`glue.js`), then the body. Bodies over the limit are refused from
+/// `Content-Length` before a byte is read; bodies without one (chunked) are read as they
+/// arrive and refused as soon as they pass the limit, so nobody can make the worker buffer
+/// more than 16 KiB.
+async fn to_api_request(request: &web_sys::Request) -> Result<ApiRequest, ApiResponse> {
+    let head = REQUEST_HEADER_NAMES.with(|names| glue::request_head(request, names));
+    let Some(parsed) = parse_head(&head) else {
+        return Err(ApiError::invalid_request("the request line or its headers could not be read").into());
+    };
+    let declared_length = parsed
+        .headers
         .iter()
-        .filter_map(|name| all.get(name).ok().flatten().map(|value| ((*name).to_owned(), value)))
-        .collect();
-    let declared_length = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .find(|(name, _)| *name == "content-length")
         .and_then(|(_, value)| value.parse::<usize>().ok());
     if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
     }
-    let method = request.method().to_string();
-    let body = match method.as_str() {
+    let body = match parsed.method {
         "GET" | "HEAD" => Vec::new(),
         _ => read_body(request).await?,
     };
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_owned(),
-    };
     Ok(ApiRequest {
-        method,
-        host,
-        path: url.path().to_owned(),
-        query: url.query().unwrap_or_default().to_owned(),
-        headers,
+        method: parsed.method.to_owned(),
+        host: parsed.host.to_ascii_lowercase(),
+        path: parsed.path.to_owned(),
+        query: parsed.query.to_owned(),
+        headers: parsed.headers.into_iter().map(|(name, value)| (name.to_owned(), value.to_owned())).collect(),
         body,
     })
 }
 
-async fn read_body(request: &mut Request) -> Result<Vec<u8>, ApiResponse> {
-    use futures_util::StreamExt;
-    let unreadable = || ApiResponse::from(ApiError::invalid_request("the body could not be read"));
-    let mut stream = match request.stream() {
-        Ok(stream) => stream,
-        // No body at all.
-        Err(_) => return Ok(Vec::new()),
-    };
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| unreadable())?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
-        }
-        body.extend_from_slice(&chunk);
+async fn read_body(request: &web_sys::Request) -> Result<Vec<u8>, ApiResponse> {
+    let limit = u32::try_from(MAX_BODY_BYTES).unwrap_or(u32::MAX);
+    match glue::read_body(request, limit).await {
+        Ok(body) if body.is_null() => Err(ApiError::payload_too_large(MAX_BODY_BYTES).into()),
+        Ok(body) => Ok(worker::js_sys::Uint8Array::new(&body).to_vec()),
+        Err(_) => Err(ApiError::invalid_request("the body could not be read").into()),
     }
-    Ok(body)
 }
 
-fn to_worker_response(response: ApiResponse) -> worker::Result<Response> {
-    let headers = Headers::new();
+fn to_worker_response(response: &ApiResponse) -> web_sys::Response {
+    let mut head = String::new();
     for (name, value) in &response.headers {
-        headers.append(name, value)?;
+        // Values are built by edgeid, never copied from a request; a line break in one would be
+        // a bug, and is dropped rather than allowed to split a header.
+        debug_assert!(!value.contains(['\n', '\r']), "header {name} has a line break");
+        if !head.is_empty() {
+            head.push('\n');
+        }
+        head.push_str(name);
+        head.push('\n');
+        head.extend(value.chars().filter(|c| !matches!(c, '\n' | '\r')));
     }
-    let body = if response.body.is_empty() { None } else { Some(response.body) };
-    let worker_response = match body {
-        Some(body) => Response::from_bytes(body)?,
-        None => Response::empty()?,
-    };
-    Ok(worker_response.with_status(response.status).with_headers(headers))
+    glue::respond(response.status, &head, &response.body)
+}
+
+thread_local! {
+    /// `REQUEST_HEADERS` as `glue::request_head` takes them.
+    static REQUEST_HEADER_NAMES: String = REQUEST_HEADERS.join("\n");
+}
+
+mod glue {
+    //! `glue.js`: reading a request and building a response, each in one call.
+    use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
+
+    #[wasm_bindgen(module = "/src/cloudflare/glue.js")]
+    extern "C" {
+        #[wasm_bindgen(js_name = requestHead)]
+        pub fn request_head(request: &web_sys::Request, names: &str) -> String;
+
+        #[wasm_bindgen(js_name = readBody, catch)]
+        pub async fn read_body(request: &web_sys::Request, limit: u32) -> Result<JsValue, JsValue>;
+
+        #[wasm_bindgen(js_name = respond)]
+        pub fn respond(status: u16, head: &str, body: &[u8]) -> web_sys::Response;
+    }
 }
 
 mod console_logger {

@@ -1,0 +1,163 @@
+// Where the CPU of a request goes: the release worker on workerd (Miniflare, as bench/run.mjs
+// runs it) with V8's sampling profiler attached, through workerd's inspector, to every isolate
+// of the server — edgeid's own (`core:user:`), Miniflare's entry worker, the local D1 and the
+// rest — while one scenario loads it. Prints, per scenario, the sampled CPU per request of each
+// isolate, edgeid's by crate (wasm functions are named by their Rust path) and its hottest
+// functions; writes the same to target/bench/profile.md. One request at a time: the isolates
+// share one core, and a sampled thread waiting for the core would be charged for another's work.
+//   node bench/profile.mjs [refresh|jwks|discovery|login|userinfo ...]   (all without arguments)
+import { mkdirSync, writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import { fixed, freePort, json, load, refreshRequests, refreshTokens, root, start } from "./lib.mjs";
+
+const SAMPLING_INTERVAL_US = Number(process.env.PROFILE_INTERVAL_US ?? 100);
+const TOP = 25;
+const scenarios = process.argv.slice(2).length ? process.argv.slice(2) : ["refresh", "jwks", "login", "userinfo"];
+
+/// A Chrome DevTools Protocol session with one isolate.
+async function connect(url) {
+  const socket = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    socket.addEventListener("open", resolve, { once: true });
+    socket.addEventListener("error", reject, { once: true });
+  });
+  let id = 0;
+  const pending = new Map();
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    const waiter = pending.get(message.id);
+    if (!waiter) return;
+    pending.delete(message.id);
+    if (message.error) waiter.reject(new Error(`${url}: ${message.error.message}`));
+    else waiter.resolve(message.result);
+  });
+  return {
+    send: (method, params = {}) =>
+      new Promise((resolve, reject) => {
+        pending.set(++id, { resolve, reject });
+        socket.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => socket.close(),
+  };
+}
+
+/// Sampled time per function of a V8 CPU profile, idle excluded, in µs.
+function selfTimes(profile) {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const times = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const delta = profile.timeDeltas[i + 1] ?? 0;
+    const frame = byId.get(profile.samples[i]).callFrame;
+    if (frame.functionName === "(idle)") continue;
+    const key = `${frame.functionName || "(anonymous)"}\u0000${frame.url}\u0000${frame.lineNumber}`;
+    times.set(key, (times.get(key) ?? 0) + delta);
+  }
+  return [...times].map(([key, us]) => {
+    const [name, url, line] = key.split("\u0000");
+    return { name, url, line, us };
+  });
+}
+
+/// Which part of the worker a function belongs to: the Rust crate of a wasm function, the
+/// wasm-bindgen JavaScript glue, or V8/workerd itself.
+function part(fn) {
+  if (fn.url.startsWith("wasm://")) {
+    const path = fn.name.replace(/^<+/, "").replace(/^(impl |dyn )/, "");
+    const crate = path.split(/::|\s|</)[0];
+    return `wasm: ${crate || fn.name}`;
+  }
+  if (fn.name.startsWith("(")) return fn.name;
+  return fn.url ? "JavaScript (wasm-bindgen glue, workers-rs shim)" : "JavaScript (runtime)";
+}
+
+function sum(values) {
+  return values.reduce((a, b) => a + b, 0);
+}
+
+async function scenario(server, name) {
+  switch (name) {
+    case "refresh": {
+      const tokens = await refreshTokens(server, 3000);
+      return () => load(server, { ...refreshRequests(server, "/oauth/token", "", tokens), connections: 1 });
+    }
+    case "jwks":
+      return () => load(server, { url: `${server.url}/.well-known/jwks.json`, duration: 5, connections: 1 });
+    case "discovery":
+      return () => load(server, { url: `${server.url}/.well-known/openid-configuration`, duration: 5, connections: 1 });
+    case "login":
+      await refreshTokens(server, 1);
+      return () =>
+        load(server, {
+          url: `${server.url}/v1/login`,
+          amount: 300,
+          connections: 1,
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ email: "bench-refresh@example.com", password: "a benchmark passphrase" }),
+        });
+    case "userinfo": {
+      await refreshTokens(server, 1);
+      const login = await json(`${server.url}/v1/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "bench-refresh@example.com", password: "a benchmark passphrase" }),
+      });
+      return () =>
+        load(server, { url: `${server.url}/userinfo`, duration: 5, connections: 1, headers: { authorization: `Bearer ${login.access_token}` } });
+    }
+    default:
+      throw new Error(`unknown scenario ${name}`);
+  }
+}
+
+const inspectorPort = await freePort();
+// With the default rate limits, as production runs (a successful login gives its budget back).
+const server = await start("edgeid", [], { BENCH_INSPECTOR_PORT: String(inspectorPort) });
+const report = [`edgeid CPU profile, ${new Date().toISOString()}: V8 sampling every ${SAMPLING_INTERVAL_US} µs in every isolate of the server (workerd through Miniflare), µs per successful request.`];
+try {
+  const targets = await json(`http://127.0.0.1:${inspectorPort}/json/list`);
+  for (const name of scenarios) {
+    const run = await scenario(server, name);
+    // Warm up (JIT, caches), then measure with every isolate profiled.
+    await json(`${server.url}/.well-known/jwks.json`);
+    const profiled = process.env.PROFILE_ALL ? targets : targets.filter((target) => target.id === "core:user:");
+    const sessions = await Promise.all(profiled.map(async (target) => ({ target: target.id, cdp: await connect(target.webSocketDebuggerUrl) })));
+    for (const { cdp } of sessions) {
+      await cdp.send("Profiler.enable");
+      await cdp.send("Profiler.setSamplingInterval", { interval: SAMPLING_INTERVAL_US });
+      await cdp.send("Profiler.start");
+    }
+    const t0 = performance.now();
+    const result = await run();
+    const wall = performance.now() - t0;
+    const profiles = [];
+    for (const { target, cdp } of sessions) {
+      const { profile } = await cdp.send("Profiler.stop");
+      profiles.push({ target, fns: selfTimes(profile) });
+      cdp.close();
+    }
+    const perRequest = (us) => us / result.ok;
+    report.push("", `## ${name}: ${result.ok} requests in ${fixed(wall / 1000, 1)} s; CPU of the whole server process group ${fixed(result.cpuUs)} µs per request`, "");
+    report.push("| isolate | µs per request |", "| --- | ---: |");
+    for (const { target, fns } of profiles.sort((a, b) => sum(b.fns.map((f) => f.us)) - sum(a.fns.map((f) => f.us)))) {
+      const us = perRequest(sum(fns.map((f) => f.us)));
+      if (us >= 0.5) report.push(`| ${target === "core:user:" ? "edgeid (core:user:)" : target} | ${fixed(us)} |`);
+    }
+    const own = profiles.find((p) => p.target === "core:user:").fns;
+    const parts = new Map();
+    for (const fn of own) parts.set(part(fn), (parts.get(part(fn)) ?? 0) + fn.us);
+    report.push("", "edgeid's isolate by part:", "", "| part | µs per request |", "| --- | ---: |");
+    for (const [label, us] of [...parts].sort((a, b) => b[1] - a[1]).slice(0, 15)) report.push(`| ${label} | ${fixed(perRequest(us))} |`);
+    report.push("", "edgeid's hottest functions (self time):", "", "| function | µs per request |", "| --- | ---: |");
+    for (const fn of own.sort((a, b) => b.us - a.us).slice(0, TOP)) {
+      const where = fn.url && !fn.url.startsWith("wasm://") ? ` (${fn.url.split("/").pop()}:${fn.line})` : "";
+      report.push(`| ${(fn.name + where).replaceAll("|", "\\|").slice(0, 110)} | ${fixed(perRequest(fn.us), 2)} |`);
+    }
+  }
+} finally {
+  server.stop();
+}
+const text = report.join("\n");
+console.log(text);
+mkdirSync(`${root}target/bench`, { recursive: true });
+writeFileSync(`${root}target/bench/profile.md`, text + "\n");
