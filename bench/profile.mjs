@@ -5,7 +5,7 @@
 // isolate, edgeid's by crate (wasm functions are named by their Rust path) and its hottest
 // functions; writes the same to target/bench/profile.md. One request at a time: the isolates
 // share one core, and a sampled thread waiting for the core would be charged for another's work.
-//   node bench/profile.mjs [refresh|jwks|discovery|login|userinfo ...]   (all without arguments)
+//   node bench/profile.mjs [refresh|jwks|discovery|login|userinfo|constant ...]   (all without arguments)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { fixed, freePort, json, load, refreshRequests, refreshTokens, root, start } from "./lib.mjs";
@@ -82,6 +82,8 @@ async function scenario(server, name) {
     }
     case "jwks":
       return () => load(server, { url: `${server.url}/.well-known/jwks.json`, duration: 5, connections: 1 });
+    case "constant":
+      return () => load(server, { url: `${server.url}/__bench/constant`, duration: 5, connections: 1 });
     case "discovery":
       return () => load(server, { url: `${server.url}/.well-known/openid-configuration`, duration: 5, connections: 1 });
     case "login":

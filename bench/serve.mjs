@@ -27,7 +27,8 @@ if (kind === "edgeid") {
   const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
   const mf = await miniflare({
     modules: true,
-    scriptPath: `${root}build/index.js`,
+    // BENCH_BUILD: another build of the worker (a directory like build/) to compare with.
+    scriptPath: `${process.env.BENCH_BUILD ?? `${root}build`}/index.js`,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     d1Databases: { DB: "bench-db" },
     kvNamespaces: { KV: "bench-kv" },

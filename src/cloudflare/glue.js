@@ -55,13 +55,18 @@ export async function readBody(request, limit) {
   return body;
 }
 
-/// A response from its status, its headers ("name\nvalue\n…") and its body (a view into
-/// wasm memory, copied here before wasm runs again).
-export function respond(status, head, body) {
+/// A Headers object from "name\nvalue\n…" (src/cloudflare/mod.rs keeps the ones it reuses).
+export function headersOf(head) {
   const headers = new Headers();
   if (head.length > 0) {
     const parts = head.split("\n");
     for (let i = 0; i + 1 < parts.length; i += 2) headers.append(parts[i], parts[i + 1]);
   }
+  return headers;
+}
+
+/// A response from its status, its headers (the Response copies them) and its body (a view
+/// into wasm memory, copied here before wasm runs again).
+export function respond(status, headers, body) {
   return new Response(body.length === 0 ? null : body.slice(), { status, headers });
 }

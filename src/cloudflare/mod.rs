@@ -11,6 +11,7 @@ mod webcrypto;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
+use wasm_bindgen::JsValue;
 use worker::{event, web_sys, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 use crate::api::error::ApiError;
@@ -199,12 +200,40 @@ fn to_worker_response(response: &ApiResponse) -> web_sys::Response {
         head.push('\n');
         head.extend(value.chars().filter(|c| !matches!(c, '\n' | '\r')));
     }
-    glue::respond(response.status, &head, &response.body)
+    // Most responses repeat the headers of an earlier one (the documents, the token endpoint,
+    // errors): their Headers object is built once per isolate. Ones that carry a per-response
+    // value (a cookie, a CSP nonce) are built each time and not kept.
+    let unique = response.headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("set-cookie") || value.contains("nonce-") || name.eq_ignore_ascii_case("location")
+    });
+    if unique {
+        return glue::respond(response.status, &glue::headers_of(&head), &response.body);
+    }
+    RESPONSE_HEADERS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(&head) {
+            if cache.len() >= MAX_CACHED_HEADERS {
+                cache.clear();
+            }
+            let headers = glue::headers_of(&head);
+            cache.insert(head.clone(), headers);
+        }
+        match cache.get(&head) {
+            Some(headers) => glue::respond(response.status, headers, &response.body),
+            None => glue::respond(response.status, &glue::headers_of(&head), &response.body),
+        }
+    })
 }
+
+/// How many distinct header sets an isolate keeps (`RESPONSE_HEADERS`).
+const MAX_CACHED_HEADERS: usize = 128;
 
 thread_local! {
     /// `REQUEST_HEADERS` as `glue::request_head` takes them.
     static REQUEST_HEADER_NAMES: String = REQUEST_HEADERS.join("\n");
+    /// Headers objects of earlier responses, by their text (see `to_worker_response`).
+    static RESPONSE_HEADERS: std::cell::RefCell<std::collections::HashMap<String, JsValue>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 mod glue {
@@ -219,8 +248,11 @@ mod glue {
         #[wasm_bindgen(js_name = readBody, catch)]
         pub async fn read_body(request: &web_sys::Request, limit: u32) -> Result<JsValue, JsValue>;
 
+        #[wasm_bindgen(js_name = headersOf)]
+        pub fn headers_of(head: &str) -> JsValue;
+
         #[wasm_bindgen(js_name = respond)]
-        pub fn respond(status: u16, head: &str, body: &[u8]) -> web_sys::Response;
+        pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> web_sys::Response;
     }
 }
 
