@@ -70,3 +70,12 @@ export function headersOf(head) {
 export function respond(status, headers, body) {
   return new Response(body.length === 0 ? null : body.slice(), { status, headers });
 }
+
+/// One D1 batch (one transaction) from `[{ sql, params }]` as JSON; its outcome as JSON too,
+/// `[[rows, changes], …]`: a string each way instead of a call per statement, per bound value
+/// and per column of every row.
+export async function d1Batch(db, statementsJson) {
+  const statements = JSON.parse(statementsJson).map(({ sql, params }) => db.prepare(sql).bind(...params));
+  const results = await db.batch(statements);
+  return JSON.stringify(results.map((result) => [result.results ?? [], result.meta?.changes ?? 0]));
+}

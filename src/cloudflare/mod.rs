@@ -236,8 +236,9 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-mod glue {
-    //! `glue.js`: reading a request and building a response, each in one call.
+pub(crate) mod glue {
+    //! `glue.js`: reading a request, building a response and running a D1 batch, each in
+    //! one call.
     use wasm_bindgen::prelude::{wasm_bindgen, JsValue};
 
     #[wasm_bindgen(module = "/src/cloudflare/glue.js")]
@@ -253,6 +254,9 @@ mod glue {
 
         #[wasm_bindgen(js_name = respond)]
         pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> web_sys::Response;
+
+        #[wasm_bindgen(js_name = d1Batch, catch)]
+        pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
     }
 }
 
