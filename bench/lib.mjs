@@ -27,12 +27,25 @@ export function freePort() {
   });
 }
 
+// Servers still running when this process ends (an error, Ctrl-C) are stopped with it.
+const running = new Set();
+const stopAll = () => {
+  for (const pgid of running) {
+    try {
+      process.kill(-pgid, "SIGTERM");
+    } catch {}
+  }
+};
+process.on("exit", stopAll);
+for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => process.exit(130));
+
 /// A server of bench/serve.mjs in its own process group, pinned to the server core.
 export async function start(kind, extra = [], env = {}) {
   const port = await freePort();
   const command = SERVER_CORE ? "taskset" : process.execPath;
   const args = [...(SERVER_CORE ? ["-c", SERVER_CORE, process.execPath] : []), `${root}bench/serve.mjs`, kind, String(port), ...extra];
   const child = spawn(command, args, { cwd: root, detached: true, stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } });
+  running.add(child.pid);
   const ready = await new Promise((resolve, reject) => {
     let output = "";
     child.stdout.on("data", (chunk) => {
@@ -42,7 +55,14 @@ export async function start(kind, extra = [], env = {}) {
     });
     child.on("exit", (code) => reject(new Error(`${kind} server exited with ${code}`)));
   });
-  return { ...ready, pgid: child.pid, stop: () => { try { process.kill(-child.pid, "SIGTERM"); } catch {} } };
+  running.add(child.pid);
+  const stop = () => {
+    running.delete(child.pid);
+    try {
+      process.kill(-child.pid, "SIGTERM");
+    } catch {}
+  };
+  return { ...ready, pgid: child.pid, stop };
 }
 
 /// CPU seconds used so far by every process of a process group.
