@@ -4,7 +4,9 @@
 //! - `verify_us_per_token`: `edgeid::verifier` checking an access token against a cached JWKS,
 //!   as a downstream Rust service does.
 //!
-//! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`
+//! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`, or
+//! `… -- argon2 N` for `argon2_ms_per_hash` alone over N hashes (the benchmark interleaves
+//! these runs with the worker's, on the same core).
 
 use std::time::Instant;
 
@@ -25,19 +27,29 @@ impl HttpClient for CachedJwks {
     }
 }
 
-fn main() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [issuer, audience, token, jwks_file] = args.as_slice() else {
-        return Err("usage: bench_native ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE".to_owned());
-    };
-
+/// Milliseconds per Argon2id hash at the OWASP minimum, over `hashes` hashes.
+fn argon2_ms(hashes: u32) -> Result<f64, String> {
     let password = Password::presented("a benchmark passphrase");
-    let hashes = 20;
     let started = Instant::now();
     for index in 0..hashes {
         hash_password(&password, &[index as u8; 16], &HashParams::OWASP_MINIMUM).map_err(|err| err.to_string())?;
     }
-    let argon2_ms = started.elapsed().as_secs_f64() * 1000.0 / f64::from(hashes);
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(hashes))
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, hashes] = args.as_slice() {
+        if mode == "argon2" {
+            let hashes = hashes.parse::<u32>().map_err(|err| err.to_string())?.max(1);
+            println!("{{\"argon2_ms_per_hash\": {:.3}}}", argon2_ms(hashes)?);
+            return Ok(());
+        }
+    }
+    let [issuer, audience, token, jwks_file] = args.as_slice() else {
+        return Err("usage: bench_native ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE | bench_native argon2 N".to_owned());
+    };
+    let argon2_ms = argon2_ms(20)?;
 
     let jwks = std::fs::read_to_string(jwks_file).map_err(|err| err.to_string())?;
     let verifier = Verifier::new(VerifierConfig::for_issuer(issuer, audience), CachedJwks(jwks));
