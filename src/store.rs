@@ -347,13 +347,16 @@ pub async fn reset_password(
     }
 }
 
-/// Starts a session of a known user with its first refresh token.
+/// Starts a session with its first refresh token; in the same batch, puts back the budget
+/// units in `returned` (a login that turned out right).
 pub async fn start_session(
     db: &impl Database,
     session: &NewSession<'_>,
+    returned: &[BucketDraw],
     now: DateTime<Utc>,
 ) -> Result<(), DatabaseError> {
-    let statements = vec![
+    let mut statements = returned.iter().map(return_statement).collect::<Vec<_>>();
+    statements.extend([
         Statement::new(
             "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at) VALUES (?1, ?2, ?3, ?3, ?4)",
             [
@@ -373,60 +376,7 @@ pub async fn start_session(
                 session.refresh_token_expires_at.timestamp().into(),
             ],
         ),
-    ];
-    db.batch(statements).await.map(drop)
-}
-
-/// A session of the account registered under `email`, written before its password is
-/// checked so that a login needs one round trip (see `flows::login`): the statements go into
-/// the batch that reads the account. Inserts nothing for an unknown address. Until the login
-/// hands its refresh token to the client, nobody can use the session; a login that fails
-/// removes it again ([`discard_tentative_session`]).
-pub fn tentative_session_statements(
-    email: &Email,
-    session: &TentativeSession<'_>,
-    now: DateTime<Utc>,
-) -> Vec<Statement> {
-    vec![
-        Statement::new(
-            "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at)
-             SELECT ?1, id, ?2, ?2, ?3 FROM users WHERE email = ?4",
-            [session.id.into(), now.timestamp().into(), session.expires_at.timestamp().into(), email.as_str().into()],
-        ),
-        Statement::new(
-            "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
-             SELECT ?1, id, user_id, ?2, ?3 FROM sessions WHERE id = ?4",
-            [
-                session.refresh_token_hash.as_str().into(),
-                now.timestamp().into(),
-                session.refresh_token_expires_at.timestamp().into(),
-                session.id.into(),
-            ],
-        ),
-    ]
-}
-
-/// A session of [`tentative_session_statements`].
-#[derive(Debug)]
-pub struct TentativeSession<'a> {
-    pub id: &'a str,
-    pub expires_at: DateTime<Utc>,
-    pub refresh_token_hash: &'a TokenHash,
-    pub refresh_token_expires_at: DateTime<Utc>,
-}
-
-/// Removes a tentative session whose login failed, and puts `returned` units back, in one
-/// batch. A no-op for a session that was never inserted (an unknown address).
-pub async fn discard_tentative_session(
-    db: &impl Database,
-    session_id: &str,
-    returned: &[BucketDraw],
-) -> Result<(), DatabaseError> {
-    let mut statements = vec![
-        Statement::new("DELETE FROM refresh_tokens WHERE session_id = ?1", [session_id.into()]),
-        Statement::new("DELETE FROM sessions WHERE id = ?1", [session_id.into()]),
-    ];
-    statements.extend(returned.iter().map(return_statement));
+    ]);
     db.batch(statements).await.map(drop)
 }
 
@@ -773,12 +723,7 @@ pub async fn take_from_buckets(
 
 /// Puts back one unit taken from each bucket (a request that turned out not to count).
 pub async fn return_to_buckets(db: &impl Database, draws: &[BucketDraw]) -> Result<(), DatabaseError> {
-    db.batch(return_statements(draws)).await.map(drop)
-}
-
-/// The statements of [`return_to_buckets`], for a batch that runs later.
-pub fn return_statements(draws: &[BucketDraw]) -> Vec<Statement> {
-    draws.iter().map(return_statement).collect()
+    db.batch(draws.iter().map(return_statement).collect()).await.map(drop)
 }
 
 fn return_statement(draw: &BucketDraw) -> Statement {

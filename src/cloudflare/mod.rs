@@ -20,7 +20,6 @@ use crate::api::{handle, parse_head, ApiRequest, ApiResponse, REQUEST_HEADERS};
 use crate::config::Config;
 use crate::flows;
 use crate::keyring::{self, Keyring};
-use crate::ports::Database;
 use crate::store;
 use webcrypto::WebCrypto;
 
@@ -73,16 +72,6 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
     if !mails.is_empty() {
         let env = env.clone();
         worker_ctx.wait_until(async move { mail_queue::enqueue(&env, &config, mails).await });
-    }
-    let batches = outbox.take_batches();
-    if !batches.is_empty() {
-        worker_ctx.wait_until(async move {
-            for batch in batches {
-                if let Err(err) = db.batch(batch).await {
-                    log::warn!("work deferred past the response failed: {err}");
-                }
-            }
-        });
     }
     Ok(response)
 }

@@ -9,7 +9,7 @@ use crate::domain::tokens::{issue_tokens, Subject};
 use crate::flows::throttle::{self, Throttled};
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, TentativeSession};
+use crate::store::{self, NewSession};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -52,29 +52,12 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         (BucketKind::LoginPerIp, throttle::Subject::Client),
         (BucketKind::LoginPerAccount, throttle::Subject::Email(&email)),
     ];
-    // One round trip when the password is right: the budgets, the account and a tentative
-    // session (`store::tentative_session_statements`) in one batch. Its refresh token reaches
-    // the client only if the password verifies; otherwise the session is removed again before
-    // the answer, for an unknown address (where nothing was inserted) as for a wrong password,
-    // so that both take the same time.
-    let session_id = ctx.new_id()?;
-    let refresh_token = ctx.new_token()?;
-    let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
-    let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
-    let tentative = TentativeSession {
-        id: &session_id,
-        expires_at: session_expires_at,
-        refresh_token_hash: refresh_token.hash(),
-        refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
-    };
-    let mut also = vec![store::find_user_statement(&email)];
-    also.extend(store::tentative_session_statements(&email, &tentative, ctx.now));
-    let (taken, outcomes) = throttle::take_with(ctx, &budgets, also).await?;
+    // The account is read in the same round trip as the budgets.
+    let (taken, outcomes) = throttle::take_with(ctx, &budgets, vec![store::find_user_statement(&email)]).await?;
     let taken = match taken {
         Ok(taken) => taken,
         Err(throttled) => {
             let _ = verify_password(&password, &dummy_hash);
-            store::discard_tentative_session(ctx.db, &session_id, &[]).await.map_err(Internal::from)?;
             return Err(throttled.into());
         }
     };
@@ -84,23 +67,37 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     let password_matches = verify_password(&password, stored_hash).map_err(Internal::from)?;
     let user = match user {
         Some(user) if password_matches => user,
-        _ => {
-            store::discard_tentative_session(ctx.db, &session_id, &[]).await.map_err(Internal::from)?;
-            return Err(LoginError::InvalidCredentials);
-        }
+        _ => return Err(LoginError::InvalidCredentials),
     };
-    // The password was right: the account's unit goes back.
-    let returned = taken.of_kind(BucketKind::LoginPerAccount).draws();
+    // The password was right: the account's unit goes back (with the session, below).
+    let returned = taken.of_kind(BucketKind::LoginPerAccount);
     // Best effort: a failed upgrade is tried again at the next login, never refuses this one.
     if let Err(err) = upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await {
         log::warn!("password hash upgrade failed for user {}: {err}", user.id);
     }
     if ctx.config.require_email_verification && !user.email_verified {
-        store::discard_tentative_session(ctx.db, &session_id, &returned).await.map_err(Internal::from)?;
+        throttle::give_back(ctx, returned).await?;
         return Err(LoginError::EmailNotVerified);
     }
-    // Nothing in the answer depends on the refund: it runs after the response.
-    ctx.outbox.defer(store::return_statements(&returned));
+
+    let session_id = ctx.new_id()?;
+    let refresh_token = ctx.new_token()?;
+    let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
+    let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
+    store::start_session(
+        ctx.db,
+        &NewSession {
+            id: &session_id,
+            user_id: &user.id,
+            expires_at: session_expires_at,
+            refresh_token_hash: refresh_token.hash(),
+            refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
+        },
+        &returned.draws(),
+        ctx.now,
+    )
+    .await
+    .map_err(Internal::from)?;
 
     let keys = ctx.signing_keys().await?;
     let signed = issue_tokens(

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
 use crate::mail::OutgoingMail;
-use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient, Statement};
+use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
 
 pub mod login;
 pub mod new_password;
@@ -56,33 +56,17 @@ impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
     }
 }
 
-/// What a request leaves to be done after its response is on its way: mail to send, and
-/// database batches that nothing in the response depends on (a login's refund of its rate-limit
-/// unit). The adapter runs them with `waitUntil`; a batch that fails is logged, not retried.
+/// Mail queued by a request.
 #[derive(Debug, Default)]
-pub struct Outbox {
-    mails: RefCell<Vec<OutgoingMail>>,
-    batches: RefCell<Vec<Vec<Statement>>>,
-}
+pub struct Outbox(RefCell<Vec<OutgoingMail>>);
 
 impl Outbox {
     pub fn push(&self, mail: OutgoingMail) {
-        self.mails.borrow_mut().push(mail);
+        self.0.borrow_mut().push(mail);
     }
 
     pub fn take(&self) -> Vec<OutgoingMail> {
-        self.mails.take()
-    }
-
-    /// A batch to run after the response (nothing when `statements` is empty).
-    pub fn defer(&self, statements: Vec<Statement>) {
-        if !statements.is_empty() {
-            self.batches.borrow_mut().push(statements);
-        }
-    }
-
-    pub fn take_batches(&self) -> Vec<Vec<Statement>> {
-        self.batches.take()
+        self.0.take()
     }
 }
 

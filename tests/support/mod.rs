@@ -247,8 +247,6 @@ pub struct App {
     pub http: FakeHttp,
     pub now: Cell<DateTime<Utc>>,
     pub mails: RefCell<Vec<OutgoingMail>>,
-    /// Batches run after a response (the Worker's `waitUntil`), counted.
-    pub deferred_batches: Cell<usize>,
 }
 
 /// A response with its body parsed as JSON when it is JSON.
@@ -288,7 +286,6 @@ impl App {
             http: FakeHttp::default(),
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
-            deferred_batches: Cell::new(0),
         }
     }
 
@@ -321,11 +318,6 @@ impl App {
         };
         let response = pollster::block_on(handle(&ctx, &request));
         self.mails.borrow_mut().extend(outbox.take());
-        // What the Worker runs after the response (`waitUntil`).
-        for batch in outbox.take_batches() {
-            pollster::block_on(edgeid::ports::Database::batch(&self.db, batch)).unwrap();
-            self.deferred_batches.set(self.deferred_batches.get() + 1);
-        }
         let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         Reply { status: response.status, json, response }
     }
