@@ -373,3 +373,33 @@ fn refused_passwords_do_not_spend_the_mail_budget() {
     }
     assert_eq!(app.post("/v1/signup", json!({"email": "careful@example.com", "password": PASSWORD})).status, 202);
 }
+
+/// No failed login leaves a session or a refresh token behind, whatever failed.
+#[test]
+fn a_failed_login_leaves_no_session_behind() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT", "2/900")]);
+    app.verified_account("someone@example.com", PASSWORD);
+    app.post("/v1/signup", json!({"email": "unverified@example.com", "password": PASSWORD}));
+    let rows = || app.db.count("SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM refresh_tokens)");
+
+    login_from(&app, "203.0.113.30", "nobody@example.com", PASSWORD).assert_error(401, "invalid_credentials");
+    login_from(&app, "203.0.113.30", "unverified@example.com", PASSWORD).assert_error(403, "email_not_verified");
+    login_from(&app, "203.0.113.30", "someone@example.com", "wrong password").assert_error(401, "invalid_credentials");
+    login_from(&app, "203.0.113.30", "someone@example.com", "wrong password").assert_error(401, "invalid_credentials");
+    // The account's budget is spent: even the right password is refused, and leaves nothing.
+    login_from(&app, "203.0.113.30", "someone@example.com", PASSWORD).assert_error(429, "rate_limited");
+    assert_eq!(rows(), 0);
+
+    // A right password's session is whole: one session, one refresh token, and it refreshes.
+    app.advance(900);
+    let reply = login_from(&app, "203.0.113.30", "someone@example.com", PASSWORD);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(rows(), 2);
+    let refreshed = app.request(
+        "POST",
+        "/oauth/token",
+        Some("application/x-www-form-urlencoded"),
+        format!("grant_type=refresh_token&refresh_token={}", reply.json["refresh_token"].as_str().unwrap()).as_bytes(),
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+}

@@ -30,7 +30,7 @@ async fn fetch(request: web_sys::Request, env: Env, worker_ctx: Context) -> work
         Ok(response) => response,
         Err(err) => ApiError::server_error(&err).into(),
     };
-    Ok(to_worker_response(&response))
+    to_worker_response(&response).map_err(|err| worker::Error::from(format!("building the response: {err:?}")))
 }
 
 async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
@@ -187,7 +187,9 @@ async fn read_body(request: &web_sys::Request) -> Result<Vec<u8>, ApiResponse> {
     }
 }
 
-fn to_worker_response(response: &ApiResponse) -> web_sys::Response {
+/// The Response for workerd; an error only if JavaScript refuses a header or the body (a bug:
+/// the fetch handler then answers a bare 500).
+fn to_worker_response(response: &ApiResponse) -> Result<web_sys::Response, JsValue> {
     let mut head = String::new();
     for (name, value) in &response.headers {
         // Values are built by edgeid, never copied from a request; a line break in one would be
@@ -202,27 +204,29 @@ fn to_worker_response(response: &ApiResponse) -> web_sys::Response {
     }
     // Most responses repeat the headers of an earlier one (the documents, the token endpoint,
     // errors): their Headers object is built once per isolate. Ones that carry a per-response
-    // value (a cookie, a CSP nonce) are built each time and not kept.
+    // value (a cookie, a CSP nonce, a redirect) are built each time and not kept. No borrow of
+    // the cache is held across a call into JavaScript.
     let unique = response.headers.iter().any(|(name, value)| {
         name.eq_ignore_ascii_case("set-cookie") || value.contains("nonce-") || name.eq_ignore_ascii_case("location")
     });
-    if unique {
-        return glue::respond(response.status, &glue::headers_of(&head), &response.body);
-    }
-    RESPONSE_HEADERS.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if !cache.contains_key(&head) {
-            if cache.len() >= MAX_CACHED_HEADERS {
-                cache.clear();
+    let cached = if unique { None } else { RESPONSE_HEADERS.with(|cache| cache.borrow().get(&head).cloned()) };
+    let headers = match cached {
+        Some(headers) => headers,
+        None => {
+            let headers = glue::headers_of(&head)?;
+            if !unique {
+                RESPONSE_HEADERS.with(|cache| {
+                    let mut cache = cache.borrow_mut();
+                    if cache.len() >= MAX_CACHED_HEADERS {
+                        cache.clear();
+                    }
+                    cache.insert(head, headers.clone());
+                });
             }
-            let headers = glue::headers_of(&head);
-            cache.insert(head.clone(), headers);
+            headers
         }
-        match cache.get(&head) {
-            Some(headers) => glue::respond(response.status, headers, &response.body),
-            None => glue::respond(response.status, &glue::headers_of(&head), &response.body),
-        }
-    })
+    };
+    glue::respond(response.status, &headers, &response.body)
 }
 
 /// How many distinct header sets an isolate keeps (`RESPONSE_HEADERS`).
@@ -249,11 +253,11 @@ pub(crate) mod glue {
         #[wasm_bindgen(js_name = readBody, catch)]
         pub async fn read_body(request: &web_sys::Request, limit: u32) -> Result<JsValue, JsValue>;
 
-        #[wasm_bindgen(js_name = headersOf)]
-        pub fn headers_of(head: &str) -> JsValue;
+        #[wasm_bindgen(js_name = headersOf, catch)]
+        pub fn headers_of(head: &str) -> Result<JsValue, JsValue>;
 
-        #[wasm_bindgen(js_name = respond)]
-        pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> web_sys::Response;
+        #[wasm_bindgen(js_name = respond, catch)]
+        pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> Result<web_sys::Response, JsValue>;
 
         #[wasm_bindgen(js_name = d1Batch, catch)]
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
