@@ -27,9 +27,11 @@ if (kind === "edgeid") {
   const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
   const mf = await miniflare({
     modules: true,
-    // BENCH_BUILD: another build of the worker (a directory like build/) to compare with.
-    scriptPath: `${process.env.BENCH_BUILD ?? `${root}build`}/index.js`,
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    // The Worker's entry, which imports build/index.js. BENCH_ENTRY: another entry module (one
+    // that imports a copy of another build, say) to compare with.
+    scriptPath: process.env.BENCH_ENTRY ?? `${root}src/cloudflare/entry.mjs`,
+    modulesRoot: "/",
+    modulesRules: [{ type: "ESModule", include: ["**/*.js", "**/*.mjs"] }, { type: "CompiledWasm", include: ["**/*.wasm"] }],
     d1Databases: { DB: "bench-db" },
     kvNamespaces: { KV: "bench-kv" },
     queueProducers: { MAIL_QUEUE: { queueName: "edgeid-mail" }, MAIL_DEAD_LETTERS: { queueName: "edgeid-mail-dead" } },

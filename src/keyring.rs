@@ -96,7 +96,7 @@ impl Keyring {
         crypto: &impl Crypto,
         now: DateTime<Utc>,
     ) -> Result<Rc<SigningKeys>, KeyringError> {
-        let cache_seconds = self.max_cache_seconds.min(config.key_publication_lead_seconds / 4);
+        let cache_seconds = self.cache_seconds(config);
         let mut records = self.records(db, now, cache_seconds).await?;
         if select(&records, config, now.timestamp()).is_none() {
             bootstrap(db, config, crypto, now).await?;
@@ -115,6 +115,35 @@ impl Keyring {
             cache.assembled = Some((selection, Rc::clone(&keys)));
         }
         Ok(keys)
+    }
+
+    /// How long a read of the key table is used: at most `max_cache_seconds`, and a quarter of
+    /// the publication lead.
+    fn cache_seconds(&self, config: &Config) -> i64 {
+        self.max_cache_seconds.min(config.key_publication_lead_seconds / 4)
+    }
+
+    /// Until when (Unix seconds, exclusive) [`Keyring::signing_keys`] keeps returning the keys
+    /// it returned at `now` without reading D1 again: the end of the cached read, or the next
+    /// instant at which a cached key is published, starts signing, retires or leaves the JWKS,
+    /// whichever comes first. `None` before the first read and when that instant is already
+    /// here (no cache). Whatever is made from those keys alone (the JWKS, the discovery
+    /// document) stays the same until then.
+    pub fn unchanged_until(&self, config: &Config, now: i64) -> Option<i64> {
+        let cache = self.cache.borrow();
+        let cache = cache.as_ref()?;
+        let read_expires = cache.read_at + self.cache_seconds(config);
+        let lifetime = longest_token_lifetime(config);
+        let next_change = cache
+            .records
+            .iter()
+            .flat_map(|key| {
+                [Some(key.published_at), Some(key.activates_at), key.retired_at, key.retired_at.map(|at| at + lifetime)]
+            })
+            .flatten()
+            .filter(|&at| at > now)
+            .min();
+        Some(next_change.map_or(read_expires, |at| at.min(read_expires))).filter(|&until| until > now)
     }
 
     async fn records(

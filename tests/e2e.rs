@@ -348,6 +348,51 @@ fn end_to_end_against_wrangler_dev() {
     }
 }
 
+/// The JWKS and discovery documents are answered from the isolate's memory once the worker has
+/// made them (src/cloudflare/entry.mjs): exactly what the worker answered, only to the host it
+/// answered, and never in place of a revalidation or a HEAD.
+#[test]
+fn replayed_documents_are_what_the_worker_answered() {
+    let sink = MailSink::start();
+    // `log` answers only requests to this machine, so another host must reach the worker and
+    // be refused; a day's lead keeps the key table cached, and the documents replayable, for
+    // a minute.
+    let worker = Worker::start_with(&sink, &["MAIL_PROVIDER:log", "KEY_PUBLICATION_LEAD_SECONDS:86400"]);
+    let client = client();
+    for path in ["/.well-known/jwks.json", "/.well-known/openid-configuration"] {
+        let answers: Vec<_> = (0..3)
+            .map(|_| {
+                let response = client.get(worker.url(path)).send().unwrap();
+                let mut headers: Vec<_> = response
+                    .headers()
+                    .iter()
+                    .filter(|(name, _)| *name != "date")
+                    .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+                    .collect();
+                headers.sort();
+                (response.status().as_u16(), headers, response.text().unwrap())
+            })
+            .collect();
+        assert_eq!(answers[0].0, 200, "{path}");
+        assert!(answers.iter().all(|answer| *answer == answers[0]), "{path}: {answers:#?}");
+        let etag = answers[0].1.iter().find(|(name, _)| name == "etag").unwrap().1.clone();
+
+        let revalidated = client.get(worker.url(path)).header("If-None-Match", &etag).send().unwrap();
+        assert_eq!(revalidated.status(), 304, "{path}");
+        assert_eq!(revalidated.text().unwrap(), "");
+        let other_etag = client.get(worker.url(path)).header("If-None-Match", "\"other\"").send().unwrap();
+        assert_eq!(other_etag.status(), 200, "{path}");
+        let head = client.head(worker.url(path)).send().unwrap();
+        assert_eq!((head.status().as_u16(), head.headers()["etag"].to_str().unwrap()), (200, etag.as_str()));
+        assert_eq!(head.text().unwrap(), "");
+
+        let elsewhere = client.get(worker.url(path)).header("Host", "id.example.com").send().unwrap();
+        assert_eq!(elsewhere.status(), 500, "{path}: answered for another host");
+        let body: Value = elsewhere.json().unwrap();
+        assert_eq!(body["error"], "server_error");
+    }
+}
+
 /// A second server with `SIGNING_ALG=RS256`: its first key is generated in WebCrypto by
 /// whichever of many concurrent first requests wins, and exactly one is kept.
 #[test]

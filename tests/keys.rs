@@ -122,6 +122,46 @@ fn keys_rotate_publish_first_and_retire_after_their_tokens_expire() {
 }
 
 #[test]
+fn the_documents_say_until_when_they_stay_the_same() {
+    const JWKS: &str = "/.well-known/jwks.json";
+    const DISCOVERY: &str = "/.well-known/openid-configuration";
+    let mut app = App::with_config(test_config(&[("KEY_PUBLICATION_LEAD_SECONDS", "200")]));
+    let start = app.now.get().timestamp();
+    // The tests' keyring caches nothing: nothing stays the same for any time.
+    assert_eq!(app.get(JWKS).response.same_until_ms, None);
+
+    // A read of the key table serves for a quarter of the lead (50 s, under the keyring's 60).
+    app.keyring = Keyring::new(60);
+    for path in [JWKS, DISCOVERY] {
+        let reply = app.get(path);
+        assert_eq!((reply.status, reply.response.same_until_ms), (200, Some((start + 50) * 1000)), "{path}");
+    }
+    // Only a full answer to a GET: not a HEAD, not a 304, and no other route.
+    let etag = app.get(JWKS).response.header("etag").unwrap().to_owned();
+    let revalidated = app.send(ApiRequest {
+        method: "GET".into(),
+        path: JWKS.into(),
+        headers: vec![("If-None-Match".into(), etag)],
+        ..Default::default()
+    });
+    assert_eq!((revalidated.status, revalidated.response.same_until_ms), (304, None));
+    let head = app.send(ApiRequest { method: "HEAD".into(), path: JWKS.into(), ..Default::default() });
+    assert_eq!((head.status, head.response.same_until_ms), (200, None));
+    for path in ["/healthz", "/.well-known/security.txt", "/login"] {
+        assert_eq!(app.get(path).response.same_until_ms, None, "{path}");
+    }
+
+    // A key published at +10 signs from +210. Read again at +200, the documents last until +210
+    // (when the old key retires), not until the end of the read at +250.
+    app.advance(10);
+    assert_eq!(app.maintain_keys(true).published.unwrap().1, start + 210);
+    app.advance(190);
+    assert_eq!(app.get(JWKS).response.same_until_ms, Some((start + 210) * 1000));
+    app.advance(10);
+    assert_eq!(app.get(DISCOVERY).response.same_until_ms, Some((start + 250) * 1000));
+}
+
+#[test]
 fn an_administrator_can_rotate_on_demand() {
     let app = App::new();
     app.get("/healthz");

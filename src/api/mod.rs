@@ -80,6 +80,10 @@ pub struct ApiResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// For a response to a GET that every GET of the same URL without conditional headers
+    /// would get, byte for byte, until this instant (Unix milliseconds, exclusive): the
+    /// adapter may answer those from memory until then (the JWKS and discovery documents).
+    pub same_until_ms: Option<i64>,
 }
 
 impl ApiResponse {
@@ -99,6 +103,7 @@ impl ApiResponse {
                 ("Strict-Transport-Security".to_owned(), "max-age=31536000".to_owned()),
             ],
             body,
+            same_until_ms: None,
         }
     }
 
@@ -131,6 +136,19 @@ impl ApiResponse {
             .with_header("Cache-Control", format!("public, max-age={max_age}"))
             .with_header("ETag", etag.to_owned())
             .with_header("Access-Control-Allow-Origin", "*")
+    }
+}
+
+impl ApiResponse {
+    /// Marks a document made from the signing keys alone (and the configuration, which an
+    /// isolate never sees change) as unchanged while the keys are (`Keyring::unchanged_until`).
+    /// Only a full answer: a 304 depends on the request's `If-None-Match`.
+    fn same_until<D, E, H>(mut self, ctx: &Context<'_, D, E, H>) -> ApiResponse {
+        if self.status == 200 {
+            self.same_until_ms =
+                ctx.keyring.unchanged_until(ctx.config, ctx.now.timestamp()).map(|seconds| seconds * 1000);
+        }
+        self
     }
 }
 
@@ -302,6 +320,7 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     };
     if is_head {
         response.body.clear();
+        response.same_until_ms = None;
     }
     response
 }
@@ -327,11 +346,13 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
                 &documents.discovery_etag,
                 ctx.config.jwks_max_age_seconds(),
             )
+            .same_until(ctx)
         }
         Route::Jwks => {
             let keys = ctx.signing_keys().await?;
             let documents = keys.documents(|keys| public_documents(ctx.config, keys));
             ApiResponse::public_json(request, keys.jwks_json(), &documents.jwks_etag, ctx.config.jwks_max_age_seconds())
+                .same_until(ctx)
         }
         Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
             .with_header("Cache-Control", "public, max-age=86400"),

@@ -67,6 +67,26 @@ export function respond(status, headers, body) {
   return new Response(body.length === 0 ? null : body.slice(), { status, headers });
 }
 
+/// Responses that `entry.mjs` replays (see there), shared through the isolate's global object:
+/// the bundler gives this module and the entry separate scopes. Keyed by the URL without its
+/// query, host included, so a response is only ever replayed to the host it was made for.
+const REPLAY = Symbol.for("edgeid.replay");
+const MAX_REPLAYS = 32;
+const utf8 = new TextDecoder();
+
+/// Keeps a response for `entry.mjs` to replay to every GET of `request`'s URL without
+/// conditional headers until `untilMs` (Unix milliseconds, exclusive). The body becomes a
+/// string: immutable, so one copy serves every replay.
+export function keepForReplay(request, status, headers, body, untilMs) {
+  if (request.method !== "GET") return;
+  const replays = (globalThis[REPLAY] ??= new Map());
+  const url = request.url;
+  const query = url.indexOf("?");
+  const key = query < 0 ? url : url.slice(0, query);
+  if (replays.size >= MAX_REPLAYS && !replays.has(key)) replays.clear();
+  replays.set(key, { body: utf8.decode(body), init: { status, headers }, untilMs });
+}
+
 /// One D1 batch (one transaction) from `[{ sql, params }]` as JSON; its outcome as JSON too,
 /// `[[rows, changes], …]`: a string each way instead of a call per statement, per bound value
 /// and per column of every row.

@@ -30,7 +30,8 @@ async fn fetch(request: web_sys::Request, env: Env, worker_ctx: Context) -> work
         Ok(response) => response,
         Err(err) => ApiError::server_error(&err).into(),
     };
-    to_worker_response(&response).map_err(|err| worker::Error::from(format!("building the response: {err:?}")))
+    to_worker_response(&request, &response)
+        .map_err(|err| worker::Error::from(format!("building the response: {err:?}")))
 }
 
 async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) -> Result<ApiResponse, String> {
@@ -188,8 +189,10 @@ async fn read_body(request: &web_sys::Request) -> Result<Vec<u8>, ApiResponse> {
 }
 
 /// The Response for workerd; an error only if JavaScript refuses a header or the body (a bug:
-/// the fetch handler then answers a bare 500).
-fn to_worker_response(response: &ApiResponse) -> Result<web_sys::Response, JsValue> {
+/// the fetch handler then answers a bare 500). A response the API marks as the same for every
+/// GET of its URL for a while (`same_until_ms`) is also handed to `entry.mjs`, which answers
+/// those GETs from memory until then without entering wasm.
+fn to_worker_response(request: &web_sys::Request, response: &ApiResponse) -> Result<web_sys::Response, JsValue> {
     let mut head = String::new();
     for (name, value) in &response.headers {
         // Values are built by edgeid, never copied from a request; a line break in one would be
@@ -226,6 +229,9 @@ fn to_worker_response(response: &ApiResponse) -> Result<web_sys::Response, JsVal
             headers
         }
     };
+    if let Some(until_ms) = response.same_until_ms {
+        glue::keep_for_replay(request, response.status, &headers, &response.body, until_ms as f64);
+    }
     glue::respond(response.status, &headers, &response.body)
 }
 
@@ -258,6 +264,9 @@ pub(crate) mod glue {
 
         #[wasm_bindgen(js_name = respond, catch)]
         pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> Result<web_sys::Response, JsValue>;
+
+        #[wasm_bindgen(js_name = keepForReplay)]
+        pub fn keep_for_replay(request: &web_sys::Request, status: u16, headers: &JsValue, body: &[u8], until_ms: f64);
 
         #[wasm_bindgen(js_name = d1Batch, catch)]
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
