@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import { fixed, freePort, json, load, refreshRequests, refreshTokens, root, start } from "./lib.mjs";
 
 const SAMPLING_INTERVAL_US = Number(process.env.PROFILE_INTERVAL_US ?? 200);
-const TOP = 15;
+const TOP = Number(process.env.PROFILE_TOP ?? 15);
 const scenarios = process.argv.slice(2).length ? process.argv.slice(2) : ["constant", "jwks", "refresh", "login"];
 
 /// A Chrome DevTools Protocol session with one isolate.

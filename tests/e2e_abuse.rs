@@ -142,6 +142,27 @@ fn body_limit(worker: &Worker, _sink: &MailSink) {
     assert_eq!(response.status(), 413);
     let body: Value = response.json().unwrap();
     assert_eq!(body["error"], "payload_too_large");
+    // A chunked body under the limit arriving a few bytes at a time is read whole.
+    let login = json!({"email": "nobody@example.com", "password": "a wrong password"}).to_string();
+    let response = client()
+        .post(worker.url("/v1/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::blocking::Body::new(Trickle(std::io::Cursor::new(login.into_bytes()))))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["error"], "invalid_credentials");
+}
+
+/// A body that arrives five bytes per read, so one chunk each.
+struct Trickle<R>(R);
+
+impl<R: Read> Read for Trickle<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let end = buffer.len().min(5);
+        self.0.read(&mut buffer[..end])
+    }
 }
 
 fn one_token_many_uses(worker: &Worker, sink: &MailSink) {

@@ -22,33 +22,22 @@ export function requestHead(request, names) {
   return head;
 }
 
-/// The body, at most `limit` bytes: a Uint8Array, or null when it is longer. Read chunk by
-/// chunk and abandoned as soon as it passes the limit, whatever Content-Length declared (the
-/// adapter has already refused a declared length over the limit).
+/// The body, at most `limit` bytes: a Uint8Array, or null when it is longer. One read into a
+/// buffer of `limit + 1` bytes (workerd's `readAtLeast`, which waits for that many bytes or the
+/// end of the body): a shorter result is the whole body; a full one means the body passes the
+/// limit, and the rest is never read, whatever Content-Length declared (the adapter has
+/// already refused a declared length over the limit).
 export async function readBody(request, limit) {
   const stream = request.body;
   if (stream === null) return new Uint8Array(0);
-  const reader = stream.getReader();
-  const chunks = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      reader.cancel().catch(() => {});
-      return null;
-    }
-    chunks.push(value);
+  const reader = stream.getReader({ mode: "byob" });
+  const { value } = await reader.readAtLeast(limit + 1, new Uint8Array(limit + 1));
+  if (value === undefined) return new Uint8Array(0);
+  if (value.byteLength > limit) {
+    reader.cancel().catch(() => {});
+    return null;
   }
-  if (chunks.length === 1) return chunks[0];
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return body;
+  return value;
 }
 
 /// A Headers object from "name\nvalue\n…" (src/cloudflare/mod.rs keeps the ones it reuses).
