@@ -2,6 +2,7 @@
 // (scripts/bench.sh pins it to one core):
 //   node bench/serve.mjs edgeid PORT [NAME=VALUE ...]   the release worker on workerd (Miniflare)
 //   node bench/serve.mjs constant PORT                 a Worker that answers "ok", same runtime
+//   node bench/serve.mjs d1 PORT                       a Worker that runs D1 batches, same runtime
 //   node bench/serve.mjs oidc-provider PORT            the peer: oidc-provider on Node
 // It prints "ready <url> <ms from start to first response>" once it answers.
 import { readFileSync, readdirSync } from "node:fs";
@@ -61,6 +62,40 @@ if (kind === "edgeid") {
     modules: true,
     script: `export default { fetch() { return new Response("ok"); } };`,
   });
+} else if (kind === "d1") {
+  // The least a Worker can do with D1: `/?batches=5,3` runs a batch of 5 statements, then one
+  // of 3, and answers "ok". The statements alternate between an upsert and a read of one row
+  // (a rate-limit budget, a token's rotation, a lookup), as edgeid's batches do. `&spin=MS`
+  // keeps the CPU busy for MS ms after the first batch, as a login's Argon2id does.
+  const mf = await miniflare({
+    modules: true,
+    d1Databases: { DB: "bench-d1-floor" },
+    script: `const busy = (ms) => {
+      const end = performance.now() + ms;
+      for (let i = 0; performance.now() < end && i < 1e9; i++);
+    };
+    export default {
+      async fetch(request, env) {
+        const query = new URL(request.url).searchParams;
+        const sizes = (query.get("batches") ?? "").split(",").filter(Boolean).map(Number);
+        let spin = Number(query.get("spin") ?? 0);
+        for (const size of sizes) {
+          const statements = [];
+          for (let i = 0; i < size; i++) {
+            statements.push(i % 2 === 0
+              ? env.DB.prepare("INSERT INTO floor (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v").bind(i, Date.now())
+              : env.DB.prepare("SELECT v FROM floor WHERE k = ?1").bind(i - 1));
+          }
+          await env.DB.batch(statements);
+          busy(spin);
+          spin = 0;
+        }
+        busy(spin);
+        return new Response("ok");
+      },
+    };`,
+  });
+  await (await mf.getD1Database("DB")).prepare("CREATE TABLE floor (k INTEGER PRIMARY KEY, v INTEGER)").run();
 } else if (kind === "oidc-provider") {
   const { startPeer } = await import("./oidc-provider.mjs");
   await startPeer(port);
