@@ -4,12 +4,26 @@
 //! than the rest of a refresh grant.
 
 use serde_json::{Map, Value};
-use worker::wasm_bindgen::JsCast;
-use worker::D1Database;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::Env;
 
 use crate::ports::{Database, DatabaseError, Row, SqlValue, Statement, StatementOutcome};
 
-pub struct D1(pub D1Database);
+/// The D1 binding, as the JavaScript object it is: only `glue.js` calls it.
+pub struct D1(JsValue);
+
+impl D1 {
+    /// The binding `name` of `env`: one property read, where `Env::d1` also checks the
+    /// object's constructor name with four more calls into JavaScript, on every request.
+    /// Something else under that name fails at its first batch, with D1's error.
+    pub fn binding(env: &Env, name: &str) -> Result<D1, String> {
+        let binding = worker::js_sys::Reflect::get(env, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+        if binding.is_undefined() || binding.is_null() {
+            return Err(format!("D1 binding {name} is missing"));
+        }
+        Ok(D1(binding))
+    }
+}
 
 impl Database for D1 {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
@@ -21,7 +35,7 @@ impl Database for D1 {
             })
             .collect();
         let request = Value::Array(request).to_string();
-        let response = super::glue::d1_batch(self.0.unchecked_ref(), &request).await.map_err(|err| {
+        let response = super::glue::d1_batch(&self.0, &request).await.map_err(|err| {
             let message = err.dyn_ref::<worker::js_sys::Error>().map(|err| String::from(err.message()));
             DatabaseError(message.or_else(|| err.as_string()).unwrap_or_else(|| format!("{err:?}")))
         })?;

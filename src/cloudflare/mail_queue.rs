@@ -116,11 +116,11 @@ async fn deliver(env: &Env, config: &Config, message: &RawMessage, queued: Queue
 async fn deliver_once(env: &Env, config: &Config, mail: &OutgoingMail) -> Result<(), mail::MailError> {
     mail::deliver(&config.mail, &fetch::Fetcher, mail).await?;
     if config.mail.provider == MailProvider::Log {
-        let stored = match env.d1("DB") {
-            Ok(db) => store::add_to_dev_mailbox(&d1::D1(db), mail.to.as_str(), &mail.subject, &mail.text, now())
+        let stored = match d1::D1::binding(env, "DB") {
+            Ok(db) => store::add_to_dev_mailbox(&db, mail.to.as_str(), &mail.subject, &mail.text, now())
                 .await
                 .map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(err),
         };
         if let Err(err) = stored {
             log::warn!("dev mailbox: {err}");
@@ -145,9 +145,9 @@ async fn record_dead_letter(env: &Env, message: &RawMessage, queued: &QueuedMail
         attempts: queued.attempt,
         reason,
     };
-    let recorded = match env.d1("DB") {
-        Ok(db) => store::record_dead_letter(&d1::D1(db), &letter, now()).await.map_err(|err| err.to_string()),
-        Err(err) => Err(err.to_string()),
+    let recorded = match d1::D1::binding(env, "DB") {
+        Ok(db) => store::record_dead_letter(&db, &letter, now()).await.map_err(|err| err.to_string()),
+        Err(err) => Err(err),
     };
     match recorded {
         Ok(()) => message.ack(),

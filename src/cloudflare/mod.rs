@@ -48,7 +48,7 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
     if bench_route && api_request.path == "/__bench/constant" {
         return Ok(ApiResponse::new(200, "text/plain", b"ok".to_vec()));
     }
-    let db = d1::D1(env.d1("DB").map_err(|err| format!("D1 binding DB: {err}"))?);
+    let db = d1::D1::binding(env, "DB")?;
     let outbox = flows::Outbox::default();
     let keyring = KEYRING.with(Rc::clone);
     let ctx = flows::Context {
@@ -87,8 +87,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(config) => config,
         Err(err) => return log::error!("key maintenance skipped: configuration: {err}"),
     };
-    let db = match env.d1("DB") {
-        Ok(db) => d1::D1(db),
+    let db = match d1::D1::binding(&env, "DB") {
+        Ok(db) => db,
         Err(err) => return log::error!("key maintenance skipped: D1 binding DB: {err}"),
     };
     let force = event.cron() == "rotate";
@@ -267,6 +267,9 @@ pub(crate) mod glue {
 
         #[wasm_bindgen(js_name = keepForReplay)]
         pub fn keep_for_replay(request: &web_sys::Request, status: u16, headers: &JsValue, body: &[u8], until_ms: f64);
+
+        #[wasm_bindgen(js_name = signJws, catch)]
+        pub async fn sign_jws(key: &web_sys::CryptoKey, alg: &str, message: &[u8]) -> Result<JsValue, JsValue>;
 
         #[wasm_bindgen(js_name = d1Batch, catch)]
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;

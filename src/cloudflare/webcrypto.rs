@@ -84,10 +84,7 @@ impl Crypto for WebCrypto {
             }
             Err(err) => return Err(err),
         };
-        let subtle = subtle()?;
-        let promise = subtle.sign_with_object_and_u8_array(&sign_params(alg)?, &key, message).map_err(error("sign"))?;
-        let signature = JsFuture::from(promise).await.map_err(error("sign"))?;
-        // ECDSA's WebCrypto signature is IEEE P1363 (r‖s): exactly the JWS form.
+        let signature = super::glue::sign_jws(&key, alg.jws_name(), message).await.map_err(error("sign"))?;
         Ok(Some(Uint8Array::new(&signature).to_vec()))
     }
 }
@@ -113,14 +110,6 @@ fn import_params(alg: SigningAlg) -> Result<Object, CryptoError> {
     match alg {
         SigningAlg::Rs256 => rsassa(),
         SigningAlg::Es256 => object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]),
-        SigningAlg::EdDsa => object(&[("name", "Ed25519".into())]),
-    }
-}
-
-fn sign_params(alg: SigningAlg) -> Result<Object, CryptoError> {
-    match alg {
-        SigningAlg::Rs256 => rsassa(),
-        SigningAlg::Es256 => object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]),
         SigningAlg::EdDsa => object(&[("name", "Ed25519".into())]),
     }
 }
