@@ -66,6 +66,7 @@ function part(fn) {
     return `wasm: ${crate || fn.name}`;
   }
   if (fn.name.startsWith("(")) return fn.name;
+  if (fn.url.endsWith("entry.mjs")) return "JavaScript (entry.mjs: replays, hand-over to the wasm)";
   return fn.url ? "JavaScript (wasm-bindgen glue, workers-rs shim)" : "JavaScript (runtime)";
 }
 
