@@ -153,7 +153,9 @@ impl Keyring {
         cache_seconds: i64,
     ) -> Result<Rc<Vec<SigningKeyRecord>>, DatabaseError> {
         if let Some(cache) = self.cache.borrow().as_ref() {
-            if (0..cache_seconds).contains(&(now.timestamp() - cache.read_at)) {
+            // A read made after `now` (by a request that started later and finished first) is
+            // fresher than needed: keeping it keeps every request of the isolate on one read.
+            if cache_seconds > 0 && now.timestamp() - cache.read_at < cache_seconds {
                 return Ok(Rc::clone(&cache.records));
             }
         }

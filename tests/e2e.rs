@@ -375,6 +375,10 @@ fn replayed_documents_are_what_the_worker_answered() {
             .collect();
         assert_eq!(answers[0].0, 200, "{path}");
         assert!(answers.iter().all(|answer| *answer == answers[0]), "{path}: {answers:#?}");
+        // The documents read no query: the same answer with one.
+        let with_query = client.get(worker.url(&format!("{path}?cache-buster=1"))).send().unwrap();
+        assert_eq!(with_query.status(), 200, "{path}");
+        assert_eq!(with_query.text().unwrap(), answers[0].2, "{path}");
         let etag = answers[0].1.iter().find(|(name, _)| name == "etag").unwrap().1.clone();
 
         let revalidated = client.get(worker.url(path)).header("If-None-Match", &etag).send().unwrap();

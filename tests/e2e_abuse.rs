@@ -153,13 +153,26 @@ fn body_limit(worker: &Worker, _sink: &MailSink) {
     assert_eq!(response.status(), 401);
     let body: Value = response.json().unwrap();
     assert_eq!(body["error"], "invalid_credentials");
+    // Chunked bodies of exactly the limit and one byte more (JSON padded with spaces).
+    for (size, status) in [(16 * 1024, 401), (16 * 1024 + 1, 413)] {
+        let mut body = json!({"email": "nobody@example.com", "password": "a wrong password"}).to_string().into_bytes();
+        body.resize(size, b' ');
+        let response = client()
+            .post(worker.url("/v1/login"))
+            .header("content-type", "application/json")
+            .body(reqwest::blocking::Body::new(std::io::Cursor::new(body)))
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "a chunked body of {size} bytes");
+    }
 }
 
-/// A body that arrives five bytes per read, so one chunk each.
+/// A body that arrives five bytes at a time, a moment apart, so one chunk each.
 struct Trickle<R>(R);
 
 impl<R: Read> Read for Trickle<R> {
     fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(Duration::from_millis(2));
         let end = buffer.len().min(5);
         self.0.read(&mut buffer[..end])
     }

@@ -159,6 +159,13 @@ fn the_documents_say_until_when_they_stay_the_same() {
     assert_eq!(app.get(JWKS).response.same_until_ms, Some((start + 210) * 1000));
     app.advance(10);
     assert_eq!(app.get(DISCOVERY).response.same_until_ms, Some((start + 250) * 1000));
+
+    // A request that started a second before that read (a slow login) uses it too, rather
+    // than reading again and moving the read back: the documents' instant stays.
+    app.advance(-11);
+    assert_eq!(kids(&app).len(), 2);
+    app.advance(11);
+    assert_eq!(app.get(JWKS).response.same_until_ms, Some((start + 250) * 1000));
 }
 
 #[test]

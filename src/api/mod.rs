@@ -1,5 +1,6 @@
 //! HTTP: routing, request parsing and responses, independent of the Workers runtime.
-//! `handle(ctx, request)` is the whole API; the adapter only converts to and from `worker` types.
+//! `handle(ctx, request)` is the whole API; the adapter converts to and from `worker` types,
+//! and replays the responses `handle` marks as unchanged for a while (`same_until_ms`).
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -80,9 +81,10 @@ pub struct ApiResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// For a response to a GET that every GET of the same URL without conditional headers
-    /// would get, byte for byte, until this instant (Unix milliseconds, exclusive): the
-    /// adapter may answer those from memory until then (the JWKS and discovery documents).
+    /// For a response to a GET that every GET of the same host and path would get, byte for
+    /// byte, until this instant (Unix milliseconds, exclusive), whatever its query and headers
+    /// other than `If-None-Match`: the adapter may answer those from memory until then (the
+    /// JWKS and discovery documents, which read neither).
     pub same_until_ms: Option<i64>,
 }
 
@@ -141,12 +143,12 @@ impl ApiResponse {
 
 impl ApiResponse {
     /// Marks a document made from the signing keys alone (and the configuration, which an
-    /// isolate never sees change) as unchanged while the keys are (`Keyring::unchanged_until`).
-    /// Only a full answer: a 304 depends on the request's `If-None-Match`.
-    fn same_until<D, E, H>(mut self, ctx: &Context<'_, D, E, H>) -> ApiResponse {
+    /// isolate never sees change) as unchanged while the keys are (`until`, Unix seconds, from
+    /// `Context::signing_keys_and_until`). Only a full answer: a 304 depends on the request's
+    /// `If-None-Match`.
+    fn same_until(mut self, until: Option<i64>) -> ApiResponse {
         if self.status == 200 {
-            self.same_until_ms =
-                ctx.keyring.unchanged_until(ctx.config, ctx.now.timestamp()).map(|seconds| seconds * 1000);
+            self.same_until_ms = until.map(|seconds| seconds * 1000);
         }
         self
     }
@@ -338,7 +340,7 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
             ApiResponse::status(200, "ok")
         }
         Route::Discovery => {
-            let keys = ctx.signing_keys().await?;
+            let (keys, until) = ctx.signing_keys_and_until().await?;
             let documents = keys.documents(|keys| public_documents(ctx.config, keys));
             ApiResponse::public_json(
                 request,
@@ -346,13 +348,13 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
                 &documents.discovery_etag,
                 ctx.config.jwks_max_age_seconds(),
             )
-            .same_until(ctx)
+            .same_until(until)
         }
         Route::Jwks => {
-            let keys = ctx.signing_keys().await?;
+            let (keys, until) = ctx.signing_keys_and_until().await?;
             let documents = keys.documents(|keys| public_documents(ctx.config, keys));
             ApiResponse::public_json(request, keys.jwks_json(), &documents.jwks_etag, ctx.config.jwks_max_age_seconds())
-                .same_until(ctx)
+                .same_until(until)
         }
         Route::SecurityTxt => ApiResponse::new(200, "text/plain; charset=utf-8", SECURITY_TXT.as_bytes().to_vec())
             .with_header("Cache-Control", "public, max-age=86400"),

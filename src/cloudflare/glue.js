@@ -32,7 +32,7 @@ export async function readBody(request, limit) {
   if (stream === null) return new Uint8Array(0);
   const reader = stream.getReader({ mode: "byob" });
   const { value } = await reader.readAtLeast(limit + 1, new Uint8Array(limit + 1));
-  if (value === undefined) return new Uint8Array(0);
+  if (value === undefined) throw new Error("the body stream was cancelled");
   if (value.byteLength > limit) {
     reader.cancel().catch(() => {});
     return null;
@@ -65,15 +65,22 @@ const utf8 = new TextDecoder();
 
 /// Keeps a response for `entry.mjs` to replay to every GET of `request`'s URL without
 /// conditional headers until `untilMs` (Unix milliseconds, exclusive). The body becomes a
-/// string: immutable, so one copy serves every replay.
+/// string: immutable, so one copy serves every replay. Past `MAX_REPLAYS` URLs (hosts, ports),
+/// the one kept longest ago goes.
 export function keepForReplay(request, status, headers, body, untilMs) {
   if (request.method !== "GET") return;
   const replays = (globalThis[REPLAY] ??= new Map());
   const url = request.url;
   const query = url.indexOf("?");
   const key = query < 0 ? url : url.slice(0, query);
-  if (replays.size >= MAX_REPLAYS && !replays.has(key)) replays.clear();
+  replays.delete(key);
+  if (replays.size >= MAX_REPLAYS) replays.delete(replays.keys().next().value);
   replays.set(key, { body: utf8.decode(body), init: { status, headers }, untilMs });
+}
+
+/// Drops every kept response (a new wasm instance starts with an empty cache of its own).
+export function forgetReplays() {
+  globalThis[REPLAY]?.clear();
 }
 
 /// One D1 batch (one transaction) from `[{ sql, params }]` as JSON; its outcome as JSON too,

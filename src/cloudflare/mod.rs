@@ -26,6 +26,7 @@ use webcrypto::WebCrypto;
 #[event(fetch)]
 async fn fetch(request: web_sys::Request, env: Env, worker_ctx: Context) -> worker::Result<web_sys::Response> {
     console_logger::install();
+    forget_replays_of_earlier_instances();
     let response = match respond(&request, &env, &worker_ctx).await {
         Ok(response) => response,
         Err(err) => ApiError::server_error(&err).into(),
@@ -157,17 +158,21 @@ async fn to_api_request(request: &web_sys::Request) -> Result<ApiRequest, ApiRes
     let Some(parsed) = parse_head(&head) else {
         return Err(ApiError::invalid_request("the request line or its headers could not be read").into());
     };
-    let declared_length = parsed
-        .headers
-        .iter()
-        .find(|(name, _)| *name == "content-length")
-        .and_then(|(_, value)| value.parse::<usize>().ok());
-    if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
-    }
+    // The body of a GET or HEAD is never read, so its declared length does not matter (and the
+    // documents `entry.mjs` replays must get the same answer whatever it says).
     let body = match parsed.method {
         "GET" | "HEAD" => Vec::new(),
-        _ => read_body(request).await?,
+        _ => {
+            let declared_length = parsed
+                .headers
+                .iter()
+                .find(|(name, _)| *name == "content-length")
+                .and_then(|(_, value)| value.parse::<usize>().ok());
+            if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
+                return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
+            }
+            read_body(request).await?
+        }
     };
     Ok(ApiRequest {
         method: parsed.method.to_owned(),
@@ -230,9 +235,22 @@ fn to_worker_response(request: &web_sys::Request, response: &ApiResponse) -> Res
         }
     };
     if let Some(until_ms) = response.same_until_ms {
-        glue::keep_for_replay(request, response.status, &headers, &response.body, until_ms as f64);
+        // Replays are an optimisation: if keeping one fails, the next GET comes here instead.
+        let _ = glue::keep_for_replay(request, response.status, &headers, &response.body, until_ms as f64);
     }
     glue::respond(response.status, &headers, &response.body)
+}
+
+/// After a panic, worker-build starts a new wasm instance in the same isolate, with an empty
+/// keyring; the replays the old instance kept (on JavaScript's global object) go with it, so
+/// that nothing is answered from a cache this instance did not read.
+fn forget_replays_of_earlier_instances() {
+    thread_local! {
+        static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !STARTED.with(|started| started.replace(true)) {
+        glue::forget_replays();
+    }
 }
 
 /// How many distinct header sets an isolate keeps (`RESPONSE_HEADERS`).
@@ -265,8 +283,17 @@ pub(crate) mod glue {
         #[wasm_bindgen(js_name = respond, catch)]
         pub fn respond(status: u16, headers: &JsValue, body: &[u8]) -> Result<web_sys::Response, JsValue>;
 
-        #[wasm_bindgen(js_name = keepForReplay)]
-        pub fn keep_for_replay(request: &web_sys::Request, status: u16, headers: &JsValue, body: &[u8], until_ms: f64);
+        #[wasm_bindgen(js_name = keepForReplay, catch)]
+        pub fn keep_for_replay(
+            request: &web_sys::Request,
+            status: u16,
+            headers: &JsValue,
+            body: &[u8],
+            until_ms: f64,
+        ) -> Result<(), JsValue>;
+
+        #[wasm_bindgen(js_name = forgetReplays)]
+        pub fn forget_replays();
 
         #[wasm_bindgen(js_name = signJws, catch)]
         pub async fn sign_jws(key: &web_sys::CryptoKey, alg: &str, message: &[u8]) -> Result<JsValue, JsValue>;

@@ -54,6 +54,14 @@ impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
     pub async fn signing_keys(&self) -> Result<Rc<SigningKeys>, Internal> {
         Ok(self.keyring.signing_keys(self.db, self.config, self.crypto, self.now).await?)
     }
+
+    /// The signing keys in force now, and until when (Unix seconds, exclusive) this isolate
+    /// keeps returning the same ones (`Keyring::unchanged_until`), taken together: nothing runs
+    /// between the two.
+    pub async fn signing_keys_and_until(&self) -> Result<(Rc<SigningKeys>, Option<i64>), Internal> {
+        let keys = self.signing_keys().await?;
+        Ok((keys, self.keyring.unchanged_until(self.config, self.now.timestamp())))
+    }
 }
 
 /// Mail queued by a request.
