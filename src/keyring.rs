@@ -3,7 +3,7 @@
 //! trigger): publish the next key a lead time before it signs, keep a retired key published
 //! until every token it signed has expired, then delete it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
@@ -42,11 +42,15 @@ pub struct Maintenance {
 #[derive(Debug)]
 pub struct Keyring {
     max_cache_seconds: i64,
+    /// Reads of the key table issued so far: of overlapping reads, the last issued is kept.
+    reads: Cell<u64>,
     cache: RefCell<Option<Cache>>,
 }
 
 #[derive(Debug)]
 struct Cache {
+    /// Which read this is (`Keyring::reads` when it was issued).
+    read: u64,
     read_at: i64,
     records: Rc<Vec<SigningKeyRecord>>,
     assembled: Option<(Selection, Rc<SigningKeys>)>,
@@ -57,6 +61,24 @@ struct Cache {
 struct Selection {
     active: String,
     published: Vec<String>,
+}
+
+/// How far ahead of a request's clock another request's may be: an RS256 bootstrap key added
+/// by a request whose instant is up to this much later counts as the bootstrap for this one.
+const BOOTSTRAP_SKEW_SECONDS: i64 = 60;
+
+/// The instant, shortly after `now`, at which a bootstrap key of the configured algorithm
+/// (active from its publication, unlike a rotated key) starts: concurrent first requests take
+/// their instants as they start, so the one that won the bootstrap may be a second ahead of
+/// the others, which then sign with its key rather than add their own.
+fn bootstrapped_ahead(records: &[SigningKeyRecord], config: &Config, now: i64) -> Option<i64> {
+    let alg = config.signing_alg.jws_name();
+    records
+        .iter()
+        .filter(|key| key.alg == alg && key.retired_at.is_none() && key.activates_at == key.published_at)
+        .map(|key| key.activates_at)
+        .filter(|&at| at > now && at <= now + BOOTSTRAP_SKEW_SECONDS)
+        .min()
 }
 
 /// The longest an issued token lives, leeway included: how long a retired key stays published.
@@ -83,7 +105,7 @@ fn select(records: &[SigningKeyRecord], config: &Config, now: i64) -> Option<Sel
 
 impl Keyring {
     pub fn new(max_cache_seconds: i64) -> Keyring {
-        Keyring { max_cache_seconds, cache: RefCell::new(None) }
+        Keyring { max_cache_seconds, reads: Cell::new(0), cache: RefCell::new(None) }
     }
 
     /// The keys in force at `now`. If no key of the configured algorithm is active (a fresh
@@ -102,7 +124,9 @@ impl Keyring {
             bootstrap(db, config, crypto, now).await?;
             records = self.records(db, now, 0).await?;
         }
-        let selection = select(&records, config, now.timestamp()).ok_or(KeyringError::NoActiveKey)?;
+        let selection = select(&records, config, now.timestamp())
+            .or_else(|| select(&records, config, bootstrapped_ahead(&records, config, now.timestamp())?))
+            .ok_or(KeyringError::NoActiveKey)?;
         if let Some(cache) = self.cache.borrow().as_ref() {
             if let Some((cached_selection, keys)) = &cache.assembled {
                 if *cached_selection == selection {
@@ -155,13 +179,22 @@ impl Keyring {
         if let Some(cache) = self.cache.borrow().as_ref() {
             // A read made after `now` (by a request that started later and finished first) is
             // fresher than needed: keeping it keeps every request of the isolate on one read.
-            if cache_seconds > 0 && now.timestamp() - cache.read_at < cache_seconds {
+            // A clock stepped back stretches a read to twice its time at most.
+            if (-cache_seconds..cache_seconds).contains(&(now.timestamp() - cache.read_at)) {
                 return Ok(Rc::clone(&cache.records));
             }
         }
+        let read = self.reads.get() + 1;
+        self.reads.set(read);
         let records = Rc::new(store::list_signing_keys(db).await?);
-        let assembled = self.cache.borrow_mut().take().and_then(|cache| cache.assembled);
-        *self.cache.borrow_mut() = Some(Cache { read_at: now.timestamp(), records: Rc::clone(&records), assembled });
+        let mut cache = self.cache.borrow_mut();
+        // Concurrent requests' reads overlap: one issued later, which may hold a newer table,
+        // is never replaced by an earlier one that happened to answer last.
+        if let Some(newer) = cache.as_ref().filter(|cache| cache.read > read) {
+            return Ok(Rc::clone(&newer.records));
+        }
+        let assembled = cache.take().and_then(|cache| cache.assembled);
+        *cache = Some(Cache { read, read_at: now.timestamp(), records: Rc::clone(&records), assembled });
         Ok(records)
     }
 }
@@ -220,7 +253,8 @@ async fn bootstrap(
         }
         None => {
             let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
-            if store::add_signing_key_unless_one_is_active(db, &record(&key, config, crypto, at, at)?, now).await? {
+            let record = record(&key, config, crypto, at, at)?;
+            if store::add_signing_key_unless_one_is_active(db, &record, now, BOOTSTRAP_SKEW_SECONDS).await? {
                 log::info!("bootstrapped signing key {} ({})", key.kid(), key.alg().jws_name());
             }
         }

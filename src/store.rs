@@ -635,13 +635,16 @@ pub async fn remove_retired_signing_keys(db: &impl Database, retired_before: i64
     Ok(changes(&outcomes, 0))
 }
 
-/// Adds `key`, active at once, only if no key of its algorithm is active at `now`; then retires
-/// the others. Of concurrent calls with different (random) keys exactly one inserts: the RS256
-/// bootstrap, whose key cannot be derived. Returns whether this call's key went in.
+/// Adds `key`, active at once, only if no key of its algorithm is active at `now`, nor another
+/// bootstrap key (active from its publication) starting within `skew_seconds` after `now`;
+/// then retires the others. Of concurrent calls with different (random) keys exactly one
+/// inserts, even when their instants straddle a second: the RS256 bootstrap, whose key cannot
+/// be derived. Returns whether this call's key went in.
 pub async fn add_signing_key_unless_one_is_active(
     db: &impl Database,
     key: &SigningKeyRecord,
     now: DateTime<Utc>,
+    skew_seconds: i64,
 ) -> Result<bool, DatabaseError> {
     let outcomes = db
         .batch(vec![
@@ -649,13 +652,16 @@ pub async fn add_signing_key_unless_one_is_active(
                 "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
                  SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?5
                  WHERE NOT EXISTS (SELECT 1 FROM signing_keys
-                                   WHERE alg = ?2 AND activates_at <= ?5 AND (retired_at IS NULL OR retired_at > ?5))",
+                                   WHERE alg = ?2 AND (retired_at IS NULL OR retired_at > ?5)
+                                     AND (activates_at <= ?5
+                                          OR (activates_at = published_at AND activates_at <= ?5 + ?6)))",
                 [
                     key.kid.as_str().into(),
                     key.alg.as_str().into(),
                     key.public_jwk.as_str().into(),
                     key.private_sealed.as_str().into(),
                     now.timestamp().into(),
+                    skew_seconds.into(),
                 ],
             ),
             Statement::new(

@@ -1,6 +1,9 @@
 //! Signing keys over simulated time: race-free bootstrap, publication before use, retirement,
 //! removal after the last token expires, on-demand rotation and a change of algorithm.
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
 use edgeid::api::ApiRequest;
 use edgeid::keyring::Keyring;
 use serde_json::{json, Value};
@@ -53,6 +56,70 @@ fn the_first_key_is_bootstrapped_exactly_once() {
     app.db.execute("DELETE FROM signing_keys");
     assert_eq!(kids(&app), first, "the bootstrap key is a function of KEY_ENCRYPTION_KEY");
     assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+}
+
+/// RS256 keys cannot be derived, so racing first requests each generate one and exactly one
+/// goes in, even when their instants straddle a second and the later one inserts first.
+#[test]
+fn an_rs256_bootstrap_is_exactly_once_across_a_second_boundary() {
+    let app = App::with_config(test_config(&[("SIGNING_ALG", "RS256")]));
+    app.advance(1);
+    assert_eq!(app.get("/healthz").status, 200);
+    let winner = app.db.text("SELECT kid FROM signing_keys");
+    // A request that started a second earlier (its own isolate) bootstraps after that.
+    app.advance(-1);
+    let isolate = Keyring::new(60);
+    let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
+    assert_eq!(keys.active_kid(), winner, "it signs with the key that won");
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+    assert_eq!(kids(&app), vec![winner]);
+}
+
+/// A database whose first batch takes its snapshot at once but answers only when opened: a
+/// read that started first and finishes last.
+struct SlowFirstRead<'a> {
+    inner: &'a crate::support::Sqlite,
+    answered: std::cell::Cell<bool>,
+    open: std::cell::Cell<bool>,
+}
+
+impl edgeid::ports::Database for SlowFirstRead<'_> {
+    async fn batch(
+        &self,
+        statements: Vec<edgeid::ports::Statement>,
+    ) -> Result<Vec<edgeid::ports::StatementOutcome>, edgeid::ports::DatabaseError> {
+        let outcome = self.inner.batch(statements).await;
+        if !self.answered.replace(true) {
+            std::future::poll_fn(|_| if self.open.get() { Poll::Ready(()) } else { Poll::Pending }).await;
+        }
+        outcome
+    }
+}
+
+/// Of two overlapping reads of the key table, the one issued later stays cached, whichever
+/// answers last: an isolate's JWKS never goes back to an older table.
+#[test]
+fn a_slow_earlier_read_never_replaces_a_newer_one() {
+    let app = App::new();
+    app.get("/healthz");
+    let keyring = Keyring::new(60);
+    let slow = SlowFirstRead { inner: &app.db, answered: Default::default(), open: Default::default() };
+    let mut context = Context::from_waker(Waker::noop());
+    let started = app.now.get();
+    let mut first = std::pin::pin!(keyring.signing_keys(&slow, &app.config, &app.crypto, started));
+    assert!(first.as_mut().poll(&mut context).is_pending(), "the first read has its snapshot: one key");
+
+    // A key is published; a request a second later reads the table with it and caches it.
+    app.maintain_keys(true);
+    app.advance(1);
+    let second = pollster::block_on(keyring.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
+    assert_eq!(second.jwks_json().matches("\"kid\"").count(), 2);
+
+    slow.open.set(true);
+    let Poll::Ready(first) = first.as_mut().poll(&mut context) else { panic!("the first read was answered") };
+    assert_eq!(first.unwrap().jwks_json().matches("\"kid\"").count(), 2, "the newer read serves the older request");
+    let third = pollster::block_on(keyring.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
+    assert_eq!(third.jwks_json().matches("\"kid\"").count(), 2, "the cache still holds the newer read");
 }
 
 #[test]
