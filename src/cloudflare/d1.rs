@@ -15,7 +15,8 @@ pub struct D1(JsValue);
 impl D1 {
     /// The binding `name` of `env`: one property read, where `Env::d1` also checks the
     /// object's constructor name with four more calls into JavaScript, on every request.
-    /// Something else under that name fails at its first batch, with D1's error.
+    /// Something else under that name fails at its first batch (`d1Batch` throws: a
+    /// `server_error`, with the JavaScript error in the log).
     pub fn binding(env: &Env, name: &str) -> Result<D1, String> {
         let binding = worker::js_sys::Reflect::get(env, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
         if binding.is_undefined() || binding.is_null() {

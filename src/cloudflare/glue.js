@@ -32,6 +32,7 @@ export async function readBody(request, limit) {
   if (stream === null) return new Uint8Array(0);
   const reader = stream.getReader({ mode: "byob" });
   const { value } = await reader.readAtLeast(limit + 1, new Uint8Array(limit + 1));
+  // workerd ends a closed stream with an empty view; no view at all would be a cancelled one.
   if (value === undefined) throw new Error("the body stream was cancelled");
   if (value.byteLength > limit) {
     reader.cancel().catch(() => {});
@@ -68,7 +69,9 @@ const utf8 = new TextDecoder();
 /// string: immutable, so one copy serves every replay. Past `MAX_REPLAYS` URLs (hosts, ports),
 /// the one kept longest ago goes.
 export function keepForReplay(request, status, headers, body, untilMs) {
-  if (request.method !== "GET") return;
+  // An instant already past (a request that started before a change it then read) would
+  // only push out a replay that is still good.
+  if (request.method !== "GET" || untilMs <= Date.now()) return;
   const replays = (globalThis[REPLAY] ??= new Map());
   const url = request.url;
   const query = url.indexOf("?");

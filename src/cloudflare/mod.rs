@@ -26,7 +26,6 @@ use webcrypto::WebCrypto;
 #[event(fetch)]
 async fn fetch(request: web_sys::Request, env: Env, worker_ctx: Context) -> worker::Result<web_sys::Response> {
     console_logger::install();
-    forget_replays_of_earlier_instances();
     let response = match respond(&request, &env, &worker_ctx).await {
         Ok(response) => response,
         Err(err) => ApiError::server_error(&err).into(),
@@ -76,6 +75,14 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
         worker_ctx.wait_until(async move { mail_queue::enqueue(&env, &config, mails).await });
     }
     Ok(response)
+}
+
+/// Runs as each wasm instance starts. After a panic, worker-build starts a new instance in the
+/// same isolate, with an empty keyring: the replays the old one kept (on JavaScript's global
+/// object) go with it, so that nothing is answered from a cache this instance did not read.
+#[event(start)]
+fn start() {
+    glue::forget_replays();
 }
 
 /// The cron trigger: key rotation and clean-up (`keyring::maintain`). The cron string `rotate`
@@ -239,18 +246,6 @@ fn to_worker_response(request: &web_sys::Request, response: &ApiResponse) -> Res
         let _ = glue::keep_for_replay(request, response.status, &headers, &response.body, until_ms as f64);
     }
     glue::respond(response.status, &headers, &response.body)
-}
-
-/// After a panic, worker-build starts a new wasm instance in the same isolate, with an empty
-/// keyring; the replays the old instance kept (on JavaScript's global object) go with it, so
-/// that nothing is answered from a cache this instance did not read.
-fn forget_replays_of_earlier_instances() {
-    thread_local! {
-        static STARTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-    if !STARTED.with(|started| started.replace(true)) {
-        glue::forget_replays();
-    }
 }
 
 /// How many distinct header sets an isolate keeps (`RESPONSE_HEADERS`).
