@@ -139,9 +139,7 @@ impl ApiResponse {
             .with_header("ETag", etag.to_owned())
             .with_header("Access-Control-Allow-Origin", "*")
     }
-}
 
-impl ApiResponse {
     /// Marks a document made from the signing keys alone (and the configuration, which an
     /// isolate never sees change) as unchanged while the keys are (`until`, Unix seconds, from
     /// `Context::signing_keys_and_until`). Only a full answer: a 304 depends on the request's

@@ -97,7 +97,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     let db = match d1::D1::binding(&env, "DB") {
         Ok(db) => db,
-        Err(err) => return log::error!("key maintenance skipped: D1 binding DB: {err}"),
+        Err(err) => return log::error!("key maintenance skipped: {err}"),
     };
     let force = event.cron() == "rotate";
     match keyring::maintain(&db, &config, &WebCrypto, now(), force).await {
