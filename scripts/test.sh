@@ -21,6 +21,8 @@ step "cargo clippy (wasm32 worker)"
 cargo clippy --lib --target wasm32-unknown-unknown --release --locked -- -D warnings
 step "build the worker"
 sh scripts/build-worker.sh
+step "wrangler deploy --dry-run (deployable as committed)"
+node scripts/check-deploy.mjs
 step "cargo test"
 EDGEID_PREBUILT=1 cargo test --locked -- --test-threads 4
 step "done"
