@@ -6,7 +6,7 @@ use base64::Engine;
 
 use crate::domain::email::Email;
 use crate::domain::password::HashParams;
-use crate::domain::rate_limit::{BucketKind, Limit};
+use crate::domain::rate_limit::{BucketKeyer, BucketKind, Limit};
 use crate::domain::redirect::AllowedRedirect;
 use crate::domain::signing::SigningAlg;
 
@@ -92,22 +92,28 @@ pub struct MailConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
     pub login_per_ip: Option<Limit>,
+    pub login_per_account_network: Option<Limit>,
     pub login_per_account: Option<Limit>,
     pub mail_per_ip: Option<Limit>,
     pub mail_per_address: Option<Limit>,
     pub token_per_ip: Option<Limit>,
     pub code_per_account: Option<Limit>,
+    pub code_per_ip: Option<Limit>,
+    pub code_per_domain: Option<Limit>,
 }
 
 impl RateLimits {
     pub fn limit(&self, kind: BucketKind) -> Option<Limit> {
         match kind {
             BucketKind::LoginPerIp => self.login_per_ip,
+            BucketKind::LoginPerAccountNetwork => self.login_per_account_network,
             BucketKind::LoginPerAccount => self.login_per_account,
             BucketKind::MailPerIp => self.mail_per_ip,
             BucketKind::MailPerAddress => self.mail_per_address,
             BucketKind::TokenPerIp => self.token_per_ip,
             BucketKind::CodePerAccount => self.code_per_account,
+            BucketKind::CodePerIp => self.code_per_ip,
+            BucketKind::CodePerDomain => self.code_per_domain,
         }
     }
 }
@@ -178,6 +184,14 @@ pub struct Config {
     pub redirect_allowlist: Vec<AllowedRedirect>,
     /// `BENCH_ENDPOINTS=true`: the measurement routes of the benchmark command (local only).
     pub bench_endpoints: bool,
+    /// Names the rate-limit buckets (keyed from `KEY_ENCRYPTION_KEY`).
+    pub bucket_keyer: BucketKeyer,
+    /// Accounts whose email was never verified are deleted by the cron this long after sign-up
+    /// (`UNVERIFIED_ACCOUNT_TTL_DAYS`), so an address somebody else signed up is free again.
+    pub unverified_account_ttl_seconds: i64,
+    /// `RATE_LIMIT_PREFILTER`: whether requests that touch D1 first pass the Workers Rate
+    /// Limiting binding `RATE_LIMITER` (where the runtime has it).
+    pub rate_limit_prefilter: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,19 +218,28 @@ impl std::fmt::Debug for KeyEncryptionKey {
 
 const PWNED_PASSWORDS_API_URL: &str = "https://api.pwnedpasswords.com";
 
-/// Default budgets, chosen so that people never meet them and scripts always do: ten failed
-/// logins per account per 15 minutes (NIST SP 800-63B §5.2.2 allows up to 100 in total), a
-/// hundred login attempts per address per 15 minutes (offices share an address), thirty
-/// mail-sending requests per address per hour, five mails to one recipient per hour, sixty
-/// one-time-token submissions per address per 15 minutes, five wrong codes per account per
-/// hour (a six-digit code then falls to guessing with odds of about 1 in 8000 per day).
-const DEFAULT_LIMITS: [(&str, &str); 6] = [
+/// Default budgets, chosen so that people never meet them and scripts always do (an IPv6 /48
+/// gets `SLASH_48_FACTOR` times each per-client budget):
+/// - logins: a hundred attempts per client per 15 minutes (offices share an address); ten
+///   failures per account from one network per 15 minutes, so the owner's own network keeps
+///   its budget whatever strangers elsewhere do; a hundred failures per account per hour from
+///   everywhere together (NIST SP 800-63B §5.2.2 allows up to 100 consecutive failures);
+/// - mail: thirty mail-sending requests per client per hour, five mails to one mailbox per hour;
+/// - one-time tokens: sixty submissions per client per 15 minutes;
+/// - short codes: a code dies after 5 wrong tries; twenty wrong codes per account per day
+///   across resends, thirty per client per hour and a hundred per email domain per hour, so a
+///   /48 guessing at many addresses verifies about one in a hundred a day at most (2^-100 odds
+///   are the link's, not the code's: the link is the way for volume).
+const DEFAULT_LIMITS: [(&str, &str); 9] = [
     ("RATE_LIMIT_LOGIN_PER_IP", "100/900"),
-    ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "10/900"),
+    ("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "10/900"),
+    ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "100/3600"),
     ("RATE_LIMIT_MAIL_PER_IP", "30/3600"),
     ("RATE_LIMIT_MAIL_PER_ADDRESS", "5/3600"),
     ("RATE_LIMIT_TOKEN_PER_IP", "60/900"),
-    ("RATE_LIMIT_CODE_PER_ACCOUNT", "5/3600"),
+    ("RATE_LIMIT_CODE_PER_ACCOUNT", "20/86400"),
+    ("RATE_LIMIT_CODE_PER_IP", "30/3600"),
+    ("RATE_LIMIT_CODE_PER_DOMAIN", "100/3600"),
 ];
 
 impl Config {
@@ -332,6 +355,26 @@ impl Config {
         };
         let max_attempts = bounded("MAIL_MAX_ATTEMPTS", get("MAIL_MAX_ATTEMPTS"), 10, 1..=50)?;
         let retry_base_seconds = bounded("MAIL_RETRY_BASE_SECONDS", get("MAIL_RETRY_BASE_SECONDS"), 30, 1..=3600)?;
+        // Every retry must fall well inside the provider's idempotency window (24 h at Resend),
+        // or a retry after a lost answer could send a mail twice.
+        let retry_window = crate::mail::retry_window_seconds(&MailConfig {
+            provider,
+            api_url: String::new(),
+            api_key: None,
+            from: from.clone(),
+            mailgun_domain: String::new(),
+            max_attempts,
+            retry_base_seconds,
+        });
+        if retry_window > crate::mail::IDEMPOTENCY_WINDOW_SECONDS - 3600 {
+            return Err(ConfigError::Invalid {
+                name: "MAIL_MAX_ATTEMPTS",
+                reason: format!(
+                    "{max_attempts} attempts {retry_base_seconds} s apart, doubling to an hour, take {} h: more than the 23 h that fit the provider's 24 h idempotency window",
+                    retry_window / 3600
+                ),
+            });
+        }
 
         let limit = |name: &'static str| -> Result<Option<Limit>, ConfigError> {
             let default = DEFAULT_LIMITS.iter().find(|(known, _)| *known == name).map_or("off", |(_, value)| value);
@@ -340,12 +383,27 @@ impl Config {
         };
         let rate_limits = RateLimits {
             login_per_ip: limit("RATE_LIMIT_LOGIN_PER_IP")?,
+            login_per_account_network: limit("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK")?,
             login_per_account: limit("RATE_LIMIT_LOGIN_PER_ACCOUNT")?,
             mail_per_ip: limit("RATE_LIMIT_MAIL_PER_IP")?,
             mail_per_address: limit("RATE_LIMIT_MAIL_PER_ADDRESS")?,
             token_per_ip: limit("RATE_LIMIT_TOKEN_PER_IP")?,
             code_per_account: limit("RATE_LIMIT_CODE_PER_ACCOUNT")?,
+            code_per_ip: limit("RATE_LIMIT_CODE_PER_IP")?,
+            code_per_domain: limit("RATE_LIMIT_CODE_PER_DOMAIN")?,
         };
+        // The ceiling on wrong codes must leave a fresh code (and a resend's) its five tries.
+        if let Some(per_account) = rate_limits.code_per_account {
+            if per_account.count <= crate::domain::short_code::MAX_WRONG_TRIES {
+                return Err(ConfigError::Invalid {
+                    name: "RATE_LIMIT_CODE_PER_ACCOUNT",
+                    reason: format!(
+                        "{per_account} must allow more than one code's {} wrong tries",
+                        crate::domain::short_code::MAX_WRONG_TRIES
+                    ),
+                });
+            }
+        }
         let check = match get("BREACHED_PASSWORD_CHECK").as_deref() {
             None | Some("fail-open") => BreachCheck::FailOpen,
             Some("fail-closed") => BreachCheck::FailClosed,
@@ -437,7 +495,23 @@ impl Config {
             }
         };
 
+        let unverified_account_ttl_seconds =
+            bounded("UNVERIFIED_ACCOUNT_TTL_DAYS", get("UNVERIFIED_ACCOUNT_TTL_DAYS"), 7_i64, 1..=365)? * 86_400;
+        let rate_limit_prefilter = match get("RATE_LIMIT_PREFILTER").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "RATE_LIMIT_PREFILTER",
+                    reason: format!("{other:?} is neither on nor off"),
+                })
+            }
+        };
+
         Ok(Config {
+            bucket_keyer: BucketKeyer::derive(&key_encryption_key.0),
+            unverified_account_ttl_seconds,
+            rate_limit_prefilter,
             issuer,
             access_token_audience,
             access_token_ttl_seconds,
@@ -562,11 +636,14 @@ mod tests {
             config.rate_limits,
             RateLimits {
                 login_per_ip: per(100, 900),
-                login_per_account: per(10, 900),
+                login_per_account_network: per(10, 900),
+                login_per_account: per(100, 3600),
                 mail_per_ip: per(30, 3600),
                 mail_per_address: per(5, 3600),
                 token_per_ip: per(60, 900),
-                code_per_account: per(5, 3600),
+                code_per_account: per(20, 86400),
+                code_per_ip: per(30, 3600),
+                code_per_domain: per(100, 3600),
             }
         );
         assert_eq!(config.breached_passwords.check, BreachCheck::FailOpen);
@@ -687,12 +764,16 @@ mod tests {
             ("LOGO_URL", "javascript:alert(1)"),
             ("REDIRECT_ALLOWLIST", "https://app.example.com/, //evil.example"),
             ("MAIL_RETRY_BASE_SECONDS", "86400"),
+            ("MAIL_MAX_ATTEMPTS", "30"),
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ"),
             ("KEY_ROTATION_INTERVAL_SECONDS", "60"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "3"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "2592000"),
             ("RATE_LIMIT_LOGIN_PER_IP", "10"),
             ("RATE_LIMIT_MAIL_PER_ADDRESS", "0/60"),
+            ("RATE_LIMIT_CODE_PER_ACCOUNT", "5/3600"),
+            ("UNVERIFIED_ACCOUNT_TTL_DAYS", "0"),
+            ("RATE_LIMIT_PREFILTER", "maybe"),
             ("BREACHED_PASSWORD_CHECK", "maybe"),
             ("BREACHED_PASSWORD_API_URL", "api.pwnedpasswords.com"),
             ("BREACHED_PASSWORD_TIMEOUT_MS", "5000"),

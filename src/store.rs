@@ -34,7 +34,13 @@ pub struct UserRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignupOutcome {
     Created,
-    /// The address was taken: a reset token went to its account, whose mails are in `locale`.
+    /// The address had an account that nobody had verified: this sign-up's password replaced
+    /// its own, its sessions and one-time tokens ended, and the verification token went to it
+    /// (its mails are in `locale`).
+    ReplacedUnverified {
+        locale: String,
+    },
+    /// The address has a verified account: a reset token went to it instead.
     AlreadyRegistered {
         locale: String,
     },
@@ -53,8 +59,9 @@ pub struct NewOneTimeToken<'a> {
     pub purpose: Purpose,
     pub hash: &'a TokenHash,
     pub expires_at: DateTime<Utc>,
-    /// The short code's hash, where the mail carries one (`domain::short_code`).
+    /// The short code's hash and expiry, where the mail carries one (`domain::short_code`).
     pub code_hash: Option<&'a str>,
+    pub code_expires_at: Option<DateTime<Utc>>,
 }
 
 pub struct NewSession<'a> {
@@ -63,6 +70,12 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     pub refresh_token_hash: &'a TokenHash,
     pub refresh_token_expires_at: DateTime<Utc>,
+    /// The password hash the login verified: the session starts only while it is still the
+    /// account's, so a reset that committed after the check leaves this login with nothing.
+    pub verified_password_hash: &'a str,
+    /// A fresh hash of the same password with the configured parameters, to replace the
+    /// verified one in the same batch (`domain::password::needs_rehash`).
+    pub rehashed_password: Option<&'a str>,
 }
 
 /// Answers when the database does.
@@ -70,10 +83,14 @@ pub async fn ping(db: &impl Database) -> Result<(), DatabaseError> {
     db.batch(vec![Statement::new("SELECT 1 AS ok", [])]).await.map(drop)
 }
 
-/// Creates the user and its first verification token together, or nothing at all when the
-/// email is taken (the unique index decides, so two concurrent sign-ups cannot both win). When
-/// it is taken, the same batch gives the existing account a reset token (`reset`) instead,
-/// voiding its older ones: one round trip either way, so timing says nothing.
+/// A sign-up, in one batch, whatever the address's state (the unique index decides, so two
+/// concurrent sign-ups cannot both create it):
+/// - a new address: the user and its first verification token;
+/// - an address whose account nobody verified: the sign-up's password replaces the account's
+///   (whoever signed up before may not own the mailbox: the mailbox owner's own sign-up wins), its
+///   sessions and one-time tokens end, and the verification token goes to it, so the only live
+///   link confirms the password chosen last;
+/// - a verified account: a reset token (`reset`), voiding its older ones.
 pub async fn create_user(
     db: &impl Database,
     user: &NewUser<'_>,
@@ -95,45 +112,77 @@ pub async fn create_user(
                     user.locale.into(),
                 ],
             ),
-            // Inserts only if the row above was created: the id is fresh and random.
+            // An account nobody verified (its id is not the fresh one): the tokens and sessions
+            // of whoever signed up before end with its password.
             Statement::new(
-                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash)
-                 SELECT ?1, id, ?3, ?4, ?5, ?6 FROM users WHERE id = ?2",
+                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                 WHERE consumed_at IS NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?3
+                 WHERE revoked_at IS NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "UPDATE refresh_tokens SET revoked_at = ?3
+                 WHERE revoked_at IS NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+            ),
+            Statement::new(
+                "UPDATE users SET password_hash = ?3, password_changed_at = ?4, updated_at = ?4
+                 WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL",
+                [user.email.as_str().into(), user.id.into(), user.password_hash.into(), now.timestamp().into()],
+            ),
+            // The verification token: for the new account or the replaced one.
+            Statement::new(
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash, code_expires_at)
+                 SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users WHERE email = ?2 AND email_verified_at IS NULL",
                 [
                     verification.hash.as_str().into(),
-                    user.id.into(),
+                    user.email.as_str().into(),
                     verification.purpose.as_str().into(),
                     now.timestamp().into(),
                     verification.expires_at.timestamp().into(),
                     verification.code_hash.into(),
+                    verification.code_expires_at.map(|at| at.timestamp()).into(),
                 ],
             ),
-            // Only for an account that was there before (its id is not the fresh one).
+            // A verified account: a reset link instead, the only live one.
             Statement::new(
-                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                "UPDATE one_time_tokens SET consumed_at = ?2, consumed_by = 'superseded'
                  WHERE purpose = 'reset_password' AND consumed_at IS NULL
-                   AND user_id = (SELECT id FROM users WHERE email = ?2 AND id != ?1)",
-                [user.id.into(), user.email.as_str().into(), now.timestamp().into()],
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NOT NULL)",
+                [user.email.as_str().into(), now.timestamp().into()],
             ),
             Statement::new(
                 "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
-                 SELECT ?1, id, 'reset_password', ?4, ?5 FROM users WHERE email = ?3 AND id != ?2",
+                 SELECT ?1, id, 'reset_password', ?3, ?4 FROM users WHERE email = ?2 AND email_verified_at IS NOT NULL",
                 [
                     reset.hash.as_str().into(),
-                    user.id.into(),
                     user.email.as_str().into(),
                     now.timestamp().into(),
                     reset.expires_at.timestamp().into(),
                 ],
             ),
-            Statement::new("SELECT locale FROM users WHERE email = ?1", [user.email.as_str().into()]),
+            Statement::new("SELECT locale, email_verified_at FROM users WHERE email = ?1", [user.email.as_str().into()]),
         ])
         .await?;
     if changes(&outcomes, 0) == 1 {
         return Ok(SignupOutcome::Created);
     }
-    let locale = outcomes.get(4).and_then(|outcome| outcome.rows.first()).map(|row| text(row, "locale")).transpose()?;
-    Ok(SignupOutcome::AlreadyRegistered { locale: locale.unwrap_or_default() })
+    let row = outcomes
+        .get(8)
+        .and_then(|outcome| outcome.rows.first())
+        .ok_or_else(|| DatabaseError("the signed-up account vanished within its own batch".to_owned()))?;
+    let locale = text(row, "locale")?;
+    Ok(match optional_integer(row, "email_verified_at")? {
+        Some(_) => SignupOutcome::AlreadyRegistered { locale },
+        None => SignupOutcome::ReplacedUnverified { locale },
+    })
 }
 
 /// Gives the account of `email` a new one-time token, if there is such an account (and, with
@@ -166,8 +215,8 @@ pub async fn issue_token_for_email(
     }
     let insert = statements.len();
     statements.push(Statement::new(
-        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash)
-         SELECT ?1, id, ?3, ?4, ?5, ?7 FROM users WHERE email = ?2 AND (?6 = 0 OR email_verified_at IS NULL)",
+        "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash, code_expires_at)
+         SELECT ?1, id, ?3, ?4, ?5, ?7, ?8 FROM users WHERE email = ?2 AND (?6 = 0 OR email_verified_at IS NULL)",
         [
             token.hash.as_str().into(),
             email.as_str().into(),
@@ -176,6 +225,7 @@ pub async fn issue_token_for_email(
             token.expires_at.timestamp().into(),
             i64::from(token.only_unverified).into(),
             token.code_hash.into(),
+            token.code_expires_at.map(|at| at.timestamp()).into(),
         ],
     ));
     statements.push(Statement::new("SELECT locale FROM users WHERE email = ?1", [email.as_str().into()]));
@@ -193,6 +243,7 @@ pub struct NewEmailToken<'a> {
     pub expires_at: DateTime<Utc>,
     pub only_unverified: bool,
     pub code_hash: Option<&'a str>,
+    pub code_expires_at: Option<DateTime<Utc>>,
 }
 
 pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Option<UserRecord>, DatabaseError> {
@@ -213,22 +264,22 @@ pub fn user_from(outcome: Option<&StatementOutcome>) -> Result<Option<UserRecord
     outcome.and_then(|outcome| outcome.rows.first()).map(user_record).transpose()
 }
 
-/// The user a live (unconsumed, unexpired) token belongs to. A read only: consuming happens
-/// in one of the batches below, which re-check everything.
+/// The account (id and email) a live (unconsumed, unexpired) token belongs to. A read only:
+/// consuming happens in one of the batches below, which re-check everything.
 pub async fn live_token_owner(
     db: &impl Database,
     hash: &TokenHash,
     purpose: Purpose,
     now: DateTime<Utc>,
-) -> Result<Option<String>, DatabaseError> {
+) -> Result<Option<(String, String)>, DatabaseError> {
     let outcomes = db
         .batch(vec![Statement::new(
-            "SELECT user_id FROM one_time_tokens
-             WHERE token_hash = ?1 AND purpose = ?2 AND consumed_at IS NULL AND expires_at > ?3",
+            "SELECT u.id, u.email FROM one_time_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ?1 AND t.purpose = ?2 AND t.consumed_at IS NULL AND t.expires_at > ?3",
             [hash.as_str().into(), purpose.as_str().into(), now.timestamp().into()],
         )])
         .await?;
-    first_row(&outcomes).map(|row| text(row, "user_id")).transpose()
+    first_row(&outcomes).map(|row| Ok((text(row, "id")?, text(row, "email")?))).transpose()
 }
 
 /// The statement that consumes a live token for the request identified by `nonce`. Of any
@@ -243,13 +294,17 @@ fn consume(hash: &TokenHash, purpose: Purpose, nonce: &str, now: DateTime<Utc>) 
 }
 
 /// Consumes a live verification token of the account of `email` by its short code's hash and
-/// marks the email verified, atomically; of concurrent uses one wins. Returns whether this
-/// call consumed it.
+/// marks the email verified, atomically; of concurrent uses one wins. A code counts only while
+/// it is live: younger than its own expiry (shorter than the link's) and with fewer than
+/// `max_wrong_tries` wrong tries. A wrong code, in the same batch, counts one more wrong try
+/// on the account's live code, which dies at the last one. Returns whether this call consumed
+/// the token.
 pub async fn verify_email_by_code(
     db: &impl Database,
     email: &Email,
     code_hash: &str,
     nonce: &str,
+    max_wrong_tries: u32,
     now: DateTime<Utc>,
 ) -> Result<bool, DatabaseError> {
     let outcomes = db
@@ -257,14 +312,30 @@ pub async fn verify_email_by_code(
             Statement::new(
                 "UPDATE one_time_tokens SET consumed_at = ?4, consumed_by = ?3
                  WHERE code_hash = ?2 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?4
+                   AND code_expires_at > ?4 AND code_failures < ?5
                    AND user_id = (SELECT id FROM users WHERE email = ?1)",
-                [email.as_str().into(), code_hash.into(), nonce.into(), now.timestamp().into()],
+                [
+                    email.as_str().into(),
+                    code_hash.into(),
+                    nonce.into(),
+                    now.timestamp().into(),
+                    i64::from(max_wrong_tries).into(),
+                ],
             ),
             Statement::new(
                 "UPDATE users SET email_verified_at = COALESCE(email_verified_at, ?2), updated_at = ?2
                  WHERE email = ?3
                    AND EXISTS (SELECT 1 FROM one_time_tokens t WHERE t.user_id = users.id AND t.consumed_by = ?1)",
                 [nonce.into(), now.timestamp().into(), email.as_str().into()],
+            ),
+            // Only where the code above was wrong: nothing was consumed by this request.
+            Statement::new(
+                "UPDATE one_time_tokens SET code_failures = code_failures + 1,
+                     code_hash = CASE WHEN code_failures + 1 >= ?3 THEN NULL ELSE code_hash END
+                 WHERE purpose = 'verify_email' AND consumed_at IS NULL AND code_hash IS NOT NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?1)
+                   AND NOT EXISTS (SELECT 1 FROM one_time_tokens WHERE consumed_by = ?2)",
+                [email.as_str().into(), nonce.into(), i64::from(max_wrong_tries).into()],
             ),
         ])
         .await?;
@@ -300,44 +371,68 @@ pub async fn reset_password(
     hash: &TokenHash,
     nonce: &str,
     new_password_hash: &str,
+    cleared_budgets: &ClearedBudgets,
     now: DateTime<Utc>,
 ) -> Result<Option<(String, String)>, DatabaseError> {
     let params = || -> Vec<SqlValue> { vec![hash.as_str().into(), nonce.into(), now.timestamp().into()] };
+    let mut statements = Vec::new();
+    // The account's failed-login budgets start again (only if this request consumed the token).
+    for bucket in &cleared_budgets.buckets {
+        statements.push(Statement::new(
+            "DELETE FROM rate_limits WHERE bucket = ?3
+               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+            [hash.as_str().into(), nonce.into(), bucket.as_str().into()],
+        ));
+    }
+    for prefix in &cleared_budgets.prefixes {
+        statements.push(Statement::new(
+            "DELETE FROM rate_limits WHERE bucket >= ?3 AND bucket < ?4
+               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+            [hash.as_str().into(), nonce.into(), prefix.as_str().into(), prefix_end(prefix).into()],
+        ));
+    }
+    let cleared = statements.len();
     let outcomes = db
-        .batch(vec![
-            consume(hash, Purpose::ResetPassword, nonce, now),
-            Statement::new(
-                "UPDATE users SET password_hash = ?4, password_changed_at = ?3,
+        .batch(
+            vec![
+                consume(hash, Purpose::ResetPassword, nonce, now),
+                Statement::new(
+                    "UPDATE users SET password_hash = ?4, password_changed_at = ?3,
                      email_verified_at = COALESCE(email_verified_at, ?3), updated_at = ?3
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                [hash.as_str().into(), nonce.into(), now.timestamp().into(), new_password_hash.into()],
-            ),
-            Statement::new(
-                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                    [hash.as_str().into(), nonce.into(), now.timestamp().into(), new_password_hash.into()],
+                ),
+                Statement::new(
+                    "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
                  WHERE consumed_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                params(),
-            ),
-            Statement::new(
-                "UPDATE sessions SET revoked_at = ?3
+                    params(),
+                ),
+                Statement::new(
+                    "UPDATE sessions SET revoked_at = ?3
                  WHERE revoked_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                params(),
-            ),
-            Statement::new(
-                "UPDATE refresh_tokens SET revoked_at = ?3
+                    params(),
+                ),
+                Statement::new(
+                    "UPDATE refresh_tokens SET revoked_at = ?3
                  WHERE revoked_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                params(),
-            ),
-            // Who it was, for the "password changed" notice.
-            Statement::new(
-                "SELECT email, locale FROM users
+                    params(),
+                ),
+                // Who it was, for the "password changed" notice.
+                Statement::new(
+                    "SELECT email, locale FROM users
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                [hash.as_str().into(), nonce.into()],
-            ),
-        ])
+                    [hash.as_str().into(), nonce.into()],
+                ),
+            ]
+            .into_iter()
+            .chain(statements)
+            .collect(),
+        )
         .await?;
+    debug_assert!(outcomes.len() == cleared + 6);
     if changes(&outcomes, 0) != 1 {
         return Ok(None);
     }
@@ -347,37 +442,79 @@ pub async fn reset_password(
     }
 }
 
-/// Starts a session with its first refresh token; in the same batch, puts back the budget
-/// units in `returned` (a login that turned out right).
+/// Rate-limit buckets a batch deletes: by exact key, and every key under a prefix.
+#[derive(Debug, Clone, Default)]
+pub struct ClearedBudgets {
+    pub buckets: Vec<String>,
+    pub prefixes: Vec<String>,
+}
+
+/// The least string above every string that starts with `prefix` (whose last character is
+/// ASCII, as bucket keys are): `bucket >= prefix AND bucket < prefix_end(prefix)` is a range
+/// scan of the primary key.
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.to_owned();
+    match end.pop() {
+        Some(last) if last.is_ascii() && last != '\x7f' => end.push(char::from(last as u8 + 1)),
+        Some(last) => {
+            end.push(last);
+            end.push('\u{10ffff}');
+        }
+        None => end.push('\u{10ffff}'),
+    }
+    end
+}
+
+/// Starts a session with its first refresh token, if the account's password hash is still the
+/// one the login verified (or its re-hash, which this batch writes only over that one); in the
+/// same batch, and only if the session started, puts back the budget units in `returned` (a
+/// login that turned out right). Returns whether the session started.
 pub async fn start_session(
     db: &impl Database,
     session: &NewSession<'_>,
     returned: &[BucketDraw],
     now: DateTime<Utc>,
-) -> Result<(), DatabaseError> {
-    let mut statements = returned.iter().map(return_statement).collect::<Vec<_>>();
+) -> Result<bool, DatabaseError> {
+    let mut statements = Vec::with_capacity(returned.len() + 3);
+    if let Some(rehashed) = session.rehashed_password {
+        statements.push(Statement::new(
+            "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+            [session.user_id.into(), session.verified_password_hash.into(), rehashed.into(), now.timestamp().into()],
+        ));
+    }
+    let insert = statements.len();
+    let current_hash = session.rehashed_password.unwrap_or(session.verified_password_hash);
     statements.extend([
         Statement::new(
-            "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at) VALUES (?1, ?2, ?3, ?3, ?4)",
+            "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at)
+             SELECT ?1, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_hash = ?5",
             [
                 session.id.into(),
                 session.user_id.into(),
                 now.timestamp().into(),
                 session.expires_at.timestamp().into(),
+                current_hash.into(),
             ],
         ),
         Statement::new(
-            "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
+             SELECT ?1, id, user_id, ?3, ?4 FROM sessions WHERE id = ?2",
             [
                 session.refresh_token_hash.as_str().into(),
                 session.id.into(),
-                session.user_id.into(),
                 now.timestamp().into(),
                 session.refresh_token_expires_at.timestamp().into(),
             ],
         ),
     ]);
-    db.batch(statements).await.map(drop)
+    statements.extend(returned.iter().map(|draw| {
+        Statement::new(
+            "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1 AND EXISTS (SELECT 1 FROM sessions WHERE id = ?3)",
+            [draw.bucket.as_str().into(), draw.cost_ms.into(), session.id.into()],
+        )
+    }));
+    let outcomes = db.batch(statements).await?;
+    Ok(changes(&outcomes, insert) == 1)
 }
 
 fn changes(outcomes: &[StatementOutcome], index: usize) -> u64 {
@@ -737,6 +874,70 @@ fn return_statement(draw: &BucketDraw) -> Statement {
         "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
         [draw.bucket.as_str().into(), draw.cost_ms.into()],
     )
+}
+
+/// What one clean-up run deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    pub one_time_tokens: u64,
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub unverified_accounts: u64,
+}
+
+/// Rows one statement of [`purge`] deletes at most, so a run stays well inside D1's limits
+/// however much has piled up; a run repeats each statement until it deletes fewer.
+const PURGE_CHUNK: i64 = 500;
+/// Chunks per statement and run: a backlog beyond that waits for the next (hourly) run.
+const PURGE_MAX_CHUNKS: usize = 20;
+
+/// The cron's clean-up: one-time tokens that expired or were used (kept a day after use, for
+/// the record), sessions that ended (revoked or past their absolute end) with their refresh
+/// tokens, refresh tokens of live sessions that expired, and accounts whose email nobody
+/// verified by `unverified_before` (the last sign-up to them, in Unix seconds), with everything
+/// of theirs (the schema's `ON DELETE CASCADE`), so an address somebody else signed up is free.
+pub async fn purge(db: &impl Database, now: DateTime<Utc>, unverified_before: i64) -> Result<Purged, DatabaseError> {
+    let now = now.timestamp();
+    let day_ago = now - 86_400;
+    let mut purged = Purged::default();
+    let statements: [(&'static str, Vec<SqlValue>, &mut u64); 4] = [
+        (
+            "DELETE FROM one_time_tokens WHERE token_hash IN (SELECT token_hash FROM one_time_tokens
+               WHERE expires_at <= ?1 OR consumed_at <= ?2 LIMIT ?3)",
+            vec![now.into(), day_ago.into(), PURGE_CHUNK.into()],
+            &mut purged.one_time_tokens,
+        ),
+        (
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT r.token_hash FROM refresh_tokens r
+               JOIN sessions s ON s.id = r.session_id
+               WHERE s.revoked_at IS NOT NULL OR s.expires_at <= ?1 OR r.expires_at <= ?1 LIMIT ?2)",
+            vec![now.into(), PURGE_CHUNK.into()],
+            &mut purged.refresh_tokens,
+        ),
+        (
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions
+               WHERE revoked_at IS NOT NULL OR expires_at <= ?1 LIMIT ?2)",
+            vec![now.into(), PURGE_CHUNK.into()],
+            &mut purged.sessions,
+        ),
+        (
+            "DELETE FROM users WHERE id IN (SELECT id FROM users
+               WHERE email_verified_at IS NULL AND password_changed_at <= ?1 LIMIT ?2)",
+            vec![unverified_before.into(), PURGE_CHUNK.into()],
+            &mut purged.unverified_accounts,
+        ),
+    ];
+    for (sql, params, count) in statements {
+        for _ in 0..PURGE_MAX_CHUNKS {
+            let outcomes = db.batch(vec![Statement::new(sql, params.clone())]).await?;
+            let deleted = changes(&outcomes, 0);
+            *count += deleted;
+            if deleted < PURGE_CHUNK as u64 {
+                break;
+            }
+        }
+    }
+    Ok(purged)
 }
 
 /// Deletes buckets that are full again (their TAT has passed): the same as having no row.

@@ -230,6 +230,86 @@ fn weaker_hashes_are_upgraded_at_login() {
     let after = stronger.db.text("SELECT password_hash FROM users");
     assert!(after.starts_with("$argon2id$v=19$m=32768,t=3,p=1$"), "{after}");
     assert_eq!(stronger.post("/v1/login", json!({"email": "upgrade@example.com", "password": PASSWORD})).status, 200);
+
+    // Lowering the parameters re-hashes downwards too: every account converges on the cost an
+    // unknown email's dummy verification has, so timing cannot tell a lagging account apart.
+    let lowered = App { config: test_config(&[]), ..stronger };
+    assert_eq!(lowered.post("/v1/login", json!({"email": "upgrade@example.com", "password": PASSWORD})).status, 200);
+    let lowered_hash = lowered.db.text("SELECT password_hash FROM users");
+    assert!(lowered_hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{lowered_hash}");
+    assert_eq!(lowered.post("/v1/login", json!({"email": "upgrade@example.com", "password": PASSWORD})).status, 200);
+}
+
+/// The lockout policy: failures count per (account, client network) under a larger ceiling
+/// for the account, so a stranger elsewhere spends his own budget, not the owner's.
+#[test]
+fn a_stranger_elsewhere_cannot_lock_the_owner_out() {
+    let app = app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "3/900"), ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "8/900")]);
+    app.verified_account("owner@example.com", PASSWORD);
+    for _ in 0..3 {
+        login_from(&app, "203.0.113.66", "owner@example.com", "guess").assert_error(401, "invalid_credentials");
+    }
+    // The stranger's network is spent, for every password...
+    assert_rate_limited(&login_from(&app, "203.0.113.66", "owner@example.com", PASSWORD));
+    // ... and so is every /64 of his IPv6 /48 (the per-account budget counts the /48).
+    for subnet in 0..3 {
+        login_from(&app, &format!("2001:db8:66:{subnet}::1"), "owner@example.com", "guess")
+            .assert_error(401, "invalid_credentials");
+    }
+    assert_rate_limited(&login_from(&app, "2001:db8:66:99::1", "owner@example.com", "guess"));
+    // The owner, on their own network, still signs in.
+    assert_eq!(login_from(&app, "198.51.100.10", "owner@example.com", PASSWORD).status, 200);
+    // Strangers on many networks meet the account's ceiling: 3 + 3 spent, 2 more, then nobody.
+    login_from(&app, "192.0.2.1", "owner@example.com", "guess").assert_error(401, "invalid_credentials");
+    login_from(&app, "192.0.2.2", "owner@example.com", "guess").assert_error(401, "invalid_credentials");
+    assert_rate_limited(&login_from(&app, "192.0.2.3", "owner@example.com", "guess"));
+    assert_rate_limited(&login_from(&app, "198.51.100.10", "owner@example.com", PASSWORD));
+}
+
+/// A reset proves the mailbox, and clears the account's failure budgets: the owner is back in
+/// at once, with the new password, from anywhere.
+#[test]
+fn a_reset_clears_the_account_failure_budget() {
+    let app =
+        app_with(&[("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "2/3600"), ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "3/3600")]);
+    app.verified_account("locked@example.com", PASSWORD);
+    app.verified_account("bystander@example.com", PASSWORD);
+    for ip in ["192.0.2.1", "192.0.2.1", "192.0.2.2"] {
+        login_from(&app, ip, "locked@example.com", "guess").assert_error(401, "invalid_credentials");
+        login_from(&app, ip, "bystander@example.com", "guess").assert_error(401, "invalid_credentials");
+    }
+    assert_rate_limited(&login_from(&app, "198.51.100.1", "locked@example.com", PASSWORD));
+    app.post("/v1/password/forgot", json!({"email": "locked@example.com"}));
+    let token = token_in_link(&app.single_mail_to("locked@example.com").text, "/reset-password");
+    assert_eq!(
+        app.post("/v1/password/reset", json!({"token": token, "password": "a brand new passphrase"})).status,
+        200
+    );
+    assert_eq!(login_from(&app, "192.0.2.1", "locked@example.com", "a brand new passphrase").status, 200);
+    // Only that account's budgets: the bystander's stay spent.
+    assert_rate_limited(&login_from(&app, "198.51.100.1", "bystander@example.com", PASSWORD));
+}
+
+/// A refused login answers before any password is hashed: a flood of throttled attempts is
+/// not a CPU amplifier. Argon2id with a large cost makes the difference plain in time.
+#[test]
+fn a_refused_login_spends_no_password_hash() {
+    let app = app_with(&[
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "2/900"),
+        ("ARGON2_MEMORY_KIB", "65536"),
+        ("ARGON2_ITERATIONS", "6"),
+    ]);
+    let timed = |password: &str| {
+        let started = std::time::Instant::now();
+        let status = login_from(&app, "203.0.113.30", "nobody@example.com", password).status;
+        (status, started.elapsed())
+    };
+    let (first, hashed) = timed("guess one");
+    assert_eq!(first, 401);
+    assert_eq!(timed("guess two").0, 401);
+    let (status, refused) = timed("guess three");
+    assert_eq!(status, 429);
+    assert!(refused * 5 < hashed, "a refusal took {refused:?}, a hashed failure {hashed:?}");
 }
 
 #[test]
@@ -285,14 +365,14 @@ fn hostile_input_is_refused_and_never_reflected() {
 }
 
 /// The six digits after "enter this code …:" in a verification mail.
-fn code_in(text: &str) -> String {
+pub(crate) fn code_in(text: &str) -> String {
     let line = text.lines().find(|line| line.contains("code on the confirmation page")).expect("a code line");
     line.chars().filter(char::is_ascii_digit).collect()
 }
 
 #[test]
 fn short_codes_verify_once_within_a_budget_that_a_resend_does_not_reset() {
-    let app = app_with(&[("RATE_LIMIT_CODE_PER_ACCOUNT", "3/3600")]);
+    let app = app_with(&[("RATE_LIMIT_CODE_PER_ACCOUNT", "8/3600")]);
     app.post("/v1/signup", json!({"email": "coder@example.com", "password": PASSWORD}));
     let mail = app.single_mail_to("coder@example.com");
     let code = code_in(&mail.text);
@@ -310,20 +390,26 @@ fn short_codes_verify_once_within_a_budget_that_a_resend_does_not_reset() {
     app.post("/v1/email/verify", json!({"email": "other@example.com", "code": code}))
         .assert_error(400, "invalid_token");
 
-    for _ in 0..2 {
+    // Five wrong tries kill the code: the sixth try, with the right code, is refused.
+    for _ in 0..5 {
         app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": wrong}))
             .assert_error(400, "invalid_token");
     }
-    // A resend brings a new code, not new guesses.
+    app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": code}))
+        .assert_error(400, "invalid_token");
+    // The link of the same mail still works for 24 h; a resend brings a new code that works at
+    // once, but no new guesses: two units of the account's eight are left.
     assert_eq!(app.post("/v1/email/resend", json!({"email": "coder@example.com"})).status, 202);
     let fresh = code_in(&app.single_mail_to("coder@example.com").text);
+    app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": wrong}))
+        .assert_error(400, "invalid_token");
     app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": wrong}))
         .assert_error(400, "invalid_token");
     let throttled = app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": fresh}));
     assert_rate_limited(&throttled);
 
-    // Later, the right code (spaced as the mail shows it) works once.
-    app.advance(1200);
+    // Later, the right code (spaced as the mail shows it) works once, within its 15 minutes.
+    app.advance(450);
     let spaced = format!("{} {}", &fresh[..3], &fresh[3..]);
     assert_eq!(app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": spaced})).status, 200);
     assert_eq!(
@@ -337,6 +423,86 @@ fn short_codes_verify_once_within_a_budget_that_a_resend_does_not_reset() {
     app.advance(1200);
     app.post("/v1/email/verify", json!({"email": "coder@example.com", "code": code}))
         .assert_error(400, "invalid_token");
+}
+
+#[test]
+fn a_code_lives_fifteen_minutes_and_its_link_a_day() {
+    let app = App::new();
+    app.post("/v1/signup", json!({"email": "slow@example.com", "password": PASSWORD}));
+    let mail = app.single_mail_to("slow@example.com");
+    let code = code_in(&mail.text);
+    app.advance(15 * 60);
+    app.post("/v1/email/verify", json!({"email": "slow@example.com", "code": code})).assert_error(400, "invalid_token");
+    app.advance(23 * 3600);
+    let link = token_in_link(&mail.text, "/verify-email");
+    assert_eq!(app.post("/v1/email/verify", json!({"email": "slow@example.com", "token": link})).status, 200);
+
+    // Just inside its fifteen minutes, a code works.
+    app.post("/v1/signup", json!({"email": "quick@example.com", "password": PASSWORD}));
+    let code = code_in(&app.single_mail_to("quick@example.com").text);
+    app.advance(15 * 60 - 1);
+    assert_eq!(app.post("/v1/email/verify", json!({"email": "quick@example.com", "code": code})).status, 200);
+}
+
+/// Farming: somebody who signed up many addresses he does not own guesses at their codes from
+/// one IPv6 /48. Each /64 has its budget, the /48 sixteen times that, the email domain its
+/// own from everywhere: the arithmetic below is what bounds how many addresses a day he could
+/// verify (README, "Security").
+#[test]
+fn wrong_codes_draw_on_budgets_per_slash_64_per_slash_48_and_per_domain() {
+    let app = app_with(&[
+        ("RATE_LIMIT_CODE_PER_IP", "2/3600"),
+        ("RATE_LIMIT_CODE_PER_DOMAIN", "40/3600"),
+        ("RATE_LIMIT_CODE_PER_ACCOUNT", "10/3600"),
+    ]);
+    let guess = |ip: &str, email: &str| {
+        let reply = app.post_from(ip, "/v1/email/verify", json!({"email": email, "code": "000000"}));
+        reply.status
+    };
+    // One /64: two guesses, then refused, for any address.
+    assert_eq!(guess("2001:db8:7:1::1", "a1@farm.example"), 400);
+    assert_eq!(guess("2001:db8:7:1::2", "a2@farm.example"), 400);
+    assert_eq!(guess("2001:db8:7:1:ffff::9", "a3@farm.example"), 429);
+    // Rotating through the /64s of the /48 buys 16 × 2 = 32 guesses in all, not more.
+    let mut admitted = 2;
+    for subnet in 2..40 {
+        if guess(&format!("2001:db8:7:{subnet:x}::1"), &format!("a{subnet}@farm.example")) == 400 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 32, "a /48 gets sixteen /64 budgets");
+    // Another /48 has budgets of its own, but the domain's (40 an hour) is shared by all.
+    let mut from_elsewhere = 0;
+    for site in 0..20u32 {
+        for host in 1..=2 {
+            if guess(&format!("2001:db8:{:x}::{host}", 0x100 + site), "b@farm.example") == 400 {
+                from_elsewhere += 1;
+            }
+        }
+    }
+    assert_eq!(from_elsewhere, 8, "32 + 8 = the domain's 40");
+    assert_eq!(guess("2001:db8:999::1", "b@other.example"), 400, "other domains are not affected");
+    // An IPv4 client is one address.
+    assert_eq!(guess("198.51.100.1", "c@other.example"), 400);
+    assert_eq!(guess("198.51.100.1", "c@other.example"), 400);
+    assert_eq!(guess("198.51.100.1", "c@other.example"), 429);
+    assert_eq!(guess("198.51.100.2", "c@other.example"), 400);
+    // The IPv6 header wins over the IPv4 one that "Pseudo IPv4" puts beside it.
+    let pseudo = |ipv4: &str| {
+        app.send(edgeid::api::ApiRequest {
+            method: "POST".into(),
+            path: "/v1/email/verify".into(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("CF-Connecting-IP".into(), ipv4.into()),
+                ("CF-Connecting-IPv6".into(), "2001:db8:7:1::77".into()),
+            ],
+            body: json!({"email": "d@other.example", "code": "000000"}).to_string().into_bytes(),
+            ..Default::default()
+        })
+        .status
+    };
+    assert_eq!(pseudo("240.0.0.1"), 429, "counted as the spent /64, whatever the pseudo IPv4");
 }
 
 /// A login is one round trip to read the account with its budgets, then one to start the

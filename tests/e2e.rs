@@ -249,6 +249,11 @@ impl Worker {
             // Budgets get their own worker (tests/e2e_abuse.rs); these tests make many requests.
             "RATE_LIMIT_LOGIN_PER_IP:100000/60".to_owned(),
             "RATE_LIMIT_LOGIN_PER_ACCOUNT:100000/60".to_owned(),
+            "RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK:100000/60".to_owned(),
+            "RATE_LIMIT_CODE_PER_IP:100000/60".to_owned(),
+            "RATE_LIMIT_CODE_PER_DOMAIN:100000/60".to_owned(),
+            // The flood pre-filter has its own test (tests/e2e_abuse.rs).
+            "RATE_LIMIT_PREFILTER:off".to_owned(),
             "RATE_LIMIT_MAIL_PER_IP:100000/60".to_owned(),
             "RATE_LIMIT_MAIL_PER_ADDRESS:100000/60".to_owned(),
             "RATE_LIMIT_TOKEN_PER_IP:100000/60".to_owned(),

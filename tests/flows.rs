@@ -172,33 +172,65 @@ fn signing_up_with_a_registered_email_mails_its_owner_instead() {
 #[test]
 fn a_pre_registered_address_cannot_be_hijacked() {
     // Someone signs up with the victim's address and never verifies it. When the victim signs
-    // up, they get the "already registered" mail, whose reset link gives them the account with
-    // their own password and a verified email; the squatter's password stops working.
+    // up, their password replaces the squatter's and the squatter's link dies: the only live
+    // link confirms the password the mailbox owner chose.
     let app = App::new();
     assert_eq!(
         app.post("/v1/signup", json!({"email": "victim@example.com", "password": "squatter password"})).status,
         202
     );
-    let squatter_link = token_in_link(&app.single_mail_to("victim@example.com").text, "/verify-email");
+    let squatter_mail = app.single_mail_to("victim@example.com");
+    let squatter_link = token_in_link(&squatter_mail.text, "/verify-email");
     assert_eq!(
         app.post("/v1/signup", json!({"email": "victim@example.com", "password": "victim password"})).status,
         202
     );
     let mail = app.single_mail_to("victim@example.com");
-    assert_eq!(mail.kind, MailKind::AlreadyRegistered);
-    let reset_token = token_in_link(&mail.text, "/reset-password");
-    assert_eq!(
-        app.post("/v1/password/reset", json!({"token": reset_token, "password": "victim password"})).status,
-        200
-    );
+    assert_eq!(mail.kind, MailKind::VerifyEmail);
+    app.post("/v1/email/verify", json!({"token": squatter_link})).assert_error(400, "invalid_token");
+    assert_eq!(app.post("/v1/email/verify", json!({"token": token_in_link(&mail.text, "/verify-email")})).status, 200);
     assert_eq!(
         app.post("/v1/login", json!({"email": "victim@example.com", "password": "victim password"})).status,
         200
     );
     app.post("/v1/login", json!({"email": "victim@example.com", "password": "squatter password"}))
         .assert_error(401, "invalid_credentials");
-    // The reset voided the older verification link too.
-    app.post("/v1/email/verify", json!({"token": squatter_link})).assert_error(400, "invalid_token");
+    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'victim@example.com'"), 1);
+
+    // Once verified, a sign-up changes nothing: the owner gets an "already registered" mail
+    // with a reset link, and the password stays theirs.
+    assert_eq!(
+        app.post("/v1/signup", json!({"email": "victim@example.com", "password": "squatter password"})).status,
+        202
+    );
+    let mail = app.single_mail_to("victim@example.com");
+    assert_eq!(mail.kind, MailKind::AlreadyRegistered);
+    assert!(mail.text.contains("/reset-password?token="));
+    app.post("/v1/login", json!({"email": "victim@example.com", "password": "squatter password"}))
+        .assert_error(401, "invalid_credentials");
+}
+
+#[test]
+fn a_later_sign_up_to_an_unverified_address_ends_what_the_earlier_one_started() {
+    // Without email verification, an unverified account can sign in: the squatter's sessions
+    // end when the mailbox owner signs up, and the squatter's short code dies with the link.
+    let app = App::with_config(test_config(&[("REQUIRE_EMAIL_VERIFICATION", "false")]));
+    app.post("/v1/signup", json!({"email": "early@example.com", "password": "squatter password"}));
+    let squatter_code = crate::abuse::code_in(&app.single_mail_to("early@example.com").text);
+    let squatter = app.post("/v1/login", json!({"email": "early@example.com", "password": "squatter password"}));
+    assert_eq!(squatter.status, 200);
+    app.post("/v1/signup", json!({"email": "early@example.com", "password": "owner password"}));
+    app.single_mail_to("early@example.com");
+    let refresh = squatter.json["refresh_token"].as_str().unwrap();
+    app.request(
+        "POST",
+        "/oauth/token",
+        Some("application/x-www-form-urlencoded"),
+        format!("grant_type=refresh_token&refresh_token={refresh}").as_bytes(),
+    )
+    .assert_error(400, "invalid_grant");
+    app.post("/v1/email/verify", json!({"email": "early@example.com", "code": squatter_code}))
+        .assert_error(400, "invalid_token");
 }
 
 #[test]
@@ -461,14 +493,15 @@ fn bad_input_gets_the_contract_error() {
 fn a_broken_store_is_a_server_error_without_details() {
     let app = App::new();
     app.db.broken.set(true);
-    for reply in [
-        app.post("/v1/signup", json!({"email": "x@example.com", "password": PASSWORD})),
-        app.post("/v1/login", json!({"email": "x@example.com", "password": PASSWORD})),
-        app.get("/healthz"),
-    ] {
+    for reply in [app.post("/v1/login", json!({"email": "x@example.com", "password": PASSWORD})), app.get("/healthz")] {
         reply.assert_error(500, "server_error");
         assert!(!reply.text().contains("disk"), "{}", reply.text());
     }
+    // A sign-up with every budget off touches the store only after its response: the account
+    // work fails there (and is logged), the answer is the same as ever.
+    assert_eq!(app.post("/v1/signup", json!({"email": "x@example.com", "password": PASSWORD})).status, 202);
+    assert_eq!(app.deferred_failures.borrow().len(), 1);
+    assert!(app.take_mails().is_empty());
     app.db.broken.set(false);
     assert_eq!(app.get("/healthz").json, json!({"status": "ok"}));
 }
@@ -545,7 +578,12 @@ fn pages_escape_what_they_echo_and_need_a_token() {
         assert_eq!(page.status, 200, "{path}");
         assert!(page.text().contains("autocomplete=\"one-time-code\""));
     }
+    // A reset link that is not live says so, echoing nothing; the verify page echoes its token
+    // into the form, escaped.
     let page = app.get("/reset-password?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E");
+    assert_eq!(page.status, 400);
+    assert!(!page.text().contains("<script>") && !page.text().contains("script&gt;"), "{}", page.text());
+    let page = app.get("/verify-email?token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E");
     assert!(!page.text().contains("<script>"), "{}", page.text());
     assert!(page.text().contains("&quot;&gt;&lt;script&gt;"));
     let csp = page.response.header("content-security-policy").unwrap();

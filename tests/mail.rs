@@ -78,7 +78,7 @@ fn postmark_sendgrid_and_mailgun_get_their_own_api_shapes() {
 #[test]
 fn transient_failures_are_retried_with_backoff_and_the_rest_given_up() {
     let config = test_config(&[("MAIL_MAX_ATTEMPTS", "4"), ("MAIL_RETRY_BASE_SECONDS", "30")]).mail;
-    let mut queued = QueuedMail::new(&signup_mail());
+    let mut queued = QueuedMail::new(&signup_mail(), 0);
     let unavailable = || Err(MailError::Rejected { status: 503, body: String::new() });
     let mut delays = Vec::new();
     while let NextStep::RetryAfter { attempt, delay_seconds } = next_step(&config, &queued, unavailable()) {
@@ -91,7 +91,7 @@ fn transient_failures_are_retried_with_backoff_and_the_rest_given_up() {
         matches!(next_step(&config, &queued, unavailable()), NextStep::DeadLetter { reason } if reason.contains("after 4 attempts"))
     );
 
-    let fresh = QueuedMail::new(&signup_mail());
+    let fresh = QueuedMail::new(&signup_mail(), 0);
     for transient in [
         MailError::Unreachable("timed out".to_owned()),
         MailError::Rejected { status: 429, body: String::new() },
@@ -112,15 +112,62 @@ fn transient_failures_are_retried_with_backoff_and_the_rest_given_up() {
     assert_eq!(next_step(&config, &fresh, Ok(())), NextStep::Delivered);
 
     // The delay doubles up to an hour and stays there.
-    let long = test_config(&[("MAIL_MAX_ATTEMPTS", "50"), ("MAIL_RETRY_BASE_SECONDS", "600")]).mail;
-    let late = QueuedMail { attempt: 30, ..QueuedMail::new(&signup_mail()) };
+    let long = test_config(&[("MAIL_MAX_ATTEMPTS", "20"), ("MAIL_RETRY_BASE_SECONDS", "600")]).mail;
+    let late = QueuedMail { attempt: 15, ..QueuedMail::new(&signup_mail(), 0) };
     assert!(matches!(next_step(&long, &late, unavailable()), NextStep::RetryAfter { delay_seconds: 3600, .. }));
+}
+
+/// Retries end inside the provider's 24 h idempotency window: a configuration whose retries
+/// would run longer is refused, and a mail queued a day ago is not attempted again.
+#[test]
+fn every_retry_falls_inside_the_idempotency_window() {
+    assert_eq!(
+        edgeid::mail::retry_window_seconds(&test_config(&[]).mail),
+        30 + 60 + 120 + 240 + 480 + 960 + 1920 + 3600 * 2
+    );
+    assert!(
+        edgeid::mail::retry_window_seconds(
+            &test_config(&[("MAIL_MAX_ATTEMPTS", "20"), ("MAIL_RETRY_BASE_SECONDS", "600")]).mail
+        ) < 23 * 3600
+    );
+    let too_long = edgeid::config::Config::from_lookup(|name| match name {
+        "MAIL_MAX_ATTEMPTS" => Some("30".to_owned()),
+        "MAIL_RETRY_BASE_SECONDS" => Some("600".to_owned()),
+        "ISSUER" => Some("http://127.0.0.1:8787".to_owned()),
+        "MAIL_PROVIDER" => Some("log".to_owned()),
+        "KEY_ENCRYPTION_KEY" => Some(crate::support::TEST_KEY_ENCRYPTION_KEY.to_owned()),
+        _ => None,
+    });
+    assert!(matches!(too_long, Err(edgeid::config::ConfigError::Invalid { name: "MAIL_MAX_ATTEMPTS", .. })));
+    let queued = QueuedMail::new(&signup_mail(), 1_000);
+    assert_eq!(queued.too_late(1_000 + 23 * 3600), None);
+    assert!(queued.too_late(1_000 + 24 * 3600).unwrap().contains("idempotency"));
+}
+
+/// A reset mail is never delivered after its link died: the person would only ask again.
+#[test]
+fn mail_whose_link_expired_is_not_delivered() {
+    let app = App::new();
+    app.verified_account("late-mail@example.com", "correct horse battery");
+    app.post("/v1/password/forgot", json!({"email": "late-mail@example.com"}));
+    let mail = app.single_mail_to("late-mail@example.com");
+    let sent_at = app.now.get().timestamp();
+    assert_eq!(mail.expires_at, Some(sent_at + 3600));
+    let queued = QueuedMail::new(&mail, sent_at);
+    assert_eq!(queued.too_late(sent_at + 3599), None);
+    assert!(queued.too_late(sent_at + 3600).unwrap().contains("expired"));
+    // A queued message from before expiries were recorded still goes out.
+    let legacy: QueuedMail = serde_json::from_str(
+        &serde_json::to_string(&QueuedMail { expires_at: None, queued_at: None, ..queued }).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(legacy.too_late(i64::MAX / 2), None);
 }
 
 #[test]
 fn queued_mail_round_trips_and_its_recipient_is_checked_again() {
     let mail = signup_mail();
-    let queued = QueuedMail::new(&mail);
+    let queued = QueuedMail::new(&mail, 0);
     let json = serde_json::to_string(&queued).unwrap();
     assert!(!format!("{queued:?}").contains("token="), "Debug keeps the link out of logs");
     let back: QueuedMail = serde_json::from_str(&json).unwrap();

@@ -277,7 +277,49 @@ fn pages_carry_a_strict_policy_with_a_fresh_nonce() {
     assert_eq!(first.response.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(first.response.header("x-frame-options"), Some("DENY"));
     let cookie = first.response.header("set-cookie").unwrap();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    // Lax, not Strict: a person who follows the link in a mail into an open tab (a cross-site
+    // navigation) still has their cookie, and a form opened in another tab keeps working.
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+}
+
+#[test]
+fn the_csrf_cookie_is_reused_so_open_forms_in_other_tabs_keep_working() {
+    let app = App::new();
+    let mut browser = Browser::new(&app);
+    let first_tab = browser.get("/forgot-password");
+    let cookie = browser.cookie.clone();
+    let second_tab = browser.get("/signup");
+    assert_eq!(browser.cookie, cookie, "the second page sets the same cookie again");
+    assert_eq!(browser.submit(&first_tab, &[("email", "tabs@example.com")]).status, 202);
+    assert_eq!(
+        browser
+            .submit(
+                &second_tab,
+                &[("email", "tabs2@example.com"), ("password", PASSWORD), ("password_confirmation", PASSWORD)]
+            )
+            .status,
+        202
+    );
+}
+
+#[test]
+fn the_reset_page_names_the_account_it_resets() {
+    let app = App::new();
+    app.verified_account("jane.doe@example.com", PASSWORD);
+    app.post("/v1/password/forgot", json!({"email": "jane.doe@example.com"}));
+    let token = token_in_link(&app.single_mail_to("jane.doe@example.com").text, "/reset-password");
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&format!("/reset-password?token={token}"));
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("j\u{2022}\u{2022}\u{2022}@example.com"), "{}", page.text());
+    assert!(!page.text().contains("jane.doe"), "masked");
+    // A GET consumed nothing: the form still works, and then the link is dead on sight.
+    let changed =
+        browser.submit(&page, &[("password", "a new passphrase"), ("password_confirmation", "a new passphrase")]);
+    assert_eq!(changed.status, 200, "{}", changed.text());
+    let dead = browser.get(&format!("/reset-password?token={token}"));
+    assert_eq!(dead.status, 400);
+    assert!(dead.text().contains("This link does not work") && !dead.text().contains("@example.com"));
 }
 
 #[test]
@@ -309,6 +351,23 @@ fn the_dev_mailbox_exists_only_with_the_log_provider() {
         });
         public.assert_error(500, "server_error");
         assert!(!public.text().contains("dev@example.com"));
+        // A loopback Host is not enough: the peer must be this machine too.
+        let forged_host = dev.send(ApiRequest {
+            method: "GET".into(),
+            host: "127.0.0.1:8787".into(),
+            path: path.into(),
+            headers: vec![("CF-Connecting-IP".into(), "203.0.113.40".into())],
+            ..Default::default()
+        });
+        forged_host.assert_error(500, "server_error");
+        let from_here = dev.send(ApiRequest {
+            method: "GET".into(),
+            host: "127.0.0.1:8787".into(),
+            path: path.into(),
+            headers: vec![("CF-Connecting-IP".into(), "127.0.0.1".into())],
+            ..Default::default()
+        });
+        assert_eq!(from_here.status, 200);
     }
 }
 

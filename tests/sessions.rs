@@ -318,3 +318,44 @@ fn a_password_reset_ends_every_session() {
     refresh(&app, login["refresh_token"].as_str().unwrap()).assert_error(400, "invalid_grant");
     userinfo(&app, login["access_token"].as_str().unwrap()).assert_error(401, "invalid_token");
 }
+
+/// The cron's clean-up: expired and used one-time tokens, ended sessions with their refresh
+/// tokens, and accounts nobody verified within `UNVERIFIED_ACCOUNT_TTL_DAYS` go; live things
+/// stay.
+#[test]
+fn the_cron_purges_what_has_ended_and_keeps_what_lives() {
+    let app = App::with_config(test_config(&[("UNVERIFIED_ACCOUNT_TTL_DAYS", "7")]));
+    app.verified_account("kept@example.com", PASSWORD);
+    let live = app.post("/v1/login", json!({"email": "kept@example.com", "password": PASSWORD}));
+    assert_eq!(live.status, 200);
+    let ended = app.post("/v1/login", json!({"email": "kept@example.com", "password": PASSWORD}));
+    app.post("/v1/logout", json!({"refresh_token": ended.json["refresh_token"]}));
+    app.post("/v1/signup", json!({"email": "abandoned@example.com", "password": PASSWORD}));
+    app.take_mails();
+    let purge = |app: &App| {
+        let unverified_before = app.now.get().timestamp() - app.config.unverified_account_ttl_seconds;
+        pollster::block_on(edgeid::store::purge(&app.db, app.now.get(), unverified_before)).unwrap()
+    };
+    let first = purge(&app);
+    assert_eq!((first.sessions, first.refresh_tokens, first.unverified_accounts), (1, 1, 0), "{first:?}");
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 2);
+
+    // Six days on the abandoned sign-up is still there (its link died after one); on day seven
+    // it goes, with its tokens, and the address is free. The verified account and its live
+    // session stay.
+    app.advance(6 * 86_400);
+    let second = purge(&app);
+    assert_eq!(second.unverified_accounts, 0);
+    assert!(second.one_time_tokens >= 1, "{second:?}");
+    app.advance(86_400);
+    assert_eq!(purge(&app).unverified_accounts, 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'abandoned@example.com'"), 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM one_time_tokens"), 0);
+    let refreshed = app.request(
+        "POST",
+        "/oauth/token",
+        Some("application/x-www-form-urlencoded"),
+        format!("grant_type=refresh_token&refresh_token={}", live.json["refresh_token"].as_str().unwrap()).as_bytes(),
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+}

@@ -12,6 +12,7 @@ mod keys;
 mod mail;
 mod pages;
 mod properties;
+mod races;
 mod sessions;
 mod support;
 mod verifier;

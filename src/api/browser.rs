@@ -162,9 +162,35 @@ pub async fn page<D: Database, E: Crypto, H: HttpClient>(
         PageKind::Login => pages::login_form(&form, "", None),
         PageKind::ForgotPassword => pages::forgot_password_form(&form, "", None),
         PageKind::VerifyEmail => pages::verify_email_form(&form, token.as_deref()),
-        PageKind::ResetPassword => pages::reset_password_form(&form, token.as_deref(), None),
+        PageKind::ResetPassword => match token.as_deref().filter(|token| !token.is_empty()) {
+            // The page names the account it resets (masked), so a person who opened somebody
+            // else's link, or an old one, sees it before choosing a password. A read only: a
+            // GET never consumes the token.
+            Some(token) => match reset_account(ctx, token).await {
+                Ok(Some(account)) => pages::reset_password_form(&form, Some(token), Some(&account), None),
+                Ok(None) => pages::result(
+                    400,
+                    "This link does not work",
+                    "This password reset link is invalid, has expired or was already used. Ask for a new one.",
+                    &[(format!("/forgot-password{}", query(&form.redirect_to)), "Forgot password")],
+                ),
+                Err(err) => return ApiError::from(err).into(),
+            },
+            None => pages::reset_password_form(&form, None, None, None),
+        },
     };
     respond(ctx, Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None })
+}
+
+/// The masked address (`j•••@example.com`) of the account a live reset link resets.
+async fn reset_account<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    token: &str,
+) -> Result<Option<String>, Internal> {
+    let Ok(hash) = crate::domain::opaque_token::TokenHash::of_presented(token) else { return Ok(None) };
+    let owner = store::live_token_owner(ctx.db, &hash, store::Purpose::ResetPassword, ctx.now).await?;
+    Ok(owner
+        .map(|(_, email)| crate::domain::email::Email::parse(&email).map_or_else(|_| email.clone(), |e| e.masked())))
 }
 
 /// Whether a form post comes from one of our own pages: the browser says so (`Sec-Fetch-Site`,
@@ -361,11 +387,17 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
                 None => verify_email::verify_email(ctx, field("token")).await,
             };
             match (result.map_err(ApiError::from), by_code) {
+                // Confirming does not sign anyone in: the person must prove the password too. If
+                // somebody else signed up with this address, their password does not work for
+                // the owner, who then resets it (which ends every session of the account).
                 (Ok(()), _) => done(pages::result(
                     200,
                     "Email confirmed",
-                    "Your email address is confirmed. You can sign in now.",
-                    &onward("Sign in"),
+                    "Your email address is confirmed. Sign in with the password you chose when you signed up. \
+                     If you did not sign up yourself, or that password does not work, choose a new one with \
+                     \"Forgot password\": it signs out everybody else.",
+                    &[onward("Sign in"), vec![(format!("/forgot-password{}", query(&redirect_to)), "Forgot password")]]
+                        .concat(),
                 )),
                 (Err(err), Some(_)) if err.status < 500 => {
                     let words = match err.code {
@@ -394,7 +426,11 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
                 )),
                 // The form can be fixed and sent again: the token was not used.
                 Err(err) if err.code != "invalid_token" && err.status < 500 => {
-                    again(pages::reset_password_form(&form, Some(token), Some(&in_words(&err))), &err)
+                    let account = reset_account(ctx, token).await?;
+                    again(
+                        pages::reset_password_form(&form, Some(token), account.as_deref(), Some(&in_words(&err))),
+                        &err,
+                    )
                 }
                 Err(err) => again(pages::result(err.status, "This link does not work", &in_words(&err), &[]), &err),
             }

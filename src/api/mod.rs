@@ -44,6 +44,7 @@ pub const REQUEST_HEADERS: &[&str] = &[
     "accept-language",
     "authorization",
     "cf-connecting-ip",
+    "cf-connecting-ipv6",
     "content-length",
     "content-type",
     "cookie",
@@ -65,9 +66,26 @@ impl ApiRequest {
     }
 
     /// The client's address as Cloudflare's edge saw it. Cloudflare sets `CF-Connecting-IP` on
-    /// every request and overwrites whatever a client sent, so it cannot be spoofed there.
+    /// every request and overwrites whatever a client sent, so it cannot be spoofed there. With
+    /// "Pseudo IPv4" on, it holds a made-up IPv4 address for an IPv6 client and the real one is
+    /// in `CF-Connecting-IPv6`, which therefore comes first: budgets must count the real network.
     pub fn client_ip(&self) -> Option<&str> {
-        self.header("cf-connecting-ip")
+        self.header("cf-connecting-ipv6").filter(|ip| !ip.trim().is_empty()).or_else(|| self.header("cf-connecting-ip"))
+    }
+
+    /// Whether the request was made on this machine: to a loopback host, and from a loopback
+    /// peer. In production Cloudflare always sets the peer (`CF-Connecting-IP`); locally
+    /// (`wrangler dev`) it is absent or this machine. Development-only features need both, so
+    /// neither a forged `Host` nor a deployment that kept the development defaults opens them.
+    pub fn made_on_this_machine(&self) -> bool {
+        let peer_is_local = match self.client_ip().map(str::trim) {
+            None => true,
+            Some(ip) => ip.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+                std::net::IpAddr::V4(v4) => v4.is_loopback(),
+                std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            }),
+        };
+        peer_is_local && is_loopback_host(&self.host)
     }
 
     /// A browser that submitted one of our HTML forms and expects a page back.
@@ -263,6 +281,22 @@ impl Route {
         })
     }
 
+    /// Whether answering may touch D1 (beyond the isolate's cached key table): the routes the
+    /// adapter's flood pre-filter guards, so that a flood cannot saturate the database the exact
+    /// budgets live in.
+    fn touches_database(self) -> bool {
+        !matches!(
+            self,
+            Route::Discovery
+                | Route::Jwks
+                | Route::SecurityTxt
+                | Route::ChangePassword
+                | Route::SignupPage
+                | Route::LoginPage
+                | Route::ForgotPasswordPage
+        )
+    }
+
     fn method(self) -> &'static str {
         match self {
             Route::Health
@@ -290,6 +324,12 @@ impl Route {
     }
 }
 
+/// Whether a request to `path` may touch D1 (see `Route::touches_database`); unknown paths
+/// do not.
+pub fn touches_database(path: &str) -> bool {
+    Route::find(path).is_some_and(Route::touches_database)
+}
+
 /// The whole HTTP API.
 pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
@@ -306,7 +346,7 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     // `log` writes every link to the log and opens the dev mailbox: whatever the configuration
     // says, it answers only requests made to this machine (a deployment that kept the dev
     // defaults fails loudly instead of exposing its users' mail).
-    if ctx.config.mail.provider == MailProvider::Log && !is_loopback_host(&request.host) {
+    if ctx.config.mail.provider == MailProvider::Log && !request.made_on_this_machine() {
         return ApiError::server_error(&"MAIL_PROVIDER=log answers only requests to this machine").into();
     }
     let is_head = request.method == "HEAD" && route.method() == "GET";

@@ -309,17 +309,27 @@ pub fn verify_email_form(form: &FormContext, token: Option<&str>) -> Page {
     )
 }
 
-/// `GET /reset-password?token=…`: a new password, twice.
-pub fn reset_password_form(form: &FormContext, token: Option<&str>, error: Option<&str>) -> Page {
+/// `GET /reset-password?token=…`: a new password, twice, for the account named (masked:
+/// `j•••@example.com`).
+pub fn reset_password_form(
+    form: &FormContext,
+    token: Option<&str>,
+    account: Option<&str>,
+    error: Option<&str>,
+) -> Page {
     let Some(token) = token.filter(|token| !token.is_empty()) else {
         return missing_token();
     };
     let (status, error) = error_block(error);
+    let account = match account {
+        Some(account) => format!("<p class=\"account\">For the account <strong>{}</strong>.</p>", escape_html(account)),
+        None => String::new(),
+    };
     page(
         status,
         "Choose a new password",
         format!(
-            "{error}<form method=\"post\" action=\"/v1/password/reset\">{hidden}\
+            "{error}{account}<form method=\"post\" action=\"/v1/password/reset\">{hidden}\
              <input type=\"hidden\" name=\"token\" value=\"{token}\">{password}\
              <button type=\"submit\">Set new password</button></form>",
             hidden = form.hidden_fields(),

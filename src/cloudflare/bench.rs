@@ -121,8 +121,8 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
     n: usize,
 ) -> Result<Vec<String>, Internal> {
     let Ok(email) = Email::parse("bench-refresh@example.com") else { return Ok(Vec::new()) };
-    let user_id = match store::find_user_by_email(ctx.db, &email).await? {
-        Some(user) => user.id,
+    let user = match store::find_user_by_email(ctx.db, &email).await? {
+        Some(user) => user,
         None => {
             let id = random_id(ctx.crypto)?;
             let hash =
@@ -139,6 +139,7 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                     hash: verification.hash(),
                     expires_at,
                     code_hash: None,
+                    code_expires_at: None,
                 },
                 &NewOneTimeToken {
                     user_id: &id,
@@ -146,13 +147,16 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                     hash: reset.hash(),
                     expires_at,
                     code_hash: None,
+                    code_expires_at: None,
                 },
                 ctx.now,
             )
             .await?;
             // Verified, as a login would require.
             store::verify_email(ctx.db, verification.hash(), &random_id(ctx.crypto)?, ctx.now).await?;
-            id
+            store::find_user_by_email(ctx.db, &email).await?.ok_or_else(|| {
+                Internal::Database(crate::ports::DatabaseError("the benchmark user vanished".to_owned()))
+            })?
         }
     };
     let mut tokens = Vec::with_capacity(n);
@@ -164,10 +168,12 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
             ctx.db,
             &NewSession {
                 id: &session_id,
-                user_id: &user_id,
+                user_id: &user.id,
                 expires_at,
                 refresh_token_hash: refresh.hash(),
                 refresh_token_expires_at: ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds),
+                verified_password_hash: &user.password_hash,
+                rehashed_password: None,
             },
             &[],
             ctx.now,

@@ -26,17 +26,19 @@ const DEAD_LETTER_QUEUE_NAME: &str = "edgeid-mail-dead";
 pub async fn enqueue(env: &Env, config: &Config, mails: Vec<OutgoingMail>) {
     let queue = env.queue(MAIL_QUEUE);
     for mail in mails {
-        let queued = QueuedMail::new(&mail);
+        let queued = QueuedMail::new(&mail, now().timestamp());
         let sent = match &queue {
             Ok(queue) => queue.send(json(&queued)).await.map_err(|err| err.to_string()),
             Err(err) => Err(err.to_string()),
         };
         match sent {
-            Ok(()) => log::info!("mail {} to {} queued ({})", mail.kind.as_str(), mail.to, mail.idempotency_key),
+            Ok(()) => {
+                log::info!("mail {} to {} queued ({})", mail.kind.as_str(), mail.to.masked(), mail.idempotency_key)
+            }
             Err(err) => {
                 log::error!("mail queue unavailable ({err}); delivering {} at once", mail.idempotency_key);
                 if let Err(err) = deliver_once(env, config, &mail).await {
-                    log::error!("mail {} to {} was not delivered: {err}", mail.kind.as_str(), mail.to);
+                    log::error!("mail {} to {} was not delivered: {err}", mail.kind.as_str(), mail.to.masked());
                 }
             }
         }
@@ -58,6 +60,11 @@ pub async fn consume(batch: MessageBatch<String>, env: Env, config: &Config) {
         // (a renamed dead-letter queue must not loop back into delivery).
         if dead_letters || queued.failure.is_some() {
             record_dead_letter(&env, &message, &queued).await;
+        } else if let Some(reason) = queued.too_late(now().timestamp()) {
+            // Dropped, not delivered: recorded like any mail given up on.
+            log::warn!("mail {}: not delivered: {reason}", queued.idempotency_key);
+            let dropped = QueuedMail { failure: Some(reason), ..queued };
+            record_dead_letter(&env, &message, &dropped).await;
         } else {
             deliver(&env, config, &message, queued).await;
         }
@@ -73,7 +80,7 @@ async fn deliver(env: &Env, config: &Config, message: &RawMessage, queued: Queue
     let key = queued.idempotency_key.clone();
     match mail::next_step(&config.mail, &queued, outcome) {
         NextStep::Delivered => {
-            log::info!("mail {key} to {} delivered (attempt {attempt})", queued.to);
+            log::info!("mail {key} to {} delivered (attempt {attempt})", masked(&queued.to));
             message.ack();
         }
         NextStep::RetryAfter { attempt, delay_seconds } => {
@@ -94,7 +101,7 @@ async fn deliver(env: &Env, config: &Config, message: &RawMessage, queued: Queue
             }
         }
         NextStep::DeadLetter { reason } => {
-            log::error!("mail {key} to {}: giving up: {reason}", queued.to);
+            log::error!("mail {key} to {}: giving up: {reason}", masked(&queued.to));
             let dead = QueuedMail { attempt, failure: Some(reason), ..queued };
             let sent = match env.queue(MAIL_DEAD_LETTERS) {
                 Ok(queue) => queue.send(json(&dead)).await,
@@ -135,7 +142,7 @@ async fn record_dead_letter(env: &Env, message: &RawMessage, queued: &QueuedMail
         "dead letter: mail {} ({}) to {} after {} attempts: {reason}",
         queued.idempotency_key,
         queued.kind.as_str(),
-        queued.to,
+        masked(&queued.to),
         queued.attempt
     );
     let letter = DeadLetter {
@@ -162,4 +169,10 @@ async fn record_dead_letter(env: &Env, message: &RawMessage, queued: &QueuedMail
 /// fail a batch.
 fn json(queued: &QueuedMail) -> String {
     serde_json::to_string(queued).unwrap_or_default()
+}
+
+/// A recipient as the log shows it (`j•••@example.com`): logs never carry an address.
+fn masked(address: &str) -> String {
+    crate::domain::email::Email::parse(address)
+        .map_or_else(|_| "an unusable address".to_owned(), |email| email.masked())
 }

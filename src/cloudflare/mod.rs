@@ -40,13 +40,24 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
         Ok(api_request) => api_request,
         Err(rejection) => return Ok(rejection),
     };
-    let bench_route = bench::enabled(&config)
-        && api_request.path.starts_with("/__bench/")
-        && crate::config::is_loopback_host(&api_request.host);
+    let bench_route =
+        bench::enabled(&config) && api_request.path.starts_with("/__bench/") && api_request.made_on_this_machine();
     // The benchmark's floor for this binary: a request through the adapter, nothing of
     // edgeid's. Only with BENCH_ENDPOINTS=true (see `bench`).
     if bench_route && api_request.path == "/__bench/constant" {
         return Ok(ApiResponse::new(200, "text/plain", b"ok".to_vec()));
+    }
+    // The flood pre-filter (the Rate Limiting binding, per client /64 or IPv4 address) in front
+    // of everything that touches D1: cheap, approximate, per Cloudflare location; the exact
+    // budgets behind it live in D1 and need D1 to stay responsive.
+    if config.rate_limit_prefilter && !bench_route && crate::api::touches_database(&api_request.path) {
+        let client = crate::domain::rate_limit::client_networks(api_request.client_ip())
+            .into_iter()
+            .next()
+            .map_or_else(|| "unknown".to_owned(), |network| network.name);
+        if glue::prefilter(env, &client).await.is_falsy() {
+            return Ok(ApiError::rate_limited(crate::flows::throttle::Throttled { retry_after_seconds: 60 }).into());
+        }
     }
     let db = d1::D1::binding(env, "DB")?;
     let outbox = flows::Outbox::default();
@@ -68,13 +79,52 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
         handle(&ctx, &api_request).await
     };
 
-    // Enqueued after the response, so its timing never shows whether a mail was sent.
+    // After the response: the deferred account work, then the mail (its and the request's), so
+    // that neither shows in the response's timing.
+    let deferred = outbox.take_deferred();
     let mails = outbox.take();
-    if !mails.is_empty() {
+    if !deferred.is_empty() || !mails.is_empty() {
         let env = env.clone();
-        worker_ctx.wait_until(async move { mail_queue::enqueue(&env, &config, mails).await });
+        worker_ctx.wait_until(async move { after_response(env, config, deferred, mails).await });
     }
     Ok(response)
+}
+
+async fn after_response(
+    env: Env,
+    config: Rc<Config>,
+    deferred: Vec<flows::Deferred>,
+    mut mails: Vec<crate::mail::OutgoingMail>,
+) {
+    if !deferred.is_empty() {
+        match d1::D1::binding(&env, "DB") {
+            Ok(db) => {
+                let outbox = flows::Outbox::default();
+                let keyring = KEYRING.with(Rc::clone);
+                let ctx = flows::Context {
+                    config: &config,
+                    keyring: &keyring,
+                    db: &db,
+                    crypto: &WebCrypto,
+                    http: &fetch::Fetcher,
+                    now: now(),
+                    client_ip: None,
+                    accept_language: None,
+                    outbox: &outbox,
+                };
+                for work in deferred {
+                    if let Err(err) = flows::run_deferred(&ctx, work).await {
+                        log::error!("account work after the response failed: {err}");
+                    }
+                }
+                mails.extend(outbox.take());
+            }
+            Err(err) => log::error!("account work after the response skipped: {err}"),
+        }
+    }
+    if !mails.is_empty() {
+        mail_queue::enqueue(&env, &config, mails).await;
+    }
 }
 
 /// Runs as each wasm instance starts. After a panic, worker-build starts a new instance in the
@@ -107,6 +157,11 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match store::remove_full_buckets(&db, now().timestamp_millis()).await {
         Ok(removed) => log::info!("rate limits: {removed} idle buckets removed"),
         Err(err) => log::error!("rate-limit clean-up failed: {err}"),
+    }
+    let unverified_before = now().timestamp() - config.unverified_account_ttl_seconds;
+    match store::purge(&db, now(), unverified_before).await {
+        Ok(purged) => log::info!("clean-up: {purged:?}"),
+        Err(err) => log::error!("clean-up failed: {err}"),
     }
 }
 
@@ -295,6 +350,9 @@ pub(crate) mod glue {
 
         #[wasm_bindgen(js_name = d1Batch, catch)]
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
+
+        #[wasm_bindgen(js_name = prefilter)]
+        pub async fn prefilter(env: &JsValue, key: &str) -> JsValue;
     }
 }
 

@@ -1,5 +1,5 @@
 //! CSRF protection for the hosted forms: a signed double-submit token. A page sets a random
-//! cookie (HttpOnly, SameSite=Strict) and puts HMAC-SHA256(key, cookie) in the form; a form
+//! cookie (HttpOnly, SameSite=Lax) and puts HMAC-SHA256(key, cookie) in the form; a form
 //! post must bring both, matching. A foreign site can neither read the cookie nor forge the
 //! HMAC without the key, which is derived from `KEY_ENCRYPTION_KEY`. The API layer adds the
 //! same-origin check (`Origin`, `Sec-Fetch-Site`).
@@ -74,7 +74,7 @@ pub fn cookie_name(secure: bool) -> &'static str {
 pub fn set_cookie(value: &str, secure: bool) -> String {
     let name = cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=7200{secure}")
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=7200{secure}")
 }
 
 /// The cookie's value from a `Cookie` header, if it is well formed.
@@ -114,6 +114,6 @@ mod tests {
         assert_eq!(cookie_value(None, false), None);
         assert!(set_cookie(value, true).starts_with("__Host-edgeid-csrf="));
         assert!(set_cookie(value, true).contains("; Secure"));
-        assert!(set_cookie(value, false).contains("HttpOnly; SameSite=Strict"));
+        assert!(set_cookie(value, false).contains("HttpOnly; SameSite=Lax"));
     }
 }

@@ -1,8 +1,9 @@
 //! Short verification codes: six digits a person can type, sent in the same mail as the link
 //! for when the link cannot be opened where the code is needed (another device, a mail client
-//! that mangles links). Six digits are guessable, so codes are only ever checked against a
-//! per-account attempt budget that a resend does not reset (`RATE_LIMIT_CODE_PER_ACCOUNT`),
-//! and stored only as an HMAC keyed from `KEY_ENCRYPTION_KEY` and bound to the address.
+//! that mangles links). Six digits are guessable, so a code lives 15 minutes and dies after
+//! five wrong tries, and every try first draws on budgets per account (which a resend does not
+//! reset: `RATE_LIMIT_CODE_PER_ACCOUNT`), per client network and per email domain. Codes are
+//! stored only as an HMAC keyed from `KEY_ENCRYPTION_KEY` and bound to the address.
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -12,6 +13,12 @@ use crate::domain::email::Email;
 use crate::ports::{Crypto, EntropyError};
 
 pub const CODE_DIGITS: usize = 6;
+
+/// Wrong tries after which a code is dead (its link keeps working).
+pub const MAX_WRONG_TRIES: u32 = 5;
+
+/// How long a code lives: far shorter than its link (24 h), since it is guessable.
+pub const CODE_TTL_SECONDS: i64 = 15 * 60;
 
 /// A fresh code, uniformly distributed over 000000–999999.
 pub fn generate(crypto: &impl Crypto) -> Result<String, EntropyError> {

@@ -35,6 +35,13 @@ pub struct LoginTokens {
     pub expires_in: i64,
 }
 
+/// A login. The policy (README, "Security"): every attempt first takes a unit from the client's
+/// budget, from the account's budget on the client's network and from the account's ceiling
+/// across all networks, in the same round trip as the account's read; a right password gives
+/// the account's units back. While any is spent the login is refused (`429`) before any
+/// password is hashed — a refusal costs no Argon2id, so a flood cannot use it to burn CPU — and
+/// since the budgets are drawn whether or not the address has an account, a refusal says
+/// nothing about it. Unknown addresses cost one Argon2id run, as wrong passwords do.
 pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
@@ -43,39 +50,35 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<LoginTokens, LoginError> {
     let email = Email::parse(raw_email)?;
     let password = Password::presented(raw_password);
-    let dummy_hash = dummy_password_hash(&ctx.config.password_hash);
-    // Every attempt takes a unit from the client's and the account's budgets before the
-    // password is looked at, so concurrent guesses are counted exactly; a right password gives
-    // the account's unit back. While throttled even the right password is refused, after the
-    // same Argon2id run as any other failure: the answer and its timing say nothing.
     let budgets = [
         (BucketKind::LoginPerIp, throttle::Subject::Client),
+        (BucketKind::LoginPerAccountNetwork, throttle::Subject::AccountOnNetwork(&email)),
         (BucketKind::LoginPerAccount, throttle::Subject::Email(&email)),
     ];
-    // The account is read in the same round trip as the budgets.
     let (taken, outcomes) = throttle::take_with(ctx, &budgets, vec![store::find_user_statement(&email)]).await?;
-    let taken = match taken {
-        Ok(taken) => taken,
-        Err(throttled) => {
-            let _ = verify_password(&password, &dummy_hash);
-            return Err(throttled.into());
-        }
-    };
+    let taken = taken?;
     let user = store::user_from(outcomes.first()).map_err(Internal::from)?;
-    // An unknown email costs one Argon2id run too, against a hash nobody's password matches.
+    // An unknown email costs one Argon2id run too, against a hash nobody's password matches
+    // that costs what the configured parameters cost (which every account converges on below).
+    let dummy_hash = dummy_password_hash(&ctx.config.password_hash);
     let stored_hash = user.as_ref().map_or(dummy_hash.as_str(), |user| user.password_hash.as_str());
     let password_matches = verify_password(&password, stored_hash).map_err(Internal::from)?;
     let user = match user {
         Some(user) if password_matches => user,
         _ => return Err(LoginError::InvalidCredentials),
     };
-    // The password was right: the account's unit goes back (with the session, below).
-    let returned = taken.of_kind(BucketKind::LoginPerAccount);
-    // Best effort: a failed upgrade is tried again at the next login, never refuses this one.
-    if let Err(err) = upgrade_hash_if_weaker(ctx, &user.id, &user.password_hash, &password).await {
-        log::warn!("password hash upgrade failed for user {}: {err}", user.id);
-    }
+    // The password was right: the account's units go back (with the session, below).
+    let returned = taken.of_kinds(&[BucketKind::LoginPerAccountNetwork, BucketKind::LoginPerAccount]);
+    let rehashed = rehash_if_other_parameters(ctx, &user.password_hash, &password)?;
     if ctx.config.require_email_verification && !user.email_verified {
+        // Best effort: a failed re-hash is tried again at the next login, never refuses this one.
+        if let Some(rehashed) = &rehashed {
+            if let Err(err) =
+                store::upgrade_password_hash(ctx.db, &user.id, &user.password_hash, rehashed, ctx.now).await
+            {
+                log::warn!("password re-hash failed for user {}: {err}", user.id);
+            }
+        }
         throttle::give_back(ctx, returned).await?;
         return Err(LoginError::EmailNotVerified);
     }
@@ -84,7 +87,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     let refresh_token = ctx.new_token()?;
     let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
     let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
-    store::start_session(
+    let started = store::start_session(
         ctx.db,
         &NewSession {
             id: &session_id,
@@ -92,12 +95,20 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
             expires_at: session_expires_at,
             refresh_token_hash: refresh_token.hash(),
             refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
+            verified_password_hash: &user.password_hash,
+            rehashed_password: rehashed.as_deref(),
         },
         &returned.draws(),
         ctx.now,
     )
     .await
     .map_err(Internal::from)?;
+    if !started {
+        // The password changed between its check and now (a reset committed): the password
+        // this login proved is no longer the account's, and nothing was started.
+        log::info!("login of user {} lost a race with a password change", user.id);
+        return Err(LoginError::InvalidCredentials);
+    }
 
     let keys = ctx.signing_keys().await?;
     let signed = issue_tokens(
@@ -125,22 +136,17 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     })
 }
 
-/// Re-hashes a password whose stored hash is weaker than the configured parameters, now that
-/// the plaintext is at hand (the only moment it is).
-async fn upgrade_hash_if_weaker<D: Database, E: Crypto, H: HttpClient>(
+/// A fresh hash of the password with the configured parameters when the stored one was made
+/// with others, stronger or weaker (now that the plaintext is at hand, the only moment it is).
+fn rehash_if_other_parameters<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
-    user_id: &str,
     stored_hash: &str,
     password: &Password,
-) -> Result<(), Internal> {
+) -> Result<Option<String>, Internal> {
     if !needs_rehash(stored_hash, &ctx.config.password_hash) {
-        return Ok(());
+        return Ok(None);
     }
     let mut salt = [0u8; 16];
     ctx.crypto.fill(&mut salt)?;
-    let upgraded = hash_password(password, &salt, &ctx.config.password_hash)?;
-    if store::upgrade_password_hash(ctx.db, user_id, stored_hash, &upgraded, ctx.now).await? {
-        log::info!("upgraded the password hash of user {user_id} to the configured parameters");
-    }
-    Ok(())
+    Ok(Some(hash_password(password, &salt, &ctx.config.password_hash)?))
 }

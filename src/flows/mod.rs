@@ -10,9 +10,10 @@ use crate::domain::opaque_token::{random_id, OpaqueToken};
 use crate::domain::password::PasswordHashError;
 use std::rc::Rc;
 
+use crate::domain::email::Email;
 use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
-use crate::mail::OutgoingMail;
+use crate::mail::{Locale, OutgoingMail};
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
 
 pub mod login;
@@ -32,7 +33,8 @@ pub struct Context<'a, D, E, H> {
     /// Outbound HTTP the request itself waits for (the breached-password check).
     pub http: &'a H,
     pub now: DateTime<Utc>,
-    /// The client's address as the edge saw it (`CF-Connecting-IP`), for rate limits.
+    /// The client's address as the edge saw it (`CF-Connecting-IPv6`, else
+    /// `CF-Connecting-IP`), for rate limits.
     pub client_ip: Option<&'a str>,
     /// The client's `Accept-Language`: the language of a new account's mails.
     pub accept_language: Option<&'a str>,
@@ -64,17 +66,57 @@ impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
     }
 }
 
-/// Mail queued by a request.
+/// What a request leaves for after its response: mail to send, and account work whose cost or
+/// writes would otherwise show in the response whether an address has an account.
 #[derive(Debug, Default)]
-pub struct Outbox(RefCell<Vec<OutgoingMail>>);
+pub struct Outbox {
+    mails: RefCell<Vec<OutgoingMail>>,
+    deferred: RefCell<Vec<Deferred>>,
+}
 
 impl Outbox {
     pub fn push(&self, mail: OutgoingMail) {
-        self.0.borrow_mut().push(mail);
+        self.mails.borrow_mut().push(mail);
     }
 
     pub fn take(&self) -> Vec<OutgoingMail> {
-        self.0.take()
+        self.mails.take()
+    }
+
+    pub fn defer(&self, work: Deferred) {
+        self.deferred.borrow_mut().push(work);
+    }
+
+    pub fn take_deferred(&self) -> Vec<Deferred> {
+        self.deferred.take()
+    }
+}
+
+/// Account work done after the response (the adapter runs it in `waitUntil`, the tests right
+/// after `handle`), through [`run_deferred`]. Each holds only what the request had already
+/// checked.
+#[derive(Debug)]
+pub enum Deferred {
+    /// `signup::finish_signup`: the password is already hashed.
+    Signup { email: Email, password_hash: String, locale: Locale },
+    /// `signup::finish_resend`.
+    ResendVerification { email: Email },
+    /// `password_reset::finish_forgot`.
+    ForgotPassword { email: Email },
+}
+
+/// Runs one piece of deferred work; the mail it makes goes to `ctx.outbox`. A failure is only
+/// logged by the caller: the response is long gone.
+pub async fn run_deferred<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    work: Deferred,
+) -> Result<(), Internal> {
+    match work {
+        Deferred::Signup { email, password_hash, locale } => {
+            signup::finish_signup(ctx, &email, &password_hash, locale).await
+        }
+        Deferred::ResendVerification { email } => signup::finish_resend(ctx, &email).await,
+        Deferred::ForgotPassword { email } => password_reset::finish_forgot(ctx, &email).await,
     }
 }
 

@@ -6,14 +6,14 @@ use crate::config::RESET_PASSWORD_TOKEN_TTL_SECONDS;
 use crate::domain::email::{Email, EmailError};
 use crate::domain::opaque_token::TokenHash;
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
-use crate::domain::rate_limit::BucketKind;
+use crate::domain::rate_limit::{Bucket, BucketKind};
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::signup::take_mail_budget;
 use crate::flows::throttle::{self, Subject, Throttled};
-use crate::flows::{Context, Internal};
+use crate::flows::{Context, Deferred, Internal};
 use crate::mail::{self, Locale};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, NewEmailToken, Purpose};
+use crate::store::{self, ClearedBudgets, NewEmailToken, Purpose};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgotPasswordError {
@@ -25,32 +25,46 @@ pub enum ForgotPasswordError {
     Internal(#[from] Internal),
 }
 
-/// Mails a reset link when the address has an account; does nothing otherwise, and the caller
-/// cannot tell which happened.
+/// Accepts a "forgot password": the budgets now, the account after the response
+/// ([`finish_forgot`]), so the caller cannot tell whether the address has an account.
 pub async fn forgot_password<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
 ) -> Result<(), ForgotPasswordError> {
     let email = Email::parse(raw_email)?;
     take_mail_budget(ctx, &email).await??;
+    ctx.outbox.defer(Deferred::ForgotPassword { email });
+    Ok(())
+}
+
+/// Mails a reset link when the address has an account (voiding its older links); does nothing
+/// otherwise.
+pub(crate) async fn finish_forgot<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    email: &Email,
+) -> Result<(), Internal> {
     let token = ctx.new_token()?;
     let issued = store::issue_token_for_email(
         ctx.db,
-        &email,
+        email,
         &NewEmailToken {
             purpose: Purpose::ResetPassword,
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
             only_unverified: false,
             code_hash: None,
+            code_expires_at: None,
         },
         ctx.now,
     )
-    .await
-    .map_err(Internal::from)?;
+    .await?;
     if let Some(locale) = issued {
         let key = ctx.new_id()?;
-        ctx.outbox.push(mail::reset_mail(ctx.config, Locale::from_tag(&locale), &email, token.plaintext(), key));
+        let expires_at = ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS);
+        ctx.outbox.push(
+            mail::reset_mail(ctx.config, Locale::from_tag(&locale), email, token.plaintext(), key)
+                .expiring_at(expires_at),
+        );
     }
     Ok(())
 }
@@ -88,17 +102,28 @@ pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
     let hash = TokenHash::of_presented(presented).map_err(|_| ResetPasswordError::InvalidToken)?;
     // A cheap read first, so that a dead token costs no Argon2id run; the batch below checks
     // again and is the only thing that decides.
-    if store::live_token_owner(ctx.db, &hash, Purpose::ResetPassword, ctx.now).await.map_err(Internal::from)?.is_none()
-    {
+    let Some((_, owner_email)) =
+        store::live_token_owner(ctx.db, &hash, Purpose::ResetPassword, ctx.now).await.map_err(Internal::from)?
+    else {
         return Err(ResetPasswordError::InvalidToken);
-    }
+    };
     // Only for a live token does the password go to the breach check (and Argon2id).
     let password: Password = accept_new_password(ctx, raw_password).await?;
     let mut salt = [0u8; 16];
     ctx.crypto.fill(&mut salt).map_err(Internal::from)?;
     let password_hash = hash_password(&password, &salt, &ctx.config.password_hash).map_err(Internal::from)?;
     let nonce = ctx.new_id()?;
-    match store::reset_password(ctx.db, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
+    // A reset proves the mailbox: the account's failed-login budgets start again, so a
+    // stranger's guesses cannot keep its owner out once they have chosen a new password.
+    let keyer = &ctx.config.bucket_keyer;
+    let cleared = ClearedBudgets {
+        buckets: vec![Bucket::new(BucketKind::LoginPerAccount, &owner_email, keyer).key],
+        prefixes: vec![Bucket::account_prefix(BucketKind::LoginPerAccountNetwork, &owner_email, keyer)],
+    };
+    match store::reset_password(ctx.db, &hash, &nonce, &password_hash, &cleared, ctx.now)
+        .await
+        .map_err(Internal::from)?
+    {
         Some((email, locale)) => {
             // The owner hears of every change: if it was not them, the notice says what to do.
             if let Ok(email) = Email::parse(&email) {

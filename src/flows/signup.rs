@@ -9,7 +9,7 @@ use crate::domain::rate_limit::BucketKind;
 use crate::domain::short_code;
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::throttle::{self, Subject, Throttled};
-use crate::flows::{Context, Internal};
+use crate::flows::{Context, Deferred, Internal};
 use crate::mail::{self, Locale};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, NewEmailToken, NewOneTimeToken, NewUser, Purpose, SignupOutcome};
@@ -35,21 +35,24 @@ impl From<NewPasswordError> for SignupError {
     }
 }
 
-/// Sign-up, resend and forgot all may mail the address: they share its budgets. Counted
-/// whether or not the address has an account, so a refusal says nothing about it.
+/// Sign-up, resend and forgot all may mail the address: they share its budgets (the mailbox's:
+/// `local+tag@domain` is `local@domain`). Counted whether or not the address has an account,
+/// so a refusal says nothing about it.
 pub(crate) async fn take_mail_budget<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     email: &Email,
 ) -> Result<Result<throttle::Taken, Throttled>, Internal> {
     throttle::take(
         ctx,
-        &[(BucketKind::MailPerIp, Subject::Client), (BucketKind::MailPerAddress, Subject::Email(email))],
+        &[(BucketKind::MailPerIp, Subject::Client), (BucketKind::MailPerAddress, Subject::Mailbox(email))],
     )
     .await
 }
 
-/// Creates an unverified account and mails a verification link. For a registered address
-/// the caller sees exactly the same result, and the owner gets an "already registered" mail.
+/// Accepts a sign-up: checks the address and the password, takes the mail budgets, hashes the
+/// password, and leaves the account to [`finish_signup`] after the response. Whether the
+/// address had an account, and which, changes nothing before the response: not its status, its
+/// body, its timing, nor what it writes (the budgets, drawn for every address alike).
 pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
@@ -66,27 +69,39 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
             return Err(err.into());
         }
     };
-    // Hash before looking anything up, so both outcomes cost one Argon2id run.
     let mut salt = [0u8; 16];
     ctx.crypto.fill(&mut salt).map_err(Internal::from)?;
     let password_hash = hash_password(&password, &salt, &ctx.config.password_hash).map_err(Internal::from)?;
+    let locale = Locale::from_accept_language(ctx.accept_language);
+    ctx.outbox.defer(Deferred::Signup { email, password_hash, locale });
+    Ok(())
+}
 
+/// The account side of a sign-up, after the response (`store::create_user`): a new account
+/// gets its verification mail; an account nobody verified takes this sign-up's password and
+/// gets a fresh verification mail (every older link and code is void); a verified account's
+/// owner gets an "already registered" mail with a reset link.
+pub(crate) async fn finish_signup<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    email: &Email,
+    password_hash: &str,
+    locale: Locale,
+) -> Result<(), Internal> {
     let user_id = ctx.new_id()?;
     let verification = ctx.new_token()?;
-    let code = short_code::generate(ctx.crypto).map_err(Internal::from)?;
-    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
-    // Made whether or not it is used: a registered address gets it, in the same batch.
+    let code = short_code::generate(ctx.crypto)?;
+    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, email, &code);
     let reset = ctx.new_token()?;
-    let locale = Locale::from_accept_language(ctx.accept_language);
     let outcome = store::create_user(
         ctx.db,
-        &NewUser { id: &user_id, email: &email, password_hash: &password_hash, locale: locale.tag() },
+        &NewUser { id: &user_id, email, password_hash, locale: locale.tag() },
         &NewOneTimeToken {
             user_id: &user_id,
             purpose: Purpose::VerifyEmail,
             hash: verification.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
             code_hash: Some(&code_hash),
+            code_expires_at: Some(ctx.now + Duration::seconds(short_code::CODE_TTL_SECONDS)),
         },
         &NewOneTimeToken {
             user_id: &user_id,
@@ -94,19 +109,26 @@ pub async fn signup<D: Database, E: Crypto, H: HttpClient>(
             hash: reset.hash(),
             expires_at: ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS),
             code_hash: None,
+            code_expires_at: None,
         },
         ctx.now,
     )
-    .await
-    .map_err(Internal::from)?;
-
+    .await?;
     let key = ctx.new_id()?;
+    let verification_expires_at = ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS);
+    let reset_expires_at = ctx.now + Duration::seconds(RESET_PASSWORD_TOKEN_TTL_SECONDS);
     ctx.outbox.push(match outcome {
         SignupOutcome::Created => {
-            mail::verification_mail(ctx.config, locale, &email, verification.plaintext(), &code, key)
+            mail::verification_mail(ctx.config, locale, email, verification.plaintext(), &code, key)
+                .expiring_at(verification_expires_at)
+        }
+        SignupOutcome::ReplacedUnverified { locale } => {
+            mail::verification_mail(ctx.config, Locale::from_tag(&locale), email, verification.plaintext(), &code, key)
+                .expiring_at(verification_expires_at)
         }
         SignupOutcome::AlreadyRegistered { locale } => {
-            mail::already_registered_mail(ctx.config, Locale::from_tag(&locale), &email, reset.plaintext(), key)
+            mail::already_registered_mail(ctx.config, Locale::from_tag(&locale), email, reset.plaintext(), key)
+                .expiring_at(reset_expires_at)
         }
     });
     Ok(())
@@ -122,35 +144,48 @@ pub enum ResendError {
     Internal(#[from] Internal),
 }
 
-/// Mails a fresh verification link if the address belongs to an unverified account; does
-/// nothing otherwise. The caller cannot tell which happened.
+/// Accepts a resend: the budgets now, the account after the response ([`finish_resend`]). The
+/// caller cannot tell whether a mail goes out.
 pub async fn resend_verification<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
 ) -> Result<(), ResendError> {
     let email = Email::parse(raw_email)?;
     take_mail_budget(ctx, &email).await??;
+    ctx.outbox.defer(Deferred::ResendVerification { email });
+    Ok(())
+}
+
+/// Mails a fresh verification link and code if the address belongs to an unverified account;
+/// does nothing otherwise. Only the newest code is live.
+pub(crate) async fn finish_resend<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    email: &Email,
+) -> Result<(), Internal> {
     let token = ctx.new_token()?;
-    let code = short_code::generate(ctx.crypto).map_err(Internal::from)?;
-    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
+    let code = short_code::generate(ctx.crypto)?;
+    let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, email, &code);
     let issued = store::issue_token_for_email(
         ctx.db,
-        &email,
+        email,
         &NewEmailToken {
             purpose: Purpose::VerifyEmail,
             hash: token.hash(),
             expires_at: ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS),
             only_unverified: true,
             code_hash: Some(&code_hash),
+            code_expires_at: Some(ctx.now + Duration::seconds(short_code::CODE_TTL_SECONDS)),
         },
         ctx.now,
     )
-    .await
-    .map_err(Internal::from)?;
+    .await?;
     if let Some(locale) = issued {
         let key = ctx.new_id()?;
         let locale = Locale::from_tag(&locale);
-        ctx.outbox.push(mail::verification_mail(ctx.config, locale, &email, token.plaintext(), &code, key));
+        let expires_at = ctx.now + Duration::seconds(VERIFY_EMAIL_TOKEN_TTL_SECONDS);
+        ctx.outbox.push(
+            mail::verification_mail(ctx.config, locale, email, token.plaintext(), &code, key).expiring_at(expires_at),
+        );
     }
     Ok(())
 }

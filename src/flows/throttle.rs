@@ -1,7 +1,9 @@
 //! Rate limits in the flows: which budgets a request draws on, all or nothing.
 
 use crate::domain::email::Email;
-use crate::domain::rate_limit::{retry_after_seconds, Bucket, BucketKind, Limit};
+use crate::domain::rate_limit::{
+    client_networks, retry_after_seconds, widest_network, Bucket, BucketKind, Limit, NetworkWidth, SLASH_48_FACTOR,
+};
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient, Statement, StatementOutcome};
 use crate::store::{self, BucketDraw};
@@ -16,10 +18,17 @@ pub struct Throttled {
 /// What a request is counted by.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
-    /// The client's network (`CF-Connecting-IP`).
+    /// The client (`CF-Connecting-IPv6`, else `CF-Connecting-IP`): its IPv4 address, or its
+    /// IPv6 /64 and, with `SLASH_48_FACTOR` times the budget, its /48.
     Client,
     /// An email address, registered or not.
     Email(&'a Email),
+    /// The mailbox of an address: `local+tag@domain` counts as `local@domain`.
+    Mailbox(&'a Email),
+    /// The domain of an address.
+    Domain(&'a Email),
+    /// An account (by email, registered or not) as seen from the client's widest network.
+    AccountOnNetwork(&'a Email),
 }
 
 /// Units taken by [`take`], which the caller may give back ([`give_back`]).
@@ -27,9 +36,9 @@ pub enum Subject<'a> {
 pub struct Taken(Vec<(BucketKind, BucketDraw)>);
 
 impl Taken {
-    /// The units taken from buckets of `kind` only.
-    pub fn of_kind(&self, kind: BucketKind) -> Taken {
-        Taken(self.0.iter().filter(|(candidate, _)| *candidate == kind).cloned().collect())
+    /// The units taken from buckets of `kinds` only.
+    pub fn of_kinds(&self, kinds: &[BucketKind]) -> Taken {
+        Taken(self.0.iter().filter(|(candidate, _)| kinds.contains(candidate)).cloned().collect())
     }
 
     /// The draws to put back, for a batch that returns them itself (`store::start_session`).
@@ -55,18 +64,36 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
     budgets: &[(BucketKind, Subject<'_>)],
     also: Vec<Statement>,
 ) -> Result<(Result<Taken, Throttled>, Vec<StatementOutcome>), Internal> {
-    let mut draws: Vec<(BucketKind, Limit, BucketDraw)> = Vec::with_capacity(budgets.len());
+    let mut draws: Vec<(BucketKind, Limit, BucketDraw)> = Vec::with_capacity(budgets.len() + 1);
+    let keyer = &ctx.config.bucket_keyer;
     for (kind, subject) in budgets {
         let Some(limit) = ctx.config.rate_limits.limit(*kind) else { continue };
-        let bucket = match subject {
-            Subject::Client => Bucket::for_client(*kind, ctx.client_ip),
-            Subject::Email(email) => Bucket::new(*kind, email.as_str()),
+        let buckets: Vec<(Bucket, Limit)> = match subject {
+            Subject::Client => client_networks(ctx.client_ip)
+                .iter()
+                .map(|network| {
+                    let limit = match network.width {
+                        NetworkWidth::Client => limit,
+                        NetworkWidth::Site => Limit { count: limit.count.saturating_mul(SLASH_48_FACTOR), ..limit },
+                    };
+                    (Bucket::for_network(*kind, network, keyer), limit)
+                })
+                .collect(),
+            Subject::Email(email) => vec![(Bucket::new(*kind, email.as_str(), keyer), limit)],
+            Subject::Mailbox(email) => vec![(Bucket::new(*kind, &email.mailbox(), keyer), limit)],
+            Subject::Domain(email) => vec![(Bucket::new(*kind, email.domain(), keyer), limit)],
+            Subject::AccountOnNetwork(email) => {
+                let network = widest_network(ctx.client_ip);
+                vec![(Bucket::for_account_on_network(*kind, email.as_str(), &network, keyer), limit)]
+            }
         };
-        draws.push((
-            *kind,
-            limit,
-            BucketDraw { bucket: bucket.key, cost_ms: limit.cost_ms(), tolerance_ms: limit.tolerance_ms() },
-        ));
+        for (bucket, limit) in buckets {
+            draws.push((
+                *kind,
+                limit,
+                BucketDraw { bucket: bucket.key, cost_ms: limit.cost_ms(), tolerance_ms: limit.tolerance_ms() },
+            ));
+        }
     }
     if draws.is_empty() && also.is_empty() {
         return Ok((Ok(Taken::default()), Vec::new()));

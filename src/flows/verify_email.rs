@@ -37,9 +37,10 @@ pub async fn verify_email<D: Database, E: Crypto, H: HttpClient>(
 }
 
 /// Confirms an email with the short code from the verification mail. Every attempt takes a
-/// unit from the account's code budget (and the client's token budget) first; a right code
-/// gives the account's back. The budget is per address, so asking for a new mail does not
-/// buy more guesses.
+/// unit from the account's code budget, the client's (its /64 and /48), the email domain's and
+/// the client's token budget first; a right code gives the code budgets' units back. The
+/// account's budget is per address, so asking for a new mail does not buy more guesses, and
+/// each code dies after `short_code::MAX_WRONG_TRIES` wrong ones or `CODE_TTL_SECONDS`.
 pub async fn verify_email_with_code<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
@@ -47,13 +48,23 @@ pub async fn verify_email_with_code<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<(), VerifyEmailError> {
     let email = Email::parse(raw_email)?;
     let code = short_code::normalise(raw_code).ok_or(VerifyEmailError::MalformedCode)?;
-    let budgets = [(BucketKind::CodePerAccount, Subject::Email(&email)), (BucketKind::TokenPerIp, Subject::Client)];
+    let code_budgets = [BucketKind::CodePerAccount, BucketKind::CodePerIp, BucketKind::CodePerDomain];
+    let budgets = [
+        (BucketKind::CodePerAccount, Subject::Email(&email)),
+        (BucketKind::CodePerIp, Subject::Client),
+        (BucketKind::CodePerDomain, Subject::Domain(&email)),
+        (BucketKind::TokenPerIp, Subject::Client),
+    ];
     let taken = throttle::take(ctx, &budgets).await??;
     let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
     let nonce = ctx.new_id()?;
-    match store::verify_email_by_code(ctx.db, &email, &code_hash, &nonce, ctx.now).await.map_err(Internal::from)? {
+    let verified =
+        store::verify_email_by_code(ctx.db, &email, &code_hash, &nonce, short_code::MAX_WRONG_TRIES, ctx.now)
+            .await
+            .map_err(Internal::from)?;
+    match verified {
         true => {
-            throttle::give_back(ctx, taken.of_kind(BucketKind::CodePerAccount)).await?;
+            throttle::give_back(ctx, taken.of_kinds(&code_budgets)).await?;
             Ok(())
         }
         false => Err(VerifyEmailError::InvalidToken),

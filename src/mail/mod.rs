@@ -45,6 +45,16 @@ pub struct OutgoingMail {
     pub text: String,
     pub html: String,
     pub idempotency_key: String,
+    /// When the link inside stops working (Unix seconds): the mail is not delivered after it.
+    pub expires_at: Option<i64>,
+}
+
+impl OutgoingMail {
+    /// The mail with the expiry of the token its link carries.
+    pub fn expiring_at(mut self, at: chrono::DateTime<chrono::Utc>) -> OutgoingMail {
+        self.expires_at = Some(at.timestamp());
+        self
+    }
 }
 
 impl std::fmt::Debug for OutgoingMail {
@@ -175,7 +185,7 @@ fn compose(
         title = escape_html(&subject),
         product = escape_html(&branding.product_name),
     );
-    OutgoingMail { kind, to: to.clone(), subject, text, html, idempotency_key }
+    OutgoingMail { kind, to: to.clone(), subject, text, html, idempotency_key, expires_at: None }
 }
 
 /// Escapes text for HTML element content and double-quoted attribute values.
@@ -314,7 +324,7 @@ const PROVIDER_TIMEOUT_MS: u32 = 10_000;
 /// to the worker's log, which is the point of that provider in development.
 pub async fn deliver(config: &MailConfig, http: &impl HttpClient, mail: &OutgoingMail) -> Result<(), MailError> {
     let Some(request) = provider_request(config, mail) else {
-        log::info!("mail to {} — {}\n{}", mail.to, mail.subject, mail.text);
+        log::info!("mail to {} — {}\n{}", mail.to.masked(), mail.subject, mail.text);
         return Ok(());
     };
     let response = http.send(request).await.map_err(|err| MailError::Unreachable(err.to_string()))?;
@@ -337,6 +347,13 @@ pub struct QueuedMail {
     pub html: String,
     pub idempotency_key: String,
     pub attempt: u32,
+    /// When the mail's link expires (Unix seconds): never delivered after that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When the request queued it (Unix seconds): the retries end within the provider's
+    /// idempotency window, measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<i64>,
     /// Set on the way to the dead-letter queue: why delivery was given up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -355,7 +372,7 @@ impl std::fmt::Debug for QueuedMail {
 }
 
 impl QueuedMail {
-    pub fn new(mail: &OutgoingMail) -> QueuedMail {
+    pub fn new(mail: &OutgoingMail, now: i64) -> QueuedMail {
         QueuedMail {
             kind: mail.kind,
             to: mail.to.as_str().to_owned(),
@@ -364,8 +381,23 @@ impl QueuedMail {
             html: mail.html.clone(),
             idempotency_key: mail.idempotency_key.clone(),
             attempt: 0,
+            expires_at: mail.expires_at,
+            queued_at: Some(now),
             failure: None,
         }
+    }
+
+    /// Why this mail must not be attempted at `now`, if it must not: its link has expired (a
+    /// reset link that arrives dead is worse than none: the person asks again), or its retries
+    /// have run past the window in which the provider recognises its `Idempotency-Key`.
+    pub fn too_late(&self, now: i64) -> Option<String> {
+        if self.expires_at.is_some_and(|expires_at| now >= expires_at) {
+            return Some("its link expired before it could be delivered".to_owned());
+        }
+        if self.queued_at.is_some_and(|queued_at| now - queued_at >= IDEMPOTENCY_WINDOW_SECONDS) {
+            return Some("its retries ran past the provider's 24 h idempotency window".to_owned());
+        }
+        None
     }
 
     /// The message again, checked like any input: its address must still parse.
@@ -377,8 +409,25 @@ impl QueuedMail {
             text: self.text.clone(),
             html: self.html.clone(),
             idempotency_key: self.idempotency_key.clone(),
+            expires_at: self.expires_at,
         })
     }
+}
+
+/// How long providers recognise an `Idempotency-Key` (Resend: 24 h): no attempt is made later,
+/// and the configured retries must fit well inside it (`retry_window_seconds`).
+pub const IDEMPOTENCY_WINDOW_SECONDS: i64 = 24 * 60 * 60;
+
+/// The delay before attempt `attempt + 1` (1-based `attempt`): the base, doubled per attempt,
+/// at most an hour.
+pub fn retry_delay_seconds(config: &MailConfig, attempt: u32) -> u32 {
+    let delay = u64::from(config.retry_base_seconds) << attempt.saturating_sub(1).min(20);
+    u32::try_from(delay.min(3600)).unwrap_or(3600)
+}
+
+/// From the first attempt to the last, with every delay taken in full.
+pub fn retry_window_seconds(config: &MailConfig) -> i64 {
+    (1..config.max_attempts).map(|attempt| i64::from(retry_delay_seconds(config, attempt))).sum()
 }
 
 /// What the queue consumer does after an attempt.
@@ -404,8 +453,7 @@ pub fn next_step(config: &MailConfig, queued: &QueuedMail, outcome: Result<(), M
     match outcome {
         Ok(()) => NextStep::Delivered,
         Err(err) if err.is_transient() && attempts < config.max_attempts => {
-            let delay = u64::from(config.retry_base_seconds) << (attempts - 1).min(20);
-            NextStep::RetryAfter { attempt: attempts, delay_seconds: u32::try_from(delay.min(3600)).unwrap_or(3600) }
+            NextStep::RetryAfter { attempt: attempts, delay_seconds: retry_delay_seconds(config, attempts) }
         }
         Err(err) if err.is_transient() => NextStep::DeadLetter { reason: format!("{err} (after {attempts} attempts)") },
         Err(err) => NextStep::DeadLetter { reason: format!("{err} (permanent)") },

@@ -198,6 +198,9 @@ pub fn test_config(overrides: &[(&str, &str)]) -> Config {
         // Budgets are tested by tests/abuse.rs; elsewhere they would only get in the way.
         ("RATE_LIMIT_LOGIN_PER_IP", "off"),
         ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "off"),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "off"),
+        ("RATE_LIMIT_CODE_PER_IP", "off"),
+        ("RATE_LIMIT_CODE_PER_DOMAIN", "off"),
         ("RATE_LIMIT_MAIL_PER_IP", "off"),
         ("RATE_LIMIT_MAIL_PER_ADDRESS", "off"),
         ("RATE_LIMIT_TOKEN_PER_IP", "off"),
@@ -247,6 +250,8 @@ pub struct App {
     pub http: FakeHttp,
     pub now: Cell<DateTime<Utc>>,
     pub mails: RefCell<Vec<OutgoingMail>>,
+    /// Deferred account work that failed after its response (the worker logs these).
+    pub deferred_failures: RefCell<Vec<String>>,
 }
 
 /// A response with its body parsed as JSON when it is JSON.
@@ -286,6 +291,7 @@ impl App {
             http: FakeHttp::default(),
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
+            deferred_failures: RefCell::new(Vec::new()),
         }
     }
 
@@ -317,6 +323,12 @@ impl App {
             outbox: &outbox,
         };
         let response = pollster::block_on(handle(&ctx, &request));
+        // What the worker does in `waitUntil`, after the response: the deferred account work.
+        for work in outbox.take_deferred() {
+            if let Err(err) = pollster::block_on(edgeid::flows::run_deferred(&ctx, work)) {
+                self.deferred_failures.borrow_mut().push(err.to_string());
+            }
+        }
         self.mails.borrow_mut().extend(outbox.take());
         let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
         Reply { status: response.status, json, response }

@@ -1,0 +1,133 @@
+//! Races the store must win, played out with a store that lets another request commit in the
+//! middle of this one (between two of its batches), natively and deterministically.
+
+use std::cell::RefCell;
+
+use edgeid::domain::opaque_token::TokenHash;
+use edgeid::flows::login::{login, LoginError};
+use edgeid::flows::{Context, Outbox};
+use edgeid::ports::{Database, DatabaseError, Statement, StatementOutcome};
+use edgeid::store::{self, ClearedBudgets};
+use serde_json::json;
+
+use crate::support::{token_in_link, App, Sqlite};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// What runs in the middle: another request's work on the same database.
+type Interloper<'a> = Box<dyn FnOnce(&Sqlite) + 'a>;
+
+/// SQLite that, just before the first batch containing `trigger`, runs `interloper` on the
+/// same database: another request committing in between.
+struct Interleaving<'a> {
+    inner: &'a Sqlite,
+    trigger: &'static str,
+    interloper: RefCell<Option<Interloper<'a>>>,
+}
+
+impl Database for Interleaving<'_> {
+    async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
+        if statements.iter().any(|statement| statement.sql.contains(self.trigger)) {
+            if let Some(interloper) = self.interloper.take() {
+                interloper(self.inner);
+            }
+        }
+        self.inner.batch(statements).await
+    }
+}
+
+fn login_through(app: &App, db: &Interleaving<'_>, email: &str, password: &str) -> Result<(), LoginError> {
+    let outbox = Outbox::default();
+    let ctx = Context {
+        config: &app.config,
+        keyring: &app.keyring,
+        db,
+        crypto: &app.crypto,
+        http: &app.http,
+        now: app.now.get(),
+        client_ip: Some("203.0.113.9"),
+        accept_language: None,
+        outbox: &outbox,
+    };
+    pollster::block_on(login(&ctx, email, password, None)).map(drop)
+}
+
+/// A login verifies the password, then starts the session in a second batch. A reset that
+/// commits between the two must leave that login with `invalid_credentials` and no session:
+/// the password it proved is no longer the account's.
+#[test]
+fn a_login_cannot_outlive_a_reset_that_commits_during_it() {
+    let app = App::new();
+    app.verified_account("raced@example.com", PASSWORD);
+    // Sign the first token now, so that no key bootstrap batch stands between the two.
+    assert_eq!(app.post("/v1/login", json!({"email": "raced@example.com", "password": PASSWORD})).status, 200);
+    app.post("/v1/password/forgot", json!({"email": "raced@example.com"}));
+    let reset_token = token_in_link(&app.single_mail_to("raced@example.com").text, "/reset-password");
+    let sessions = || app.db.count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL");
+    assert_eq!(sessions(), 1);
+
+    let now = app.now.get();
+    let interleaving = Interleaving {
+        inner: &app.db,
+        trigger: "INSERT INTO sessions",
+        interloper: RefCell::new(Some(Box::new(|db: &Sqlite| {
+            let hash = TokenHash::of_presented(&reset_token).unwrap();
+            let reset = pollster::block_on(store::reset_password(
+                db,
+                &hash,
+                "interloper",
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                &ClearedBudgets::default(),
+                now,
+            ));
+            assert!(reset.unwrap().is_some(), "the reset committed");
+        }))),
+    };
+    assert!(matches!(
+        login_through(&app, &interleaving, "raced@example.com", PASSWORD),
+        Err(LoginError::InvalidCredentials)
+    ));
+    assert!(interleaving.interloper.borrow().is_none(), "the reset ran between the two batches");
+    assert_eq!(sessions(), 0, "the reset ended the old session and the raced login started none");
+    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"), 0);
+
+    // Without an interloper the same path starts a session: the refusal above was the race's.
+    let calm = Interleaving { inner: &app.db, trigger: "INSERT INTO sessions", interloper: RefCell::new(None) };
+    app.verified_account("calm@example.com", PASSWORD);
+    assert!(login_through(&app, &calm, "calm@example.com", PASSWORD).is_ok());
+}
+
+/// The same race with a re-hash in flight: the re-hash only replaces the hash that was
+/// verified, so it cannot undo a reset either.
+#[test]
+fn a_rehash_cannot_undo_a_reset() {
+    let app = App::new();
+    app.verified_account("rehash@example.com", PASSWORD);
+    assert_eq!(app.post("/v1/login", json!({"email": "rehash@example.com", "password": PASSWORD})).status, 200);
+    app.post("/v1/password/forgot", json!({"email": "rehash@example.com"}));
+    let reset_token = token_in_link(&app.single_mail_to("rehash@example.com").text, "/reset-password");
+    let stronger = App { config: crate::support::test_config(&[("ARGON2_ITERATIONS", "3")]), ..app };
+    let reset_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let now = stronger.now.get();
+    let interleaving = Interleaving {
+        inner: &stronger.db,
+        trigger: "INSERT INTO sessions",
+        interloper: RefCell::new(Some(Box::new(|db: &Sqlite| {
+            let hash = TokenHash::of_presented(&reset_token).unwrap();
+            let reset = pollster::block_on(store::reset_password(
+                db,
+                &hash,
+                "interloper",
+                reset_hash,
+                &ClearedBudgets::default(),
+                now,
+            ));
+            assert!(reset.unwrap().is_some());
+        }))),
+    };
+    assert!(matches!(
+        login_through(&stronger, &interleaving, "rehash@example.com", PASSWORD),
+        Err(LoginError::InvalidCredentials)
+    ));
+    assert_eq!(stronger.db.text("SELECT password_hash FROM users WHERE email = 'rehash@example.com'"), reset_hash);
+}
