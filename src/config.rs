@@ -165,6 +165,9 @@ pub struct Config {
     pub signing_alg: SigningAlg,
     /// Seals the private parts of the signing keys in D1 (secret `KEY_ENCRYPTION_KEY`).
     pub key_encryption_key: KeyEncryptionKey,
+    /// The key-encryption key being rotated out (secret `KEY_ENCRYPTION_KEY_PREVIOUS`): keys
+    /// sealed under it still open, and the cron re-seals them under `key_encryption_key`.
+    pub key_encryption_key_previous: Option<KeyEncryptionKey>,
     /// How long a signing key signs before the next one takes over.
     pub key_rotation_interval_seconds: i64,
     /// How long a new key is published in the JWKS before it signs: longer than any cache of
@@ -278,16 +281,24 @@ impl Config {
                 })
             }
         };
-        let key_encryption_key = {
-            let raw = get("KEY_ENCRYPTION_KEY").ok_or(ConfigError::Missing { name: "KEY_ENCRYPTION_KEY" })?;
-            let bytes = URL_SAFE_NO_PAD
-                .decode(raw.trim_end_matches('='))
-                .ok()
-                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
-            KeyEncryptionKey(bytes.ok_or_else(|| ConfigError::Invalid {
-                name: "KEY_ENCRYPTION_KEY",
-                reason: "is not 32 bytes in base64url".to_owned(),
-            })?)
+        let key_encryption_key = parse_key_encryption_key(
+            "KEY_ENCRYPTION_KEY",
+            &get("KEY_ENCRYPTION_KEY").ok_or(ConfigError::Missing { name: "KEY_ENCRYPTION_KEY" })?,
+        )?;
+        let key_encryption_key_previous = match get("KEY_ENCRYPTION_KEY_PREVIOUS") {
+            None => None,
+            Some(raw) => {
+                let previous = parse_key_encryption_key("KEY_ENCRYPTION_KEY_PREVIOUS", &raw)?;
+                // The same key twice is a rotation that was never made: say so, rather than
+                // let the operator remove the old key believing the keys were re-sealed.
+                if previous == key_encryption_key {
+                    return Err(ConfigError::Invalid {
+                        name: "KEY_ENCRYPTION_KEY_PREVIOUS",
+                        reason: "is KEY_ENCRYPTION_KEY itself: put the new key in KEY_ENCRYPTION_KEY".to_owned(),
+                    });
+                }
+                Some(previous)
+            }
         };
         let key_rotation_interval_seconds = seconds(
             "KEY_ROTATION_INTERVAL_SECONDS",
@@ -520,6 +531,7 @@ impl Config {
             refresh_token_reuse_grace_seconds,
             signing_alg,
             key_encryption_key,
+            key_encryption_key_previous,
             key_rotation_interval_seconds,
             key_publication_lead_seconds,
             require_email_verification,
@@ -533,6 +545,15 @@ impl Config {
             bench_endpoints,
         })
     }
+}
+
+/// A key-encryption key: 32 bytes in base64url (padding tolerated).
+fn parse_key_encryption_key(name: &'static str, raw: &str) -> Result<KeyEncryptionKey, ConfigError> {
+    let bytes =
+        URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok());
+    bytes
+        .map(KeyEncryptionKey)
+        .ok_or_else(|| ConfigError::Invalid { name, reason: "is not 32 bytes in base64url".to_owned() })
 }
 
 /// A number of seconds within `bounds`, or `default` when unset.
@@ -631,6 +652,7 @@ mod tests {
         assert_eq!(config.key_rotation_interval_seconds, 2_592_000);
         assert_eq!(config.key_publication_lead_seconds, 86_400);
         assert_eq!(format!("{:?}", config.key_encryption_key), "KeyEncryptionKey(..)");
+        assert_eq!(config.key_encryption_key_previous, None);
         let per = |count, period_seconds| Some(Limit { count, period_seconds });
         assert_eq!(
             config.rate_limits,
@@ -723,6 +745,14 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_key_encryption_key_is_read_alongside_the_current_one() {
+        let previous = ("KEY_ENCRYPTION_KEY_PREVIOUS", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE");
+        let config = config(&[("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log"), KEK, previous]).unwrap();
+        assert_eq!(config.key_encryption_key, KeyEncryptionKey([0; 32]));
+        assert_eq!(config.key_encryption_key_previous, Some(KeyEncryptionKey([1; 32])));
+    }
+
+    #[test]
     fn refuses_what_it_cannot_honour() {
         let cases: &[(&[(&str, &str)], ConfigError)] = &[
             (&[], ConfigError::Missing { name: "ISSUER" }),
@@ -766,6 +796,8 @@ mod tests {
             ("MAIL_RETRY_BASE_SECONDS", "86400"),
             ("MAIL_MAX_ATTEMPTS", "30"),
             ("KEY_ENCRYPTION_KEY", "c2hvcnQ"),
+            ("KEY_ENCRYPTION_KEY_PREVIOUS", "c2hvcnQ"),
+            ("KEY_ENCRYPTION_KEY_PREVIOUS", KEK.1),
             ("KEY_ROTATION_INTERVAL_SECONDS", "60"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "3"),
             ("KEY_PUBLICATION_LEAD_SECONDS", "2592000"),

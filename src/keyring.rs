@@ -1,7 +1,9 @@
 //! Signing keys that manage themselves: which key signs and which are published at an instant,
-//! the race-free bootstrap of the first key, and the scheduled rotation (run by the cron
-//! trigger): publish the next key a lead time before it signs, keep a retired key published
-//! until every token it signed has expired, then delete it.
+//! the race-free bootstrap of a first key (on a fresh database, for a new algorithm, after a
+//! compromise, or when no configured key-encryption key opens the keys there are), and the
+//! scheduled maintenance (run by the cron trigger): publish the next key a lead time before it
+//! signs, keep a retired key published until every token it signed has expired, then delete
+//! it, and re-seal keys sealed under the key-encryption key being rotated out.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -34,6 +36,9 @@ pub struct Maintenance {
     /// The kid of a key published by this run, and when it starts signing.
     pub published: Option<(String, i64)>,
     pub removed: u64,
+    /// Keys that opened only with `KEY_ENCRYPTION_KEY_PREVIOUS`, now sealed under
+    /// `KEY_ENCRYPTION_KEY`.
+    pub resealed: u64,
 }
 
 /// The key table as last read, and the keys assembled from it, for one isolate. Reads are
@@ -52,8 +57,59 @@ struct Cache {
     /// Which read this is (`Keyring::reads` when it was issued).
     read: u64,
     read_at: i64,
-    records: Rc<Vec<SigningKeyRecord>>,
+    table: Rc<Table>,
     assembled: Option<(Selection, Rc<SigningKeys>)>,
+}
+
+/// One read of the key table, and which of its keys of the configured algorithm this worker
+/// cannot sign with because no configured key-encryption key opens them.
+#[derive(Debug)]
+struct Table {
+    records: Vec<SigningKeyRecord>,
+    /// Treated as absent for signing (so the bootstrap makes a fresh key); still published like
+    /// any other key until it retires and its tokens expire, since it may have signed some.
+    cannot_open: Vec<String>,
+}
+
+impl Table {
+    /// Opens the private part of every key of the configured algorithm that is not marked
+    /// compromised (a few microseconds each), and logs those that open with neither key, once
+    /// per read.
+    fn new(records: Vec<SigningKeyRecord>, config: &Config) -> Table {
+        let alg = config.signing_alg.jws_name();
+        let cannot_open: Vec<String> = records
+            .iter()
+            .filter(|key| key.alg == alg && key.compromised_at.is_none() && open_private(key, config).is_none())
+            .map(|key| key.kid.clone())
+            .collect();
+        for kid in &cannot_open {
+            log::warn!("signing key {kid} opens with no configured key-encryption key: treated as absent");
+        }
+        Table { records, cannot_open }
+    }
+
+    /// Whether `key` may sign here: not marked compromised, and its private part opens.
+    fn can_sign(&self, key: &SigningKeyRecord) -> bool {
+        key.compromised_at.is_none() && !self.cannot_open.contains(&key.kid)
+    }
+}
+
+/// Which configured key-encryption key a private part opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SealedUnder {
+    Current,
+    Previous,
+}
+
+/// The private JWK of `key`, opened with `KEY_ENCRYPTION_KEY` or else
+/// `KEY_ENCRYPTION_KEY_PREVIOUS`; `None` if neither opens it.
+fn open_private(key: &SigningKeyRecord, config: &Config) -> Option<(Vec<u8>, SealedUnder)> {
+    let open = |kek: &[u8; 32]| sealing::open(kek, key.kid.as_bytes(), &key.private_sealed);
+    if let Some(private) = open(&config.key_encryption_key.0) {
+        return Some((private, SealedUnder::Current));
+    }
+    let previous = config.key_encryption_key_previous.as_ref()?;
+    open(&previous.0).map(|private| (private, SealedUnder::Previous))
 }
 
 /// Which key signs and which are published: `SigningKeys` is rebuilt only when this changes.
@@ -63,19 +119,26 @@ struct Selection {
     published: Vec<String>,
 }
 
-/// How far ahead of a request's clock another request's may be: an RS256 bootstrap key added
-/// by a request whose instant is up to this much later counts as the bootstrap for this one.
+/// How far ahead of a request's clock another request's may be: a bootstrap key added by a
+/// request whose instant is up to this much later counts as the bootstrap for this one.
 const BOOTSTRAP_SKEW_SECONDS: i64 = 60;
+
+/// How many rounds a derived bootstrap takes at most: a round reads the salt and either inserts
+/// its key or replaces a spent salt, and racing requests agree after one replacement.
+const BOOTSTRAP_ROUNDS: usize = 4;
 
 /// The instant, shortly after `now`, at which a bootstrap key of the configured algorithm
 /// (active from its publication, unlike a rotated key) starts: concurrent first requests take
 /// their instants as they start, so the one that won the bootstrap may be a second ahead of
 /// the others, which then sign with its key rather than add their own.
-fn bootstrapped_ahead(records: &[SigningKeyRecord], config: &Config, now: i64) -> Option<i64> {
+fn bootstrapped_ahead(table: &Table, config: &Config, now: i64) -> Option<i64> {
     let alg = config.signing_alg.jws_name();
-    records
+    table
+        .records
         .iter()
-        .filter(|key| key.alg == alg && key.retired_at.is_none() && key.activates_at == key.published_at)
+        .filter(|key| {
+            key.alg == alg && key.retired_at.is_none() && key.activates_at == key.published_at && table.can_sign(key)
+        })
         .map(|key| key.activates_at)
         .filter(|&at| at > now && at <= now + BOOTSTRAP_SKEW_SECONDS)
         .min()
@@ -86,16 +149,24 @@ fn longest_token_lifetime(config: &Config) -> i64 {
     config.access_token_ttl_seconds + LEEWAY_SECONDS
 }
 
-fn select(records: &[SigningKeyRecord], config: &Config, now: i64) -> Option<Selection> {
+/// The key that signs at `now` and those published then. A key marked compromised is neither;
+/// one that no configured key-encryption key opens is published (like a retired key) but never
+/// signs.
+fn select(table: &Table, config: &Config, now: i64) -> Option<Selection> {
     let alg = config.signing_alg.jws_name();
     // Records come newest activation first, so the first live one of our algorithm signs.
-    let active = records
-        .iter()
-        .find(|key| key.alg == alg && key.activates_at <= now && key.retired_at.is_none_or(|retired| retired > now))?;
-    let published = records
+    let active = table.records.iter().find(|key| {
+        key.alg == alg
+            && key.activates_at <= now
+            && key.retired_at.is_none_or(|retired| retired > now)
+            && table.can_sign(key)
+    })?;
+    let published = table
+        .records
         .iter()
         .filter(|key| {
-            key.published_at <= now
+            key.compromised_at.is_none()
+                && key.published_at <= now
                 && key.retired_at.is_none_or(|retired| retired + longest_token_lifetime(config) > now)
         })
         .map(|key| key.kid.clone())
@@ -103,14 +174,21 @@ fn select(records: &[SigningKeyRecord], config: &Config, now: i64) -> Option<Sel
     Some(Selection { active: active.kid.clone(), published })
 }
 
+/// The selection at `now`, or at the start of a bootstrap key that a racing request, whose clock
+/// is a little ahead, has just added.
+fn select_or_ahead(table: &Table, config: &Config, now: i64) -> Option<Selection> {
+    select(table, config, now).or_else(|| select(table, config, bootstrapped_ahead(table, config, now)?))
+}
+
 impl Keyring {
     pub fn new(max_cache_seconds: i64) -> Keyring {
         Keyring { max_cache_seconds, reads: Cell::new(0), cache: RefCell::new(None) }
     }
 
-    /// The keys in force at `now`. If no key of the configured algorithm is active (a fresh
-    /// installation, or a new `SIGNING_ALG`), the bootstrap key is added first: it is derived
-    /// from the key-encryption key, so concurrent requests all add the same row, exactly once.
+    /// The keys in force at `now`. If no key of the configured algorithm can sign (a fresh
+    /// installation, a new `SIGNING_ALG`, the active key marked compromised or sealed under a
+    /// key-encryption key no longer configured), a bootstrap key is added first, active at once;
+    /// concurrent requests all end up with the same one.
     pub async fn signing_keys(
         &self,
         db: &impl Database,
@@ -119,14 +197,17 @@ impl Keyring {
         now: DateTime<Utc>,
     ) -> Result<Rc<SigningKeys>, KeyringError> {
         let cache_seconds = self.cache_seconds(config);
-        let mut records = self.records(db, now, cache_seconds).await?;
-        if select(&records, config, now.timestamp()).is_none() {
-            bootstrap(db, config, crypto, now).await?;
-            records = self.records(db, now, 0).await?;
+        let mut table = self.table(db, config, now, cache_seconds).await?;
+        // A second round only if the first bootstrap judged from a cached read that missed a
+        // newer key (one this worker cannot open, added by a deployment with another key).
+        for _ in 0..2 {
+            if select(&table, config, now.timestamp()).is_some() {
+                break;
+            }
+            bootstrap(db, config, crypto, now, &table).await?;
+            table = self.table(db, config, now, 0).await?;
         }
-        let selection = select(&records, config, now.timestamp())
-            .or_else(|| select(&records, config, bootstrapped_ahead(&records, config, now.timestamp())?))
-            .ok_or(KeyringError::NoActiveKey)?;
+        let selection = select_or_ahead(&table, config, now.timestamp()).ok_or(KeyringError::NoActiveKey)?;
         if let Some(cache) = self.cache.borrow().as_ref() {
             if let Some((cached_selection, keys)) = &cache.assembled {
                 if *cached_selection == selection {
@@ -134,7 +215,7 @@ impl Keyring {
                 }
             }
         }
-        let keys = Rc::new(assemble(&records, &selection, config)?);
+        let keys = Rc::new(assemble(&table.records, &selection, config)?);
         if let Some(cache) = self.cache.borrow_mut().as_mut() {
             cache.assembled = Some((selection, Rc::clone(&keys)));
         }
@@ -152,13 +233,15 @@ impl Keyring {
     /// instant at which a cached key is published, starts signing, retires or leaves the JWKS,
     /// whichever comes first. `None` before the first read and when that instant is already
     /// here (no cache). Whatever is made from those keys alone (the JWKS, the discovery
-    /// document) stays the same until then.
+    /// document) stays the same until then, and never beyond the cached read: a key marked
+    /// compromised leaves the documents replayed from memory when the read it was in expires.
     pub fn unchanged_until(&self, config: &Config, now: i64) -> Option<i64> {
         let cache = self.cache.borrow();
         let cache = cache.as_ref()?;
         let read_expires = cache.read_at + self.cache_seconds(config);
         let lifetime = longest_token_lifetime(config);
         let next_change = cache
+            .table
             .records
             .iter()
             .flat_map(|key| {
@@ -170,32 +253,34 @@ impl Keyring {
         Some(next_change.map_or(read_expires, |at| at.min(read_expires))).filter(|&until| until > now)
     }
 
-    async fn records(
+    async fn table(
         &self,
         db: &impl Database,
+        config: &Config,
         now: DateTime<Utc>,
         cache_seconds: i64,
-    ) -> Result<Rc<Vec<SigningKeyRecord>>, DatabaseError> {
+    ) -> Result<Rc<Table>, DatabaseError> {
         if let Some(cache) = self.cache.borrow().as_ref() {
             // A read made after `now` (by a request that started later and finished first) is
             // fresher than needed: keeping it keeps every request of the isolate on one read.
             // A clock stepped back stretches a read to twice its time at most.
             if (-cache_seconds..cache_seconds).contains(&(now.timestamp() - cache.read_at)) {
-                return Ok(Rc::clone(&cache.records));
+                return Ok(Rc::clone(&cache.table));
             }
         }
         let read = self.reads.get() + 1;
         self.reads.set(read);
-        let records = Rc::new(store::list_signing_keys(db).await?);
+        let records = store::list_signing_keys(db).await?;
         let mut cache = self.cache.borrow_mut();
         // Concurrent requests' reads overlap: one issued later, which may hold a newer table,
         // is never replaced by an earlier one that happened to answer last.
         if let Some(newer) = cache.as_ref().filter(|cache| cache.read > read) {
-            return Ok(Rc::clone(&newer.records));
+            return Ok(Rc::clone(&newer.table));
         }
+        let table = Rc::new(Table::new(records, config));
         let assembled = cache.take().and_then(|cache| cache.assembled);
-        *cache = Some(Cache { read, read_at: now.timestamp(), records: Rc::clone(&records), assembled });
-        Ok(records)
+        *cache = Some(Cache { read, read_at: now.timestamp(), table: Rc::clone(&table), assembled });
+        Ok(table)
     }
 }
 
@@ -205,8 +290,7 @@ fn assemble(records: &[SigningKeyRecord], selection: &Selection, config: &Config
         .find(|key| key.kid == selection.active)
         .ok_or_else(|| KeyError::Sealed(selection.active.clone()))?;
     let alg = SigningAlg::from_jws_name(&active.alg).unwrap_or(config.signing_alg);
-    let private = sealing::open(&config.key_encryption_key.0, active.kid.as_bytes(), &active.private_sealed)
-        .ok_or_else(|| KeyError::Sealed(active.kid.clone()))?;
+    let (private, _) = open_private(active, config).ok_or_else(|| KeyError::Sealed(active.kid.clone()))?;
     let material = KeyMaterial::from_private_jwk(alg, &active.kid, &private)?;
     let published: Vec<Map<String, Value>> = records
         .iter()
@@ -232,39 +316,89 @@ fn record(
         published_at,
         activates_at,
         retired_at: None,
+        compromised_at: None,
     })
 }
 
-/// Adds a first key for the configured algorithm, active at once: nothing can have cached a
-/// JWKS without it. ES256 and EdDSA keys are derived from the key-encryption key, so racing
-/// requests insert the same row. An RS256 key cannot be derived (WebCrypto generates it), so
-/// racing requests each generate one and a conditional insert lets exactly one in.
+/// Adds a bootstrap key for the configured algorithm, active at once: nothing can have cached a
+/// JWKS without it. ES256 and EdDSA keys are derived (see [`bootstrap_derived`]). An RS256 key
+/// cannot be derived (WebCrypto generates it), so racing requests each generate one and a
+/// conditional insert lets exactly one in; `table` says which keys cannot sign here.
 async fn bootstrap(
     db: &impl Database,
     config: &Config,
     crypto: &impl Crypto,
     now: DateTime<Utc>,
+    table: &Table,
 ) -> Result<(), KeyringError> {
+    if config.signing_alg != SigningAlg::Rs256 {
+        return bootstrap_derived(db, config, crypto, now).await;
+    }
     let at = now.timestamp();
-    match KeyMaterial::derive_bootstrap(config.signing_alg, &config.key_encryption_key.0) {
-        Some(key) => {
-            log::info!("bootstrapping signing key {} ({})", key.kid(), key.alg().jws_name());
-            store::add_signing_key(db, &record(&key, config, crypto, at, at)?, now).await?;
-        }
-        None => {
-            let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
-            let record = record(&key, config, crypto, at, at)?;
-            if store::add_signing_key_unless_one_is_active(db, &record, now, BOOTSTRAP_SKEW_SECONDS).await? {
-                log::info!("bootstrapped signing key {} ({})", key.kid(), key.alg().jws_name());
-            }
-        }
+    let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
+    let record = record(&key, config, crypto, at, at)?;
+    if store::add_signing_key_unless_one_is_active(db, &record, now, BOOTSTRAP_SKEW_SECONDS, &table.cannot_open).await?
+    {
+        log::info!("bootstrapped signing key {} ({})", key.kid(), key.alg().jws_name());
     }
     Ok(())
 }
 
+/// The ES256 and EdDSA bootstrap: the key is derived from `KEY_ENCRYPTION_KEY` and the
+/// algorithm's salt in D1 (`signing_key_salts`), so racing requests, reading the same salt,
+/// derive and insert the same key, exactly once. A salt yields one key, once: when the key it
+/// yielded can no longer sign (retired, marked compromised, deleted, or sealed under a
+/// key-encryption key this worker lacks), the salt is replaced — one conditional update, which
+/// one racer wins — and a new key derived. So a retired key never comes back, and the
+/// key-encryption key alone yields no signing key.
+async fn bootstrap_derived(
+    db: &impl Database,
+    config: &Config,
+    crypto: &impl Crypto,
+    now: DateTime<Utc>,
+) -> Result<(), KeyringError> {
+    let alg = config.signing_alg.jws_name();
+    let at = now.timestamp();
+    for _ in 0..BOOTSTRAP_ROUNDS {
+        let (salt, records) = store::bootstrap_salt(db, alg, &fresh_salt(crypto)?, now).await?;
+        // The same snapshot as the salt: a key a racer has just added is seen with its salt.
+        let table = Table::new(records, config);
+        if select_or_ahead(&table, config, at).is_some() {
+            return Ok(());
+        }
+        match salt.kid {
+            None => {
+                let key = KeyMaterial::derive_bootstrap(
+                    config.signing_alg,
+                    &config.key_encryption_key.0,
+                    salt.salt.as_bytes(),
+                )
+                .ok_or(KeyringError::NoActiveKey)?;
+                if store::add_bootstrap_key(db, &record(&key, config, crypto, at, at)?, &salt.salt, now).await? {
+                    log::info!("bootstrapped signing key {} ({alg})", key.kid());
+                }
+            }
+            Some(spent) => {
+                if store::replace_bootstrap_salt(db, alg, &salt.salt, &fresh_salt(crypto)?, now).await? {
+                    log::info!("new {alg} bootstrap salt: the key of the last one ({spent}) cannot sign");
+                }
+            }
+        }
+    }
+    Err(KeyringError::NoActiveKey)
+}
+
+/// 256 random bits, base64url: a bootstrap salt.
+fn fresh_salt(crypto: &impl Crypto) -> Result<String, EntropyError> {
+    let mut salt = [0u8; 32];
+    crypto.fill(&mut salt)?;
+    Ok(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, salt))
+}
+
 /// The scheduled maintenance: bootstraps if needed, publishes the next key when the active one
-/// is due to be replaced within the lead time (or at once with `force`), and deletes retired
-/// keys whose tokens have all expired.
+/// is due to be replaced within the lead time (or at once with `force`), re-seals under
+/// `KEY_ENCRYPTION_KEY` the keys that open only with `KEY_ENCRYPTION_KEY_PREVIOUS`, and deletes
+/// keys retired or marked compromised whose tokens have all expired.
 pub async fn maintain(
     db: &impl Database,
     config: &Config,
@@ -274,15 +408,18 @@ pub async fn maintain(
 ) -> Result<Maintenance, KeyringError> {
     let mut report = Maintenance::default();
     let at = now.timestamp();
-    let mut records = store::list_signing_keys(db).await?;
-    if select(&records, config, at).is_none() {
-        bootstrap(db, config, crypto, now).await?;
-        records = store::list_signing_keys(db).await?;
+    let mut table = Table::new(store::list_signing_keys(db).await?, config);
+    if select(&table, config, at).is_none() {
+        bootstrap(db, config, crypto, now, &table).await?;
+        table = Table::new(store::list_signing_keys(db).await?, config);
     }
     let alg = config.signing_alg.jws_name();
-    let pending = records.iter().any(|key| key.alg == alg && key.activates_at > at && key.retired_at.is_none());
-    let due = select(&records, config, at)
-        .and_then(|selection| records.iter().find(|key| key.kid == selection.active))
+    let pending = table
+        .records
+        .iter()
+        .any(|key| key.alg == alg && key.activates_at > at && key.retired_at.is_none() && table.can_sign(key));
+    let due = select(&table, config, at)
+        .and_then(|selection| table.records.iter().find(|key| key.kid == selection.active))
         .is_some_and(|active| {
             active.activates_at + config.key_rotation_interval_seconds - config.key_publication_lead_seconds <= at
         });
@@ -293,6 +430,30 @@ pub async fn maintain(
         log::info!("published signing key {}; it signs from {activates_at}", key.kid());
         report.published = Some((key.kid().to_owned(), activates_at));
     }
+    report.resealed = reseal(db, config, crypto, &table.records).await?;
     report.removed = store::remove_retired_signing_keys(db, at - longest_token_lifetime(config)).await?;
     Ok(report)
+}
+
+/// Seals under `KEY_ENCRYPTION_KEY` every key (but those marked compromised, which never open
+/// again) that opens only with `KEY_ENCRYPTION_KEY_PREVIOUS`; each update applies only if the
+/// key is still as it was read.
+async fn reseal(
+    db: &impl Database,
+    config: &Config,
+    crypto: &impl Crypto,
+    records: &[SigningKeyRecord],
+) -> Result<u64, KeyringError> {
+    let mut reseals = Vec::new();
+    for key in records.iter().filter(|key| key.compromised_at.is_none()) {
+        if let Some((private, SealedUnder::Previous)) = open_private(key, config) {
+            let new_sealed = sealing::seal(&config.key_encryption_key.0, key.kid.as_bytes(), &private, crypto)?;
+            reseals.push(store::Reseal { kid: key.kid.clone(), old_sealed: key.private_sealed.clone(), new_sealed });
+        }
+    }
+    let resealed = store::reseal_signing_keys(db, &reseals).await?;
+    if resealed > 0 {
+        log::info!("re-sealed {resealed} signing keys under KEY_ENCRYPTION_KEY");
+    }
+    Ok(resealed)
 }

@@ -33,7 +33,7 @@ pub(crate) fn tool_path() -> String {
     std::env::join_paths(entries).unwrap().into_string().unwrap()
 }
 
-fn npx(args: &[&str]) -> Command {
+pub(crate) fn npx(args: &[&str]) -> Command {
     let root = repository();
     let mut command = Command::new("npx");
     command
@@ -49,6 +49,22 @@ fn npx(args: &[&str]) -> Command {
         .env("XDG_CACHE_HOME", root.join(".tools/xdg/cache"))
         .stdin(Stdio::null());
     command
+}
+
+/// An empty directory for a worker's local state, under `target/e2e`.
+pub(crate) fn fresh_state_dir(name: &str) -> PathBuf {
+    let state = repository().join("target/e2e").join(name);
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).unwrap();
+    state
+}
+
+/// Applies `migrations/` to the local D1 in `state`.
+pub(crate) fn migrate(state: &Path) {
+    let state_arg = state.to_str().unwrap();
+    let migrate =
+        npx(&["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", state_arg]).output().unwrap();
+    assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
 }
 
 fn free_port() -> u16 {
@@ -215,8 +231,14 @@ impl Worker {
     /// Several tests start servers at once: a port picked free can be taken by another
     /// server's internal sockets before ours binds it, so "address in use" means another try.
     pub(crate) fn start_with(sink: &MailSink, extra_vars: &[&str]) -> Worker {
+        Worker::start_in(sink, None, extra_vars)
+    }
+
+    /// Like [`Worker::start_with`], on the local state (D1) in `state` when given, kept as it
+    /// is and already migrated: a restart of the same installation, with other variables.
+    pub(crate) fn start_in(sink: &MailSink, state: Option<&Path>, extra_vars: &[&str]) -> Worker {
         for _ in 0..4 {
-            match Worker::try_start(sink, extra_vars) {
+            match Worker::try_start(sink, state, extra_vars) {
                 Ok(worker) => return worker,
                 Err(log) if log.contains("Address already in use") => eprintln!("port taken; starting again"),
                 Err(log) => panic!("wrangler dev did not start:\n{log}"),
@@ -225,19 +247,20 @@ impl Worker {
         panic!("wrangler dev found no free port in four tries");
     }
 
-    fn try_start(sink: &MailSink, extra_vars: &[&str]) -> Result<Worker, String> {
+    fn try_start(sink: &MailSink, reused_state: Option<&Path>, extra_vars: &[&str]) -> Result<Worker, String> {
         let port = free_port();
-        let state = repository().join("target/e2e").join(format!("state-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&state);
-        std::fs::create_dir_all(&state).unwrap();
+        let state = match reused_state {
+            Some(state) => state.to_owned(),
+            None => {
+                let state = fresh_state_dir(&format!("state-{}-{port}", std::process::id()));
+                migrate(&state);
+                state
+            }
+        };
         let state_arg = state.to_str().unwrap().to_owned();
-        let migrate = npx(&["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", &state_arg])
-            .output()
-            .unwrap();
-        assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
 
         let base = format!("http://127.0.0.1:{port}");
-        let log = state.join("wrangler.log");
+        let log = state.join(format!("wrangler-{port}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let vars = [
             format!("ISSUER:{base}"),
@@ -761,12 +784,12 @@ fn error_contract(worker: &Worker, _sink: &MailSink) {
     assert_eq!(discovery["jwks_uri"], worker.url("/.well-known/jwks.json"));
 }
 
-fn jwks_kids(worker: &Worker) -> Vec<String> {
+pub(crate) fn jwks_kids(worker: &Worker) -> Vec<String> {
     let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
     jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
 }
 
-fn access_kid(tokens: &Value) -> String {
+pub(crate) fn access_kid(tokens: &Value) -> String {
     UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap().header().key_id.clone().unwrap()
 }
 

@@ -271,7 +271,7 @@ fn userinfo_refuses_validly_signed_tokens_with_forbidden_headers() {
     let access = login["access_token"].as_str().unwrap();
     let (header, claims, _) = segments(access);
     let kid = header["kid"].as_str().unwrap().to_owned();
-    let key = crate::support::bootstrap_p256_key(&app.config);
+    let key = crate::support::bootstrap_p256_key(&app);
     let mut claims: Claims<Value> = Claims::new(claims);
     claims.expiration = None;
     let sign = |header: Header<Crit>| jwt_compact::alg::Es256.token(&header, &claims, &key).unwrap();

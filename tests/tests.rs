@@ -6,6 +6,7 @@ mod abuse;
 mod e2e;
 mod e2e_abuse;
 mod e2e_browser;
+mod e2e_keys;
 mod e2e_mail;
 mod flows;
 mod keys;

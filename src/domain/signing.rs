@@ -1,4 +1,5 @@
-//! Signing keys: generated (or, for the very first key, derived from the key-encryption key),
+//! Signing keys: generated (or, for a bootstrap key, derived from the key-encryption key and a
+//! stored salt),
 //! identified by their RFC 7638 thumbprint, stored with the private part sealed, published as a
 //! JWKS of public parts only, and used to sign and verify JWTs with the algorithm they are typed
 //! with, never the one a token claims.
@@ -50,7 +51,7 @@ impl SigningAlg {
 pub enum KeyError {
     #[error("key {kid} is not a usable {alg} key: {reason}")]
     Unusable { kid: String, alg: String, reason: String },
-    #[error("the private part of key {0} does not open with KEY_ENCRYPTION_KEY")]
+    #[error("the private part of key {0} opens with no configured key-encryption key")]
     Sealed(String),
     #[error("key generation failed: {0}")]
     Generation(String),
@@ -128,20 +129,22 @@ impl KeyMaterial {
         }
     }
 
-    /// The first key of an installation, derived from the key-encryption key with HKDF-SHA256.
-    /// Being a function of configuration, it needs no coordination: however many requests find
-    /// the key table empty at once, they all insert the same key, and the first insert wins.
+    /// A bootstrap key (the first of an algorithm, see `keyring`), derived with HKDF-SHA256 from
+    /// the key-encryption key and a random salt stored in D1. Being a function of both, it needs
+    /// no coordination: however many requests read the same salt, they all derive the same key,
+    /// and one insert wins. Neither the key-encryption key nor the database alone yields it, and
+    /// a new salt yields a new key.
     ///
     /// `None` for RS256: RSA key generation cannot be derived in WebCrypto (see `keyring`).
-    pub fn derive_bootstrap(alg: SigningAlg, key_encryption_key: &[u8; 32]) -> Option<KeyMaterial> {
+    pub fn derive_bootstrap(alg: SigningAlg, key_encryption_key: &[u8; 32], salt: &[u8]) -> Option<KeyMaterial> {
         if alg == SigningAlg::Rs256 {
             return None;
         }
-        let hkdf = Hkdf::<Sha256>::new(Some(b"edgeid signing key bootstrap v1"), key_encryption_key);
+        let hkdf = Hkdf::<Sha256>::new(Some(salt), key_encryption_key);
         let mut counter = 0u32;
         loop {
             let mut seed = [0u8; 32];
-            let info = format!("{} {counter}", alg.jws_name());
+            let info = format!("edgeid signing key bootstrap v2 {} {counter}", alg.jws_name());
             // 32 bytes is far below HKDF-SHA256's output limit, so expand cannot fail.
             if hkdf.expand(info.as_bytes(), &mut seed).is_ok() {
                 if let Some(key) = KeyMaterial::from_seed(alg, seed) {
@@ -557,7 +560,7 @@ mod tests {
     #[test]
     fn private_jwks_round_trip_and_the_jwks_holds_no_private_member() {
         for alg in [SigningAlg::Es256, SigningAlg::EdDsa] {
-            let key = KeyMaterial::derive_bootstrap(alg, &[3; 32]).unwrap();
+            let key = KeyMaterial::derive_bootstrap(alg, &[3; 32], &[4; 32]).unwrap();
             let again = KeyMaterial::from_private_jwk(alg, key.kid(), &key.private_jwk()).unwrap();
             assert_eq!(again.kid(), key.kid());
             let keys = SigningKeys::new(key, &[]);
@@ -570,15 +573,17 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_keys_are_a_function_of_the_key_encryption_key() {
-        let derive = |alg, kek: &[u8; 32]| KeyMaterial::derive_bootstrap(alg, kek).unwrap();
-        let a = derive(SigningAlg::Es256, &[1; 32]);
-        let b = derive(SigningAlg::Es256, &[1; 32]);
-        let c = derive(SigningAlg::Es256, &[2; 32]);
-        let d = derive(SigningAlg::EdDsa, &[1; 32]);
-        assert!(KeyMaterial::derive_bootstrap(SigningAlg::Rs256, &[1; 32]).is_none());
-        assert_eq!(a.kid(), b.kid());
-        assert_ne!(a.kid(), c.kid());
-        assert_ne!(a.kid(), d.kid());
+    fn bootstrap_keys_are_a_function_of_the_key_encryption_key_and_the_salt() {
+        let derive = |alg, kek: &[u8; 32], salt: &[u8]| KeyMaterial::derive_bootstrap(alg, kek, salt).unwrap();
+        let a = derive(SigningAlg::Es256, &[1; 32], b"salt one");
+        assert_eq!(a.kid(), derive(SigningAlg::Es256, &[1; 32], b"salt one").kid());
+        for other in [
+            derive(SigningAlg::Es256, &[2; 32], b"salt one"),
+            derive(SigningAlg::Es256, &[1; 32], b"salt two"),
+            derive(SigningAlg::EdDsa, &[1; 32], b"salt one"),
+        ] {
+            assert_ne!(a.kid(), other.kid());
+        }
+        assert!(KeyMaterial::derive_bootstrap(SigningAlg::Rs256, &[1; 32], b"salt one").is_none());
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::opaque_token::{open_successor, seal_successor, TokenHash};
-use crate::domain::signing::TokenRejected;
+use crate::domain::signing::{token_header, TokenRejected};
 use crate::domain::tokens::{issue_tokens, verify_access_token, Subject};
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
@@ -112,7 +112,9 @@ pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
 pub enum UserinfoError {
     #[error("access token refused: {0}")]
     InvalidToken(#[from] TokenRejected),
-    #[error("the session of the access token has ended")]
+    /// Its session has ended, or the key that signed it has been marked compromised (checked
+    /// in the same query).
+    #[error("the session of the access token has ended, or its signing key is marked compromised")]
     SessionEnded,
     #[error(transparent)]
     Internal(#[from] Internal),
@@ -132,7 +134,10 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<Userinfo, UserinfoError> {
     let keys = ctx.signing_keys().await?;
     let claims = verify_access_token(ctx.config, &keys, ctx.now, access_token)?;
-    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, ctx.now)
+    // Verified, so the header parses and names a published key.
+    let header = token_header(access_token)?;
+    let kid = header.get("kid").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, kid, ctx.now)
         .await
         .map_err(Internal::from)?
         .ok_or(UserinfoError::SessionEnded)?;

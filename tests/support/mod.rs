@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use chrono::{DateTime, Duration, Utc};
 use edgeid::api::{handle, ApiRequest, ApiResponse};
 use edgeid::config::Config;
+use edgeid::domain::sealing;
 use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
@@ -30,12 +31,19 @@ pub struct Sqlite {
 
 impl Sqlite {
     pub fn with_migrations() -> Sqlite {
+        Sqlite::with_migrations_before("\u{10ffff}")
+    }
+
+    /// SQLite with only the migrations whose file names sort before `first_left_out`: a
+    /// database as an older release left it (see [`Sqlite::apply_migration`]).
+    pub fn with_migrations_before(first_left_out: &str) -> Sqlite {
         let connection = rusqlite::Connection::open_in_memory().unwrap();
         connection.pragma_update(None, "foreign_keys", true).unwrap();
         let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+            .filter(|path| path.file_name().unwrap().to_str().unwrap() < first_left_out)
             .collect();
         files.sort();
         assert!(!files.is_empty());
@@ -43,6 +51,12 @@ impl Sqlite {
             connection.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
         }
         Sqlite { connection: RefCell::new(connection), broken: Cell::new(false), batches: Cell::new(0) }
+    }
+
+    /// Applies one more file of `migrations/`, as an upgrade's `wrangler d1 migrations apply`.
+    pub fn apply_migration(&self, file: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(file);
+        self.connection.borrow().execute_batch(&std::fs::read_to_string(path).unwrap()).unwrap();
     }
 
     pub fn execute(&self, sql: &str) {
@@ -177,9 +191,17 @@ pub fn epoch() -> DateTime<Utc> {
 /// The key-encryption key of the tests: fixed, so runs are reproducible.
 pub const TEST_KEY_ENCRYPTION_KEY: &str = "ZWRnZWlkLXRlc3Qta2V5LWVuY3J5cHRpb24ta2V5ISE";
 
-/// The private key a fresh installation with the test configuration signs with.
-pub fn bootstrap_p256_key(config: &Config) -> p256::ecdsa::SigningKey {
-    let key = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &config.key_encryption_key.0).unwrap();
+/// The private key an ES256 installation signs with, as the worker gets it: read from the key
+/// table and unsealed with `KEY_ENCRYPTION_KEY` (the bootstrap key is no function of the
+/// configuration alone, so this is the only way to it).
+pub fn bootstrap_p256_key(app: &App) -> p256::ecdsa::SigningKey {
+    let kid = app.db.text(
+        "SELECT kid FROM signing_keys WHERE alg = 'ES256' AND retired_at IS NULL AND compromised_at IS NULL
+         ORDER BY activates_at DESC LIMIT 1",
+    );
+    let sealed = app.db.text(&format!("SELECT private_sealed FROM signing_keys WHERE kid = '{kid}'"));
+    let private = sealing::open(&app.config.key_encryption_key.0, kid.as_bytes(), &sealed).unwrap();
+    let key = KeyMaterial::from_private_jwk(SigningAlg::Es256, &kid, &private).unwrap();
     let jwk: JsonWebKey<'_> = serde_json::from_slice(&key.private_jwk()).unwrap();
     p256::ecdsa::SigningKey::try_from(&jwk).unwrap()
 }
