@@ -293,7 +293,8 @@ fn consume(hash: &TokenHash, purpose: Purpose, nonce: &str, now: DateTime<Utc>) 
     )
 }
 
-/// Consumes a live verification token of the account of `email` by its short code's hash and
+/// Consumes a live verification token of the account of `email` by its short code's hash (under
+/// the current key-encryption key, or the previous one during a rotation) and
 /// marks the email verified, atomically; of concurrent uses one wins. A code counts only while
 /// it is live: younger than its own expiry (shorter than the link's) and with fewer than
 /// `max_wrong_tries` wrong tries. A wrong code, in the same batch, counts one more wrong try
@@ -302,7 +303,7 @@ fn consume(hash: &TokenHash, purpose: Purpose, nonce: &str, now: DateTime<Utc>) 
 pub async fn verify_email_by_code(
     db: &impl Database,
     email: &Email,
-    code_hash: &str,
+    code_hashes: [Option<&str>; 2],
     nonce: &str,
     max_wrong_tries: u32,
     now: DateTime<Utc>,
@@ -311,15 +312,16 @@ pub async fn verify_email_by_code(
         .batch(vec![
             Statement::new(
                 "UPDATE one_time_tokens SET consumed_at = ?4, consumed_by = ?3
-                 WHERE code_hash = ?2 AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?4
+                 WHERE code_hash IN (?2, ?6) AND purpose = 'verify_email' AND consumed_at IS NULL AND expires_at > ?4
                    AND code_expires_at > ?4 AND code_failures < ?5
                    AND user_id = (SELECT id FROM users WHERE email = ?1)",
                 [
                     email.as_str().into(),
-                    code_hash.into(),
+                    code_hashes[0].into(),
                     nonce.into(),
                     now.timestamp().into(),
                     i64::from(max_wrong_tries).into(),
+                    code_hashes[1].into(),
                 ],
             ),
             Statement::new(

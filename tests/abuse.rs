@@ -569,3 +569,26 @@ fn a_failed_login_leaves_no_session_behind() {
     );
     assert_eq!(refreshed.status, 200, "{}", refreshed.text());
 }
+
+/// A code mailed before a key-encryption-key rotation still works while the old key is
+/// `KEY_ENCRYPTION_KEY_PREVIOUS`; without it, it is just a wrong code (the link still works).
+#[test]
+fn a_code_survives_a_key_encryption_key_rotation() {
+    let app = App::new();
+    app.post("/v1/signup", json!({"email": "rotated@example.com", "password": PASSWORD}));
+    let mail = app.single_mail_to("rotated@example.com");
+    let code = code_in(&mail.text);
+    let new_kek = "bmV3LWtleS1lbmNyeXB0aW9uLWtleS1mb3ItdGVzdHM";
+    let without_previous = App { config: test_config(&[("KEY_ENCRYPTION_KEY", new_kek)]), ..app };
+    without_previous
+        .post("/v1/email/verify", json!({"email": "rotated@example.com", "code": code}))
+        .assert_error(400, "invalid_token");
+    let rotating = App {
+        config: test_config(&[
+            ("KEY_ENCRYPTION_KEY", new_kek),
+            ("KEY_ENCRYPTION_KEY_PREVIOUS", crate::support::TEST_KEY_ENCRYPTION_KEY),
+        ]),
+        ..without_previous
+    };
+    assert_eq!(rotating.post("/v1/email/verify", json!({"email": "rotated@example.com", "code": code})).status, 200);
+}

@@ -212,7 +212,9 @@ fn same_site_form<D, E, H>(ctx: &Context<'_, D, E, H>, request: &ApiRequest, fie
     }
     let cookie = csrf::cookie_value(request.header("cookie"), secure(ctx)).ok_or("no CSRF cookie")?;
     let presented = fields.optional(csrf::FIELD).ok().flatten().ok_or("no CSRF token")?;
-    if csrf_key(ctx).verify(cookie, presented) {
+    // A form opened before a key-encryption-key rotation still carries the old key's token.
+    let previous = ctx.config.key_encryption_key_previous.as_ref().map(|previous| CsrfKey::derive(&previous.0));
+    if csrf_key(ctx).verify(cookie, presented) || previous.is_some_and(|previous| previous.verify(cookie, presented)) {
         Ok(())
     } else {
         Err("CSRF token does not match the cookie".to_owned())

@@ -57,11 +57,23 @@ pub async fn verify_email_with_code<D: Database, E: Crypto, H: HttpClient>(
     ];
     let taken = throttle::take(ctx, &budgets).await??;
     let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, &email, &code);
+    // A code mailed before a key-encryption-key rotation was hashed under the old key.
+    let previous_hash = ctx
+        .config
+        .key_encryption_key_previous
+        .as_ref()
+        .map(|previous| short_code::code_hash(&previous.0, &email, &code));
     let nonce = ctx.new_id()?;
-    let verified =
-        store::verify_email_by_code(ctx.db, &email, &code_hash, &nonce, short_code::MAX_WRONG_TRIES, ctx.now)
-            .await
-            .map_err(Internal::from)?;
+    let verified = store::verify_email_by_code(
+        ctx.db,
+        &email,
+        [Some(code_hash.as_str()), previous_hash.as_deref()],
+        &nonce,
+        short_code::MAX_WRONG_TRIES,
+        ctx.now,
+    )
+    .await
+    .map_err(Internal::from)?;
     match verified {
         true => {
             throttle::give_back(ctx, taken.of_kinds(&code_budgets)).await?;
