@@ -96,8 +96,10 @@ pub async fn create_user(
     user: &NewUser<'_>,
     verification: &NewOneTimeToken<'_>,
     reset: &NewOneTimeToken<'_>,
+    replace_unverified: bool,
     now: DateTime<Utc>,
 ) -> Result<SignupOutcome, DatabaseError> {
+    let replace = i64::from(replace_unverified);
     let outcomes = db
         .batch(vec![
             Statement::new(
@@ -116,31 +118,38 @@ pub async fn create_user(
             // of whoever signed up before end with its password.
             Statement::new(
                 "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
-                 WHERE consumed_at IS NULL
+                 WHERE consumed_at IS NULL AND ?4 = 1
                    AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
-                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
             ),
             Statement::new(
                 "UPDATE sessions SET revoked_at = ?3
-                 WHERE revoked_at IS NULL
+                 WHERE revoked_at IS NULL AND ?4 = 1
                    AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
-                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
             ),
             Statement::new(
                 "UPDATE refresh_tokens SET revoked_at = ?3
-                 WHERE revoked_at IS NULL
+                 WHERE revoked_at IS NULL AND ?4 = 1
                    AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
-                [user.email.as_str().into(), user.id.into(), now.timestamp().into()],
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
             ),
             Statement::new(
                 "UPDATE users SET password_hash = ?3, password_changed_at = ?4, updated_at = ?4
-                 WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL",
-                [user.email.as_str().into(), user.id.into(), user.password_hash.into(), now.timestamp().into()],
+                 WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL AND ?5 = 1",
+                [
+                    user.email.as_str().into(),
+                    user.id.into(),
+                    user.password_hash.into(),
+                    now.timestamp().into(),
+                    replace.into(),
+                ],
             ),
             // The verification token: for the new account or the replaced one.
             Statement::new(
                 "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash, code_expires_at)
-                 SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users WHERE email = ?2 AND email_verified_at IS NULL",
+                 SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users
+                 WHERE email = ?2 AND email_verified_at IS NULL AND (id = ?8 OR ?9 = 1)",
                 [
                     verification.hash.as_str().into(),
                     user.email.as_str().into(),
@@ -149,23 +158,30 @@ pub async fn create_user(
                     verification.expires_at.timestamp().into(),
                     verification.code_hash.into(),
                     verification.code_expires_at.map(|at| at.timestamp()).into(),
+                    user.id.into(),
+                    replace.into(),
                 ],
             ),
-            // A verified account: a reset link instead, the only live one.
+            // A verified account (or, where unverified accounts are live ones, any account that
+            // was there before): a reset link instead, the only live one.
             Statement::new(
                 "UPDATE one_time_tokens SET consumed_at = ?2, consumed_by = 'superseded'
                  WHERE purpose = 'reset_password' AND consumed_at IS NULL
-                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND email_verified_at IS NOT NULL)",
-                [user.email.as_str().into(), now.timestamp().into()],
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?3
+                                    AND (email_verified_at IS NOT NULL OR ?4 = 0))",
+                [user.email.as_str().into(), now.timestamp().into(), user.id.into(), replace.into()],
             ),
             Statement::new(
                 "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
-                 SELECT ?1, id, 'reset_password', ?3, ?4 FROM users WHERE email = ?2 AND email_verified_at IS NOT NULL",
+                 SELECT ?1, id, 'reset_password', ?3, ?4 FROM users
+                 WHERE email = ?2 AND id != ?5 AND (email_verified_at IS NOT NULL OR ?6 = 0)",
                 [
                     reset.hash.as_str().into(),
                     user.email.as_str().into(),
                     now.timestamp().into(),
                     reset.expires_at.timestamp().into(),
+                    user.id.into(),
+                    replace.into(),
                 ],
             ),
             Statement::new("SELECT locale, email_verified_at FROM users WHERE email = ?1", [user.email.as_str().into()]),
@@ -180,8 +196,8 @@ pub async fn create_user(
         .ok_or_else(|| DatabaseError("the signed-up account vanished within its own batch".to_owned()))?;
     let locale = text(row, "locale")?;
     Ok(match optional_integer(row, "email_verified_at")? {
-        Some(_) => SignupOutcome::AlreadyRegistered { locale },
-        None => SignupOutcome::ReplacedUnverified { locale },
+        None if replace_unverified => SignupOutcome::ReplacedUnverified { locale },
+        _ => SignupOutcome::AlreadyRegistered { locale },
     })
 }
 
@@ -1038,10 +1054,17 @@ const PURGE_MAX_CHUNKS: usize = 20;
 
 /// The cron's clean-up: one-time tokens that expired or were used (kept a day after use, for
 /// the record), sessions that ended (revoked or past their absolute end) with their refresh
-/// tokens, refresh tokens of live sessions that expired, and accounts whose email nobody
-/// verified by `unverified_before` (the last sign-up to them, in Unix seconds), with everything
-/// of theirs (the schema's `ON DELETE CASCADE`), so an address somebody else signed up is free.
-pub async fn purge(db: &impl Database, now: DateTime<Utc>, unverified_before: i64) -> Result<Purged, DatabaseError> {
+/// tokens, refresh tokens of live sessions that expired, and accounts created before
+/// `unverified_before` (Unix seconds) whose email nobody verified, with everything of theirs
+/// (the schema's `ON DELETE CASCADE`), so an address somebody else signed up is free (however
+/// often it was signed up again since: nobody can hold an address by repeating sign-ups).
+/// `None` keeps unverified accounts (where they can sign in, they are accounts like others).
+pub async fn purge(
+    db: &impl Database,
+    now: DateTime<Utc>,
+    unverified_before: Option<i64>,
+) -> Result<Purged, DatabaseError> {
+    let unverified_before = unverified_before.unwrap_or(i64::MIN);
     let now = now.timestamp();
     let day_ago = now - 86_400;
     let mut purged = Purged::default();
@@ -1067,7 +1090,7 @@ pub async fn purge(db: &impl Database, now: DateTime<Utc>, unverified_before: i6
         ),
         (
             "DELETE FROM users WHERE id IN (SELECT id FROM users
-               WHERE email_verified_at IS NULL AND password_changed_at <= ?1 LIMIT ?2)",
+               WHERE email_verified_at IS NULL AND created_at <= ?1 LIMIT ?2)",
             vec![unverified_before.into(), PURGE_CHUNK.into()],
             &mut purged.unverified_accounts,
         ),

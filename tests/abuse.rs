@@ -503,6 +503,25 @@ fn wrong_codes_draw_on_budgets_per_slash_64_per_slash_48_and_per_domain() {
         .status
     };
     assert_eq!(pseudo("240.0.0.1"), 429, "counted as the spent /64, whatever the pseudo IPv4");
+    // Beside a real IPv4 address, a `CF-Connecting-IPv6` is the client's own invention: ignored,
+    // so rotating it buys nothing.
+    let spoofed = |v6: &str| {
+        app.send(edgeid::api::ApiRequest {
+            method: "POST".into(),
+            path: "/v1/email/verify".into(),
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                ("CF-Connecting-IP".into(), "198.51.100.77".into()),
+                ("CF-Connecting-IPv6".into(), v6.into()),
+            ],
+            body: json!({"email": "e@other.example", "code": "000000"}).to_string().into_bytes(),
+            ..Default::default()
+        })
+        .status
+    };
+    assert_eq!(spoofed("2001:db8:a::1"), 400);
+    assert_eq!(spoofed("2001:db8:b::1"), 400);
+    assert_eq!(spoofed("2001:db8:c::1"), 429);
 }
 
 /// A login is one round trip to read the account with its budgets, then one to start the

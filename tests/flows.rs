@@ -212,25 +212,47 @@ fn a_pre_registered_address_cannot_be_hijacked() {
 
 #[test]
 fn a_later_sign_up_to_an_unverified_address_ends_what_the_earlier_one_started() {
-    // Without email verification, an unverified account can sign in: the squatter's sessions
-    // end when the mailbox owner signs up, and the squatter's short code dies with the link.
-    let app = App::with_config(test_config(&[("REQUIRE_EMAIL_VERIFICATION", "false")]));
+    // The squatter's short code dies with his link when the mailbox owner signs up.
+    let app = App::new();
     app.post("/v1/signup", json!({"email": "early@example.com", "password": "squatter password"}));
     let squatter_code = crate::abuse::code_in(&app.single_mail_to("early@example.com").text);
-    let squatter = app.post("/v1/login", json!({"email": "early@example.com", "password": "squatter password"}));
-    assert_eq!(squatter.status, 200);
     app.post("/v1/signup", json!({"email": "early@example.com", "password": "owner password"}));
-    app.single_mail_to("early@example.com");
-    let refresh = squatter.json["refresh_token"].as_str().unwrap();
-    app.request(
+    let owner_code = crate::abuse::code_in(&app.single_mail_to("early@example.com").text);
+    if squatter_code != owner_code {
+        app.post("/v1/email/verify", json!({"email": "early@example.com", "code": squatter_code}))
+            .assert_error(400, "invalid_token");
+    }
+    assert_eq!(app.post("/v1/email/verify", json!({"email": "early@example.com", "code": owner_code})).status, 200);
+    assert_eq!(app.post("/v1/login", json!({"email": "early@example.com", "password": "owner password"})).status, 200);
+}
+
+#[test]
+fn where_unverified_accounts_sign_in_a_sign_up_never_replaces_one() {
+    // With REQUIRE_EMAIL_VERIFICATION=false an unverified account is a live account: a later
+    // sign-up must not take it over (its password, sessions and `sub` stay), the owner gets an
+    // "already registered" mail instead, and the cron does not delete it.
+    let app = App::with_config(test_config(&[("REQUIRE_EMAIL_VERIFICATION", "false")]));
+    app.post("/v1/signup", json!({"email": "live@example.com", "password": "first password"}));
+    app.take_mails();
+    let session = app.post("/v1/login", json!({"email": "live@example.com", "password": "first password"}));
+    assert_eq!(session.status, 200);
+    app.post("/v1/signup", json!({"email": "live@example.com", "password": "stranger password"}));
+    assert_eq!(app.single_mail_to("live@example.com").kind, MailKind::AlreadyRegistered);
+    app.post("/v1/login", json!({"email": "live@example.com", "password": "stranger password"}))
+        .assert_error(401, "invalid_credentials");
+    assert_eq!(app.post("/v1/login", json!({"email": "live@example.com", "password": "first password"})).status, 200);
+    let refresh = session.json["refresh_token"].as_str().unwrap();
+    let refreshed = app.request(
         "POST",
         "/oauth/token",
         Some("application/x-www-form-urlencoded"),
         format!("grant_type=refresh_token&refresh_token={refresh}").as_bytes(),
-    )
-    .assert_error(400, "invalid_grant");
-    app.post("/v1/email/verify", json!({"email": "early@example.com", "code": squatter_code}))
-        .assert_error(400, "invalid_token");
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    app.advance(30 * 86_400);
+    let purged = pollster::block_on(edgeid::store::purge(&app.db, app.now.get(), None)).unwrap();
+    assert_eq!(purged.unverified_accounts, 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'live@example.com'"), 1);
 }
 
 #[test]

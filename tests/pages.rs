@@ -360,6 +360,17 @@ fn the_dev_mailbox_exists_only_with_the_log_provider() {
             ..Default::default()
         });
         forged_host.assert_error(500, "server_error");
+        let forged_v6 = dev.send(ApiRequest {
+            method: "GET".into(),
+            host: "127.0.0.1:8787".into(),
+            path: path.into(),
+            headers: vec![
+                ("CF-Connecting-IP".into(), "203.0.113.40".into()),
+                ("CF-Connecting-IPv6".into(), "::1".into()),
+            ],
+            ..Default::default()
+        });
+        forged_v6.assert_error(500, "server_error");
         let from_here = dev.send(ApiRequest {
             method: "GET".into(),
             host: "127.0.0.1:8787".into(),

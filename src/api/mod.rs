@@ -67,10 +67,20 @@ impl ApiRequest {
 
     /// The client's address as Cloudflare's edge saw it. Cloudflare sets `CF-Connecting-IP` on
     /// every request and overwrites whatever a client sent, so it cannot be spoofed there. With
-    /// "Pseudo IPv4" on, it holds a made-up IPv4 address for an IPv6 client and the real one is
-    /// in `CF-Connecting-IPv6`, which therefore comes first: budgets must count the real network.
+    /// "Pseudo IPv4" set to overwrite headers, it holds a made-up address from 240.0.0.0/4
+    /// (class E, never a real client) for an IPv6 client, whose real address is then in
+    /// `CF-Connecting-IPv6`. That header is read only in that case: elsewhere nothing promises
+    /// that a client's own copy is removed, and a header the client chooses would let it pick
+    /// a new /48 for every request.
     pub fn client_ip(&self) -> Option<&str> {
-        self.header("cf-connecting-ipv6").filter(|ip| !ip.trim().is_empty()).or_else(|| self.header("cf-connecting-ip"))
+        let connecting = self.header("cf-connecting-ip").map(str::trim).filter(|ip| !ip.is_empty());
+        let pseudo_ipv4 = connecting
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|ip| ip.octets()[0] >= 240 && !ip.is_broadcast());
+        match pseudo_ipv4 {
+            true => self.header("cf-connecting-ipv6").map(str::trim).filter(|ip| !ip.is_empty()).or(connecting),
+            false => connecting,
+        }
     }
 
     /// Whether the request was made on this machine: to a loopback host, and from a loopback
@@ -78,14 +88,16 @@ impl ApiRequest {
     /// (`wrangler dev`) it is absent or this machine. Development-only features need both, so
     /// neither a forged `Host` nor a deployment that kept the development defaults opens them.
     pub fn made_on_this_machine(&self) -> bool {
-        let peer_is_local = match self.client_ip().map(str::trim) {
-            None => true,
-            Some(ip) => ip.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+        let is_loopback = |ip: &str| {
+            ip.trim().parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
                 std::net::IpAddr::V4(v4) => v4.is_loopback(),
                 std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-            }),
+            })
         };
-        peer_is_local && is_loopback_host(&self.host)
+        // Every peer header present must name this machine, whichever one budgets would read.
+        let peers_are_local =
+            ["cf-connecting-ip", "cf-connecting-ipv6"].iter().all(|name| self.header(name).is_none_or(is_loopback));
+        peers_are_local && is_loopback_host(&self.host)
     }
 
     /// A browser that submitted one of our HTML forms and expects a page back.

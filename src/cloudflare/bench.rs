@@ -149,6 +149,7 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                     code_hash: None,
                     code_expires_at: None,
                 },
+                true,
                 ctx.now,
             )
             .await?;

@@ -158,7 +158,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(removed) => log::info!("rate limits: {removed} idle buckets removed"),
         Err(err) => log::error!("rate-limit clean-up failed: {err}"),
     }
-    let unverified_before = now().timestamp() - config.unverified_account_ttl_seconds;
+    let unverified_before =
+        config.require_email_verification.then(|| now().timestamp() - config.unverified_account_ttl_seconds);
     match store::purge(&db, now(), unverified_before).await {
         Ok(purged) => log::info!("clean-up: {purged:?}"),
         Err(err) => log::error!("clean-up failed: {err}"),

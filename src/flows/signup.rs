@@ -111,6 +111,7 @@ pub(crate) async fn finish_signup<D: Database, E: Crypto, H: HttpClient>(
             code_hash: None,
             code_expires_at: None,
         },
+        ctx.config.require_email_verification,
         ctx.now,
     )
     .await?;
