@@ -29,6 +29,9 @@ pub struct UserRecord {
     pub email: String,
     pub password_hash: String,
     pub email_verified: bool,
+    /// Counts the password's replacements (resets, a sign-up taking over an unverified
+    /// account), not its re-hashes: what a login's session is conditional on.
+    pub password_version: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +73,12 @@ pub struct NewSession<'a> {
     pub expires_at: DateTime<Utc>,
     pub refresh_token_hash: &'a TokenHash,
     pub refresh_token_expires_at: DateTime<Utc>,
-    /// The password hash the login verified: the session starts only while it is still the
-    /// account's, so a reset that committed after the check leaves this login with nothing.
+    /// The password hash the login verified (a re-hash replaces only that one)...
     pub verified_password_hash: &'a str,
+    /// ...and the password's version when it was read: the session starts only while the
+    /// account still has that password, so a reset that committed after the check leaves this
+    /// login with nothing, while another login's re-hash (same password) does not.
+    pub password_version: i64,
     /// A fresh hash of the same password with the configured parameters, to replace the
     /// verified one in the same batch (`domain::password::needs_rehash`).
     pub rehashed_password: Option<&'a str>,
@@ -135,7 +141,8 @@ pub async fn create_user(
                 [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
             ),
             Statement::new(
-                "UPDATE users SET password_hash = ?3, password_changed_at = ?4, updated_at = ?4
+                "UPDATE users SET password_hash = ?3, password_changed_at = ?4, updated_at = ?4,
+                     password_version = password_version + 1
                  WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL AND ?5 = 1",
                 [
                     user.email.as_str().into(),
@@ -270,7 +277,7 @@ pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Opt
 /// The statement of [`find_user_by_email`], to ride in another batch ([`user_from`] reads it).
 pub fn find_user_statement(email: &Email) -> Statement {
     Statement::new(
-        "SELECT id, email, password_hash, email_verified_at FROM users WHERE email = ?1",
+        "SELECT id, email, password_hash, email_verified_at, password_version FROM users WHERE email = ?1",
         [email.as_str().into()],
     )
 }
@@ -415,7 +422,7 @@ pub async fn reset_password(
             vec![
                 consume(hash, Purpose::ResetPassword, nonce, now),
                 Statement::new(
-                    "UPDATE users SET password_hash = ?4, password_changed_at = ?3,
+                    "UPDATE users SET password_hash = ?4, password_changed_at = ?3, password_version = password_version + 1,
                      email_verified_at = COALESCE(email_verified_at, ?3), updated_at = ?3
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
                     [hash.as_str().into(), nonce.into(), now.timestamp().into(), new_password_hash.into()],
@@ -483,8 +490,9 @@ fn prefix_end(prefix: &str) -> String {
     end
 }
 
-/// Starts a session with its first refresh token, if the account's password hash is still the
-/// one the login verified (or its re-hash, which this batch writes only over that one); in the
+/// Starts a session with its first refresh token, if the account's password is still the one
+/// the login verified (its version unchanged; a re-hash, written here only over the verified
+/// hash, keeps the version); in the
 /// same batch, and only if the session started, puts back the budget units in `returned` (a
 /// login that turned out right). Returns whether the session started.
 pub async fn start_session(
@@ -501,17 +509,16 @@ pub async fn start_session(
         ));
     }
     let insert = statements.len();
-    let current_hash = session.rehashed_password.unwrap_or(session.verified_password_hash);
     statements.extend([
         Statement::new(
             "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at)
-             SELECT ?1, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_hash = ?5",
+             SELECT ?1, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_version = ?5",
             [
                 session.id.into(),
                 session.user_id.into(),
                 now.timestamp().into(),
                 session.expires_at.timestamp().into(),
-                current_hash.into(),
+                session.password_version.into(),
             ],
         ),
         Statement::new(
@@ -671,7 +678,7 @@ pub async fn find_session_user(
 ) -> Result<Option<UserRecord>, DatabaseError> {
     let outcomes = db
         .batch(vec![Statement::new(
-            "SELECT u.id, u.email, u.password_hash, u.email_verified_at
+            "SELECT u.id, u.email, u.password_hash, u.email_verified_at, u.password_version
              FROM users u JOIN sessions s ON s.user_id = u.id
              WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3
                AND NOT EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?4 AND compromised_at IS NOT NULL)",
@@ -687,6 +694,7 @@ fn user_record(row: &Row) -> Result<UserRecord, DatabaseError> {
         email: text(row, "email")?,
         password_hash: text(row, "password_hash")?,
         email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+        password_version: integer(row, "password_version")?,
     })
 }
 

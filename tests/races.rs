@@ -131,3 +131,28 @@ fn a_rehash_cannot_undo_a_reset() {
     ));
     assert_eq!(stronger.db.text("SELECT password_hash FROM users WHERE email = 'rehash@example.com'"), reset_hash);
 }
+
+/// Two logins of one account, both re-hashing to new parameters: the first one's re-hash
+/// commits between the second's check and its session. The same password is still the
+/// account's, so the second login succeeds too (its own re-hash simply does not apply).
+#[test]
+fn a_concurrent_rehash_does_not_refuse_a_right_password() {
+    let app = App::new();
+    app.verified_account("twice@example.com", PASSWORD);
+    assert_eq!(app.post("/v1/login", json!({"email": "twice@example.com", "password": PASSWORD})).status, 200);
+    let stronger = App { config: crate::support::test_config(&[("ARGON2_ITERATIONS", "3")]), ..app };
+    let verified = stronger.db.text("SELECT password_hash FROM users WHERE email = 'twice@example.com'");
+    let user_id = stronger.db.text("SELECT id FROM users WHERE email = 'twice@example.com'");
+    let now = stronger.now.get();
+    let interleaving = Interleaving {
+        inner: &stronger.db,
+        trigger: "INSERT INTO sessions",
+        interloper: RefCell::new(Some(Box::new(|db: &Sqlite| {
+            let other =
+                "$argon2id$v=19$m=19456,t=3,p=1$b3RoZXJzYWx0b3RoZXI$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+            assert!(pollster::block_on(store::upgrade_password_hash(db, &user_id, &verified, other, now)).unwrap());
+        }))),
+    };
+    assert!(login_through(&stronger, &interleaving, "twice@example.com", PASSWORD).is_ok());
+    assert!(interleaving.interloper.borrow().is_none());
+}

@@ -174,6 +174,7 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                 refresh_token_hash: refresh.hash(),
                 refresh_token_expires_at: ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds),
                 verified_password_hash: &user.password_hash,
+                password_version: user.password_version,
                 rehashed_password: None,
             },
             &[],

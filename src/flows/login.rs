@@ -96,6 +96,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
             refresh_token_hash: refresh_token.hash(),
             refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
             verified_password_hash: &user.password_hash,
+            password_version: user.password_version,
             rehashed_password: rehashed.as_deref(),
         },
         &returned.draws(),
