@@ -230,9 +230,10 @@ const PWNED_PASSWORDS_API_URL: &str = "https://api.pwnedpasswords.com";
 /// - mail: thirty mail-sending requests per client per hour, five mails to one mailbox per hour;
 /// - one-time tokens: sixty submissions per client per 15 minutes;
 /// - short codes: a code dies after 5 wrong tries; twenty wrong codes per account per day
-///   across resends, thirty per client per hour and a hundred per email domain per hour, so a
-///   /48 guessing at many addresses verifies about one in a hundred a day at most (2^-100 odds
-///   are the link's, not the code's: the link is the way for volume).
+///   across resends, thirty per client per hour (480 per /48) and a thousand per email domain
+///   per hour — more than one /48's, so no single site can spend a domain's budget — so a /48
+///   guessing at many addresses verifies about one in ninety days at most (the link, with its
+///   256 bits, is the way for volume).
 const DEFAULT_LIMITS: [(&str, &str); 9] = [
     ("RATE_LIMIT_LOGIN_PER_IP", "100/900"),
     ("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "10/900"),
@@ -242,7 +243,7 @@ const DEFAULT_LIMITS: [(&str, &str); 9] = [
     ("RATE_LIMIT_TOKEN_PER_IP", "60/900"),
     ("RATE_LIMIT_CODE_PER_ACCOUNT", "20/86400"),
     ("RATE_LIMIT_CODE_PER_IP", "30/3600"),
-    ("RATE_LIMIT_CODE_PER_DOMAIN", "100/3600"),
+    ("RATE_LIMIT_CODE_PER_DOMAIN", "1000/3600"),
 ];
 
 impl Config {
@@ -665,7 +666,7 @@ mod tests {
                 token_per_ip: per(60, 900),
                 code_per_account: per(20, 86400),
                 code_per_ip: per(30, 3600),
-                code_per_domain: per(100, 3600),
+                code_per_domain: per(1000, 3600),
             }
         );
         assert_eq!(config.breached_passwords.check, BreachCheck::FailOpen);

@@ -415,6 +415,12 @@ pub async fn reset_password(
                AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
             [hash.as_str().into(), nonce.into(), prefix.as_str().into(), prefix_end(prefix).into()],
         ));
+        // And the networks it signed in from: whoever knew the old password may have too.
+        statements.push(Statement::new(
+            "DELETE FROM known_networks WHERE key >= ?3 AND key < ?4
+               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+            [hash.as_str().into(), nonce.into(), prefix.as_str().into(), prefix_end(prefix).into()],
+        ));
     }
     let cleared = statements.len();
     let outcomes = db
@@ -467,6 +473,13 @@ pub async fn reset_password(
     }
 }
 
+/// A network an account signed in from, remembered until `expires_at` (`known_networks`).
+#[derive(Debug, Clone, Copy)]
+pub struct KnownNetwork<'a> {
+    pub key: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Rate-limit buckets a batch deletes: by exact key, and every key under a prefix.
 #[derive(Debug, Clone, Default)]
 pub struct ClearedBudgets {
@@ -499,6 +512,7 @@ pub async fn start_session(
     db: &impl Database,
     session: &NewSession<'_>,
     returned: &[BucketDraw],
+    known_network: Option<&KnownNetwork<'_>>,
     now: DateTime<Utc>,
 ) -> Result<bool, DatabaseError> {
     let mut statements = Vec::with_capacity(returned.len() + 3);
@@ -538,6 +552,13 @@ pub async fn start_session(
             [draw.bucket.as_str().into(), draw.cost_ms.into(), session.id.into()],
         )
     }));
+    if let Some(known) = known_network {
+        statements.push(Statement::new(
+            "INSERT INTO known_networks (key, expires_at) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?3)
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+            [known.key.into(), known.expires_at.timestamp().into(), session.id.into()],
+        ));
+    }
     let outcomes = db.batch(statements).await?;
     Ok(changes(&outcomes, insert) == 1)
 }
@@ -987,12 +1008,17 @@ pub struct BucketDraw {
     pub bucket: String,
     pub cost_ms: i64,
     pub tolerance_ms: i64,
+    /// A `known_networks` key: while it is live the budget is not drawn on at all (an account's
+    /// ceiling does not apply to a network it signed in from).
+    pub unless_known: Option<String>,
 }
 
-/// What drawing on a bucket did: whether a unit was taken, and the bucket's TAT afterwards.
+/// What drawing on a bucket did: whether a unit was taken, and the bucket's TAT afterwards;
+/// `exempt` when the draw was skipped for a known network (nothing taken, nothing refused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketState {
     pub taken: bool,
+    pub exempt: bool,
     pub tat_ms: i64,
 }
 
@@ -1006,30 +1032,52 @@ pub async fn take_from_buckets(
     now_ms: i64,
     also: Vec<Statement>,
 ) -> Result<(Vec<BucketState>, Vec<StatementOutcome>), DatabaseError> {
-    let mut statements = Vec::with_capacity(draws.len() * 2 + also.len());
+    const PER_DRAW: usize = 3;
+    let now_seconds = now_ms.div_euclid(1000);
+    let mut statements = Vec::with_capacity(draws.len() * PER_DRAW + also.len());
     for draw in draws {
+        // With no exemption key, `?5` is NULL and the NOT EXISTS always holds.
         statements.push(Statement::new(
-            "INSERT INTO rate_limits (bucket, tat) VALUES (?1, ?2 + ?3)
+            "INSERT INTO rate_limits (bucket, tat)
+             SELECT ?1, ?2 + ?3 WHERE NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)
              ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
-             WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2",
-            [draw.bucket.as_str().into(), now_ms.into(), draw.cost_ms.into(), draw.tolerance_ms.into()],
+             WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2
+               AND NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)",
+            [
+                draw.bucket.as_str().into(),
+                now_ms.into(),
+                draw.cost_ms.into(),
+                draw.tolerance_ms.into(),
+                draw.unless_known.as_deref().into(),
+                now_seconds.into(),
+            ],
         ));
         statements.push(Statement::new("SELECT tat FROM rate_limits WHERE bucket = ?1", [draw.bucket.as_str().into()]));
+        statements.push(Statement::new(
+            "SELECT count(*) AS known FROM known_networks WHERE key = ?1 AND expires_at > ?2",
+            [draw.unless_known.as_deref().into(), now_seconds.into()],
+        ));
     }
     statements.extend(also);
     let mut outcomes = db.batch(statements).await?;
     let states = (0..draws.len())
         .map(|index| {
             let tat_ms = outcomes
-                .get(index * 2 + 1)
+                .get(index * PER_DRAW + 1)
                 .and_then(|outcome| outcome.rows.first())
                 .map(|row| integer(row, "tat"))
                 .transpose()?
                 .unwrap_or(now_ms);
-            Ok(BucketState { taken: changes(&outcomes, index * 2) == 1, tat_ms })
+            let exempt = outcomes
+                .get(index * PER_DRAW + 2)
+                .and_then(|outcome| outcome.rows.first())
+                .map(|row| integer(row, "known"))
+                .transpose()?
+                .is_some_and(|known| known > 0);
+            Ok(BucketState { taken: !exempt && changes(&outcomes, index * PER_DRAW) == 1, exempt, tat_ms })
         })
         .collect::<Result<Vec<_>, DatabaseError>>()?;
-    let also_outcomes = outcomes.split_off((draws.len() * 2).min(outcomes.len()));
+    let also_outcomes = outcomes.split_off((draws.len() * PER_DRAW).min(outcomes.len()));
     Ok((states, also_outcomes))
 }
 
@@ -1043,6 +1091,48 @@ fn return_statement(draw: &BucketDraw) -> Statement {
         "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
         [draw.bucket.as_str().into(), draw.cost_ms.into()],
     )
+}
+
+/// Accounts whose stored address is not in today's normal form: those with a non-ASCII
+/// character, which before IDNA (UTS #46) mapping could be a domain in U-labels. At most
+/// `limit` with an id after `after`, in id order, as (id, email).
+pub async fn addresses_to_normalise(
+    db: &impl Database,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT id, email FROM users WHERE email GLOB '*[^ -~]*' AND id > ?1 ORDER BY id LIMIT ?2",
+            [after.into(), limit.into()],
+        )])
+        .await?;
+    outcomes
+        .first()
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| Ok((text(row, "id")?, text(row, "email")?)))
+        .collect()
+}
+
+/// Rewrites one account's address into its normal form, unless another account already has
+/// that form (the two were one mailbox all along; an operator decides). Returns whether it did.
+pub async fn normalise_address(
+    db: &impl Database,
+    user_id: &str,
+    stored: &str,
+    normal: &Email,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE users SET email = ?3, updated_at = ?4
+             WHERE id = ?1 AND email = ?2 AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?3)",
+            [user_id.into(), stored.into(), normal.as_str().into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
 }
 
 /// What one clean-up run deleted.
@@ -1116,9 +1206,15 @@ pub async fn purge(
     Ok(purged)
 }
 
-/// Deletes buckets that are full again (their TAT has passed): the same as having no row.
+/// Deletes buckets that are full again (their TAT has passed): the same as having no row; and
+/// known networks that have expired.
 pub async fn remove_full_buckets(db: &impl Database, now_ms: i64) -> Result<u64, DatabaseError> {
-    let outcomes = db.batch(vec![Statement::new("DELETE FROM rate_limits WHERE tat < ?1", [now_ms.into()])]).await?;
+    let outcomes = db
+        .batch(vec![
+            Statement::new("DELETE FROM rate_limits WHERE tat < ?1", [now_ms.into()]),
+            Statement::new("DELETE FROM known_networks WHERE expires_at <= ?1", [now_ms.div_euclid(1000).into()]),
+        ])
+        .await?;
     Ok(changes(&outcomes, 0))
 }
 

@@ -259,10 +259,24 @@ fn a_stranger_elsewhere_cannot_lock_the_owner_out() {
     assert_rate_limited(&login_from(&app, "2001:db8:66:99::1", "owner@example.com", "guess"));
     // The owner, on their own network, still signs in.
     assert_eq!(login_from(&app, "198.51.100.10", "owner@example.com", PASSWORD).status, 200);
-    // Strangers on many networks meet the account's ceiling: 3 + 3 spent, 2 more, then nobody.
+    // Strangers on many networks meet the account's ceiling: 3 + 3 spent, 2 more, then nobody
+    // new gets through — not even the owner on a network they never signed in from...
     login_from(&app, "192.0.2.1", "owner@example.com", "guess").assert_error(401, "invalid_credentials");
     login_from(&app, "192.0.2.2", "owner@example.com", "guess").assert_error(401, "invalid_credentials");
     assert_rate_limited(&login_from(&app, "192.0.2.3", "owner@example.com", "guess"));
+    assert_rate_limited(&login_from(&app, "198.51.100.99", "owner@example.com", PASSWORD));
+    // ... but the network they signed in from is exempt from the ceiling, however long the
+    // strangers keep it spent (its own per-network budget still counts its failures).
+    for _ in 0..5 {
+        assert_eq!(login_from(&app, "198.51.100.10", "owner@example.com", PASSWORD).status, 200);
+        login_from(&app, "192.0.2.4", "owner@example.com", "guess");
+    }
+    login_from(&app, "198.51.100.10", "owner@example.com", "typo").assert_error(401, "invalid_credentials");
+    // Ninety days without a sign-in there, the exemption lapses.
+    app.advance(91 * 86_400);
+    for n in 0..8u8 {
+        login_from(&app, &format!("192.0.2.{}", 10 + n / 2), "owner@example.com", "guess");
+    }
     assert_rate_limited(&login_from(&app, "198.51.100.10", "owner@example.com", PASSWORD));
 }
 
@@ -286,6 +300,7 @@ fn a_reset_clears_the_account_failure_budget() {
         200
     );
     assert_eq!(login_from(&app, "192.0.2.1", "locked@example.com", "a brand new passphrase").status, 200);
+    assert_eq!(app.db.count("SELECT count(*) FROM known_networks"), 1, "the network just signed in from");
     // Only that account's budgets: the bystander's stay spent.
     assert_rate_limited(&login_from(&app, "198.51.100.1", "bystander@example.com", PASSWORD));
 }

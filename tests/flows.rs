@@ -643,3 +643,39 @@ fn resend_requests_have_the_documented_shape() {
     ]);
     assert!(provider_request(&log_config.mail, &mail).is_none());
 }
+
+/// Addresses stored before domains were mapped to A-labels are brought into that form by the
+/// cron, so their owners still sign in (with any spelling) and a new sign-up finds them.
+#[test]
+fn addresses_stored_before_idna_mapping_are_normalised() {
+    let app = App::new();
+    app.verified_account("anna@example.com", PASSWORD);
+    app.verified_account("bob@example.com", PASSWORD);
+    app.verified_account("cyril@example.com", PASSWORD);
+    // As v1 stored them: the domain in U-labels; one whose normal form another account has;
+    // one whose domain mixes scripts (refused today).
+    app.db.execute("UPDATE users SET email = 'anna@bücher.example' WHERE email = 'anna@example.com'");
+    app.db.execute("INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at) SELECT 'twin', 'bob@xn--bcher-kva.example', password_hash, 0, 0, 0 FROM users WHERE email = 'bob@example.com'");
+    app.db.execute("UPDATE users SET email = 'bob@bücher.example' WHERE email = 'bob@example.com'");
+    app.db.execute("UPDATE users SET email = 'cyril@\u{430}pple.com' WHERE email = 'cyril@example.com'");
+    app.post("/v1/login", json!({"email": "anna@bücher.example", "password": PASSWORD}))
+        .assert_error(401, "invalid_credentials");
+    let outbox = edgeid::flows::Outbox::default();
+    let ctx = edgeid::flows::Context {
+        config: &app.config,
+        keyring: &app.keyring,
+        db: &app.db,
+        crypto: &app.crypto,
+        http: &app.http,
+        now: app.now.get(),
+        client_ip: None,
+        accept_language: None,
+        outbox: &outbox,
+    };
+    let report = pollster::block_on(edgeid::flows::normalise_stored_addresses(&ctx)).unwrap();
+    assert_eq!(report, edgeid::flows::Normalised { rewritten: 1, collisions: 1, refused: 1 });
+    for spelling in ["anna@bücher.example", "anna@xn--bcher-kva.example", "anna@BU\u{308}CHER.example"] {
+        assert_eq!(app.post("/v1/login", json!({"email": spelling, "password": PASSWORD})).status, 200, "{spelling}");
+    }
+    assert_eq!(pollster::block_on(edgeid::flows::normalise_stored_addresses(&ctx)).unwrap().rewritten, 0);
+}

@@ -248,3 +248,14 @@ fn registered_and_unknown_addresses_cost_the_same_round_trips() {
     // Already registered, a new account's verification, a reset, a resent verification.
     assert_eq!(app.take_mails().len(), 4);
 }
+
+/// What a provider says about a refused mail goes to the log and the dead-letter table: never
+/// with an address in it.
+#[test]
+fn provider_answers_lose_their_addresses() {
+    let body = r#"{"message": "The to address <Jane.Doe+x@example.com> is invalid", "to": "jane@example.com"}"#;
+    let cleaned = edgeid::mail::without_addresses(body);
+    assert!(!cleaned.contains("example.com"), "{cleaned}");
+    assert!(cleaned.contains("The to address <[address]> is invalid"), "{cleaned}");
+    assert_eq!(edgeid::mail::without_addresses("no address here"), "no address here");
+}

@@ -178,6 +178,7 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                 rehashed_password: None,
             },
             &[],
+            None,
             ctx.now,
         )
         .await?;

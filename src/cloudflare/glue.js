@@ -109,11 +109,11 @@ export async function signJws(key, alg, message) {
   return new Uint8Array(await crypto.subtle.sign(SIGNING[alg], key, message));
 }
 
-/// The flood pre-filter: one unit of `key` from the Workers Rate Limiting binding
-/// `RATE_LIMITER` (wrangler.toml `[[ratelimits]]`). True where the runtime has no such binding,
-/// or the binding fails: it only keeps floods off D1, where the exact budgets are kept.
-export async function prefilter(env, key) {
-  const limiter = env.RATE_LIMITER;
+/// The flood pre-filter: one unit of `key` from the Workers Rate Limiting binding `binding`
+/// (wrangler.toml `[[ratelimits]]`). True where the runtime has no such binding, or the
+/// binding fails: it only keeps floods off D1, where the exact budgets are kept.
+export async function prefilter(env, binding, key) {
+  const limiter = env[binding];
   if (!limiter || typeof limiter.limit !== "function") return true;
   try {
     const outcome = await limiter.limit({ key });

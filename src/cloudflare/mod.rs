@@ -47,16 +47,19 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
     if bench_route && api_request.path == "/__bench/constant" {
         return Ok(ApiResponse::new(200, "text/plain", b"ok".to_vec()));
     }
-    // The flood pre-filter (the Rate Limiting binding, per client /64 or IPv4 address) in front
-    // of everything that touches D1: cheap, approximate, per Cloudflare location; the exact
-    // budgets behind it live in D1 and need D1 to stay responsive.
+    // The flood pre-filter (Rate Limiting bindings: one per client — IPv4 address or IPv6 /64
+    // — and one per IPv6 /48, with 16 times the limit) in front of everything that touches D1:
+    // cheap, approximate, per Cloudflare location; the exact budgets behind it live in D1 and
+    // need D1 to stay responsive.
     if config.rate_limit_prefilter && !bench_route && crate::api::touches_database(&api_request.path) {
-        let client = crate::domain::rate_limit::client_networks(api_request.client_ip())
-            .into_iter()
-            .next()
-            .map_or_else(|| "unknown".to_owned(), |network| network.name);
-        if glue::prefilter(env, &client).await.is_falsy() {
-            return Ok(ApiError::rate_limited(crate::flows::throttle::Throttled { retry_after_seconds: 60 }).into());
+        for network in crate::domain::rate_limit::client_networks(api_request.client_ip()) {
+            let binding = match network.width {
+                crate::domain::rate_limit::NetworkWidth::Client => "RATE_LIMITER",
+                crate::domain::rate_limit::NetworkWidth::Site => "RATE_LIMITER_SITE",
+            };
+            if glue::prefilter(env, binding, &network.name).await.is_falsy() {
+                return Ok(ApiError::rate_limited(crate::flows::throttle::Throttled { retry_after_seconds: 60 }).into());
+            }
         }
     }
     let db = d1::D1::binding(env, "DB")?;
@@ -163,6 +166,24 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match store::purge(&db, now(), unverified_before).await {
         Ok(purged) => log::info!("clean-up: {purged:?}"),
         Err(err) => log::error!("clean-up failed: {err}"),
+    }
+    let outbox = flows::Outbox::default();
+    let keyring = KEYRING.with(Rc::clone);
+    let ctx = flows::Context {
+        config: &config,
+        keyring: &keyring,
+        db: &db,
+        crypto: &WebCrypto,
+        http: &fetch::Fetcher,
+        now: now(),
+        client_ip: None,
+        accept_language: None,
+        outbox: &outbox,
+    };
+    match flows::normalise_stored_addresses(&ctx).await {
+        Ok(report) if report == flows::Normalised::default() => {}
+        Ok(report) => log::info!("addresses normalised: {report:?}"),
+        Err(err) => log::error!("address normalisation failed: {err}"),
     }
 }
 
@@ -353,7 +374,7 @@ pub(crate) mod glue {
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
 
         #[wasm_bindgen(js_name = prefilter)]
-        pub async fn prefilter(env: &JsValue, key: &str) -> JsValue;
+        pub async fn prefilter(env: &JsValue, binding: &str, key: &str) -> JsValue;
     }
 }
 

@@ -9,7 +9,11 @@ use crate::domain::tokens::{issue_tokens, Subject};
 use crate::flows::throttle::{self, Throttled};
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, NewSession};
+use crate::store::{self, KnownNetwork, NewSession};
+
+/// How long a network an account signed in from stays exempt from the account-wide ceiling
+/// on failed logins, after its last successful sign-in.
+pub const KNOWN_NETWORK_DAYS: i64 = 90;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -36,9 +40,10 @@ pub struct LoginTokens {
 }
 
 /// A login. The policy (README, "Security"): every attempt first takes a unit from the client's
-/// budget, from the account's budget on the client's network and from the account's ceiling
-/// across all networks, in the same round trip as the account's read; a right password gives
-/// the account's units back. While any is spent the login is refused (`429`) before any
+/// budget, from the account's budget on the client's network and — unless the account signed
+/// in from that network within `KNOWN_NETWORK_DAYS` — from the account's ceiling across all
+/// networks, in the same round trip as the account's read; a right password gives the
+/// account's units back and remembers the network. While any is spent the login is refused (`429`) before any
 /// password is hashed — a refusal costs no Argon2id, so a flood cannot use it to burn CPU — and
 /// since the budgets are drawn whether or not the address has an account, a refusal says
 /// nothing about it. Unknown addresses cost one Argon2id run, as wrong passwords do.
@@ -53,7 +58,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     let budgets = [
         (BucketKind::LoginPerIp, throttle::Subject::Client),
         (BucketKind::LoginPerAccountNetwork, throttle::Subject::AccountOnNetwork(&email)),
-        (BucketKind::LoginPerAccount, throttle::Subject::Email(&email)),
+        (BucketKind::LoginPerAccount, throttle::Subject::AccountUnlessKnownNetwork(&email)),
     ];
     let (taken, outcomes) = throttle::take_with(ctx, &budgets, vec![store::find_user_statement(&email)]).await?;
     let taken = taken?;
@@ -85,6 +90,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
 
     let session_id = ctx.new_id()?;
     let refresh_token = ctx.new_token()?;
+    let known_network = throttle::known_network_key(ctx, &email);
     let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
     let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     let started = store::start_session(
@@ -100,6 +106,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
             rehashed_password: rehashed.as_deref(),
         },
         &returned.draws(),
+        Some(&KnownNetwork { key: &known_network, expires_at: ctx.now + Duration::days(KNOWN_NETWORK_DAYS) }),
         ctx.now,
     )
     .await

@@ -137,3 +137,60 @@ pub enum Internal {
     #[error("breached-password check unavailable: {0}")]
     BreachCheck(String),
 }
+
+/// What one run of [`normalise_stored_addresses`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Normalised {
+    pub rewritten: u64,
+    /// Another account already had the normal form: both kept, for an operator to merge.
+    pub collisions: u64,
+    /// The stored address is no longer valid (a domain label that mixes scripts).
+    pub refused: u64,
+}
+
+/// Brings addresses stored before domains were mapped to A-labels (IDNA UTS #46) into the form
+/// logins look them up by, so their owners can still sign in and one mailbox stays one account.
+/// Run by the cron; what it cannot rewrite is logged by account id (never by address).
+pub async fn normalise_stored_addresses<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+) -> Result<Normalised, Internal> {
+    const PAGE: i64 = 200;
+    let mut report = Normalised::default();
+    let mut after = String::new();
+    // Ten pages a run at most; addresses kept as they are do not hold up the ones after them.
+    for _ in 0..10 {
+        let page = crate::store::addresses_to_normalise(ctx.db, &after, PAGE).await?;
+        let last_page = (page.len() as i64) < PAGE;
+        for (user_id, stored) in page {
+            normalise_one(ctx, &user_id, &stored, &mut report).await?;
+            after = user_id;
+        }
+        if last_page {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+async fn normalise_one<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    user_id: &str,
+    stored: &str,
+    report: &mut Normalised,
+) -> Result<(), Internal> {
+    match Email::parse(stored) {
+        Ok(normal) if normal.as_str() == stored => {}
+        Ok(normal) => match crate::store::normalise_address(ctx.db, user_id, stored, &normal, ctx.now).await? {
+            true => report.rewritten += 1,
+            false => {
+                log::warn!("account {user_id}: its address's normal form belongs to another account; kept as is");
+                report.collisions += 1;
+            }
+        },
+        Err(err) => {
+            log::warn!("account {user_id}: its stored address is no longer valid ({err}); kept as is");
+            report.refused += 1;
+        }
+    }
+    Ok(())
+}

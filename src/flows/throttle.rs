@@ -29,6 +29,9 @@ pub enum Subject<'a> {
     Domain(&'a Email),
     /// An account (by email, registered or not) as seen from the client's widest network.
     AccountOnNetwork(&'a Email),
+    /// An account (by email), except from a network it signed in from recently (see
+    /// `store::KnownNetwork`): there the budget is not drawn on.
+    AccountUnlessKnownNetwork(&'a Email),
 }
 
 /// Units taken by [`take`], which the caller may give back ([`give_back`]).
@@ -68,6 +71,7 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
     let keyer = &ctx.config.bucket_keyer;
     for (kind, subject) in budgets {
         let Some(limit) = ctx.config.rate_limits.limit(*kind) else { continue };
+        let mut unless_known = None;
         let buckets: Vec<(Bucket, Limit)> = match subject {
             Subject::Client => client_networks(ctx.client_ip)
                 .iter()
@@ -86,12 +90,21 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
                 let network = widest_network(ctx.client_ip);
                 vec![(Bucket::for_account_on_network(*kind, email.as_str(), &network, keyer), limit)]
             }
+            Subject::AccountUnlessKnownNetwork(email) => {
+                unless_known = Some(known_network_key(ctx, email));
+                vec![(Bucket::new(*kind, email.as_str(), keyer), limit)]
+            }
         };
         for (bucket, limit) in buckets {
             draws.push((
                 *kind,
                 limit,
-                BucketDraw { bucket: bucket.key, cost_ms: limit.cost_ms(), tolerance_ms: limit.tolerance_ms() },
+                BucketDraw {
+                    bucket: bucket.key,
+                    cost_ms: limit.cost_ms(),
+                    tolerance_ms: limit.tolerance_ms(),
+                    unless_known: unless_known.clone(),
+                },
             ));
         }
     }
@@ -104,7 +117,7 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
     let refusal = draws
         .iter()
         .zip(&states)
-        .filter(|(_, state)| !state.taken)
+        .filter(|(_, state)| !state.taken && !state.exempt)
         .map(|((_, limit, _), state)| retry_after_seconds(limit, state.tat_ms, now_ms))
         .max();
     let taken: Vec<(BucketKind, BucketDraw)> = draws
@@ -121,6 +134,19 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
             Ok((Err(Throttled { retry_after_seconds }), also_outcomes))
         }
     }
+}
+
+/// The `known_networks` key of an account (by email) seen from the client's widest network:
+/// the name of its per-network login budget, so a reset clears both by one prefix.
+pub fn known_network_key<D, E, H>(ctx: &Context<'_, D, E, H>, email: &Email) -> String {
+    let network = widest_network(ctx.client_ip);
+    Bucket::for_account_on_network(
+        BucketKind::LoginPerAccountNetwork,
+        email.as_str(),
+        &network,
+        &ctx.config.bucket_keyer,
+    )
+    .key
 }
 
 /// Puts units back: the request they were taken for turned out not to count (a login whose

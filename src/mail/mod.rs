@@ -329,7 +329,7 @@ pub async fn deliver(config: &MailConfig, http: &impl HttpClient, mail: &Outgoin
     };
     let response = http.send(request).await.map_err(|err| MailError::Unreachable(err.to_string()))?;
     if !(200..300).contains(&response.status) {
-        let body: String = response.body.chars().take(500).collect();
+        let body: String = without_addresses(&response.body).chars().take(500).collect();
         return Err(MailError::Rejected { status: response.status, body });
     }
     Ok(())
@@ -412,6 +412,31 @@ impl QueuedMail {
             expires_at: self.expires_at,
         })
     }
+}
+
+/// A provider's answer with every word that holds an `@` replaced: refusals often quote the
+/// recipient, and what a failure says goes to the log and the dead-letter table.
+pub fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str("[address]");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ',' | ';' | '(' | ')' | '[' | ']' | '{' | '}') {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 /// How long providers recognise an `Idempotency-Key` (Resend: 24 h): no attempt is made later,
