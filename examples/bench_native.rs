@@ -1,7 +1,7 @@
 //! The native side of the benchmark command (scripts/bench.sh): the same code as the worker,
 //! compiled for the host. Prints JSON:
 //! - `argon2_ms_per_hash`: Argon2id at the OWASP minimum, as the worker hashes;
-//! - `verify_us_per_token`: `edgeid::verifier` checking an access token against a cached JWKS,
+//! - `verify_us_per_token`: edgeid-verifier checking an access token against a cached JWKS,
 //!   as a downstream Rust service does.
 //!
 //! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`, or
@@ -11,19 +11,14 @@
 use std::time::Instant;
 
 use edgeid::domain::password::{hash_password, HashParams, Password};
-use edgeid::ports::{HttpClient, HttpError, OutboundRequest, OutboundResponse};
-use edgeid::verifier::{Verifier, VerifierConfig};
+use edgeid_verifier::{FetchError, JwksFetcher, JwksResponse, Verifier, VerifierConfig};
 
 /// Serves the JWKS the benchmark fetched from the worker, as the issuer would.
 struct CachedJwks(String);
 
-impl HttpClient for CachedJwks {
-    async fn send(&self, _request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
-        Ok(OutboundResponse {
-            status: 200,
-            headers: vec![("cache-control".to_owned(), "public, max-age=300".to_owned())],
-            body: self.0.clone(),
-        })
+impl JwksFetcher for CachedJwks {
+    async fn fetch(&self, _url: &str) -> Result<JwksResponse, FetchError> {
+        Ok(JwksResponse { status: 200, cache_control: Some("public, max-age=300".to_owned()), body: self.0.clone() })
     }
 }
 
@@ -53,13 +48,12 @@ fn main() -> Result<(), String> {
 
     let jwks = std::fs::read_to_string(jwks_file).map_err(|err| err.to_string())?;
     let verifier = Verifier::new(VerifierConfig::for_issuer(issuer, audience), CachedJwks(jwks));
-    let now = chrono::DateTime::from(std::time::SystemTime::now());
     // The first call fetches the JWKS; the rest are the cached case being measured.
-    pollster::block_on(verifier.verify_access_token(token, now)).map_err(|err| err.to_string())?;
+    pollster::block_on(verifier.verify_access_token(token)).map_err(|err| err.to_string())?;
     let verifications = 20_000;
     let started = Instant::now();
     for _ in 0..verifications {
-        pollster::block_on(verifier.verify_access_token(token, now)).map_err(|err| err.to_string())?;
+        pollster::block_on(verifier.verify_access_token(token)).map_err(|err| err.to_string())?;
     }
     let verify_us = started.elapsed().as_secs_f64() * 1e6 / f64::from(verifications);
     println!("{{\"argon2_ms_per_hash\": {argon2_ms:.3}, \"verify_us_per_token\": {verify_us:.3}}}");

@@ -15,8 +15,8 @@ step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
-step "cargo clippy (native, all targets)"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy (native, the workspace, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (wasm32 worker)"
 cargo clippy --lib --target wasm32-unknown-unknown --release --locked -- -D warnings
 step "build the worker"
@@ -24,5 +24,5 @@ sh scripts/build-worker.sh
 step "wrangler deploy --dry-run (deployable as committed)"
 node scripts/check-deploy.mjs
 step "cargo test"
-EDGEID_PREBUILT=1 cargo test --locked -- --test-threads 4
+EDGEID_PREBUILT=1 cargo test --workspace --locked -- --test-threads 4
 step "done"

@@ -517,7 +517,7 @@ fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
     let (status, tokens) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
     assert_eq!(status, 200, "{tokens}");
     check_tokens_with_jwt_compact(worker, &tokens);
-    check_tokens_with_the_rust_verifier(worker, &tokens);
+    check_tokens_with_the_rust_verifier_and_axum(worker, &tokens);
     check_tokens_with_jose(worker, &tokens);
 
     assert_eq!(
@@ -547,38 +547,64 @@ fn whole_lifecycle(worker: &Worker, sink: &MailSink) {
     assert_eq!(mail.body["subject"], "You already have an account with edgeid");
 }
 
-/// `edgeid::verifier` over real HTTP, as a downstream Rust service would run it.
-struct Reqwest;
+/// edgeid-verifier over real HTTP as a tokio service runs it: one verifier shared by the tasks of
+/// a multi-threaded runtime with its reqwest client (one JWKS fetch for all of them, though
+/// they meet a cold cache at once), then an axum app on 127.0.0.1 behind its extractor.
+fn check_tokens_with_the_rust_verifier_and_axum(worker: &Worker, tokens: &Value) {
+    use edgeid_verifier::{AccessToken, ReqwestFetcher, TokenRejected, Verifier, VerifierConfig, VerifyError};
 
-impl edgeid::ports::HttpClient for Reqwest {
-    async fn send(
-        &self,
-        request: edgeid::ports::OutboundRequest,
-    ) -> Result<edgeid::ports::OutboundResponse, edgeid::ports::HttpError> {
-        let response = client().get(&request.url).send().map_err(|err| edgeid::ports::HttpError(err.to_string()))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or_default().to_owned()))
-            .collect();
-        Ok(edgeid::ports::OutboundResponse { status, headers, body: response.text().unwrap_or_default() })
-    }
-}
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let config = VerifierConfig::for_issuer(&worker.base, "edgeid");
+    let verifier = Arc::new(Verifier::new(config, ReqwestFetcher::new().unwrap()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (verifier, access, start) = (Arc::clone(&verifier), access.clone(), Arc::clone(&start));
+            runtime.spawn(async move {
+                start.wait().await;
+                verifier.verify_access_token(&access).await
+            })
+        })
+        .collect();
+    let verified: Vec<AccessTokenClaims> =
+        tasks.into_iter().map(|task| runtime.block_on(task).unwrap().unwrap()).collect();
+    assert_eq!(verifier.jwks_fetches(), 1, "32 tasks on a cold cache, one JWKS fetch");
+    let claims = verified[0].clone();
+    assert!(verified.iter().all(|each| *each == claims));
+    assert_eq!((claims.iss.as_str(), claims.aud.as_str()), (worker.base.as_str(), "edgeid"));
+    assert_eq!(claims.scope, "openid email offline_access");
 
-fn check_tokens_with_the_rust_verifier(worker: &Worker, tokens: &Value) {
-    use edgeid::verifier::{Verifier, VerifierConfig};
-    let verifier = Verifier::new(VerifierConfig::for_issuer(&worker.base, "edgeid"), Reqwest);
-    let access = tokens["access_token"].as_str().unwrap();
-    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
-    let claims = pollster::block_on(verifier.verify_access_token(access, now)).unwrap();
-    assert_eq!(claims.iss, worker.base);
-    for _ in 0..20 {
-        pollster::block_on(verifier.verify_access_token(access, now)).unwrap();
+    let verify = |token: &str| runtime.block_on(verifier.verify_access_token(token));
+    assert_eq!(verify(&id_token), Err(VerifyError::Rejected(TokenRejected::WrongType("at+jwt".to_owned()))));
+    let tampered = format!("{}{}", &access[..access.len() - 2], if access.ends_with("AA") { "BB" } else { "AA" });
+    assert!(matches!(verify(&tampered), Err(VerifyError::Rejected(_))), "{:?}", verify(&tampered));
+
+    async fn me(AccessToken(claims): AccessToken) -> axum::Json<AccessTokenClaims> {
+        axum::Json(claims)
     }
-    assert_eq!(verifier.jwks_fetches(), 1);
-    let tampered = format!("{}x", &access[..access.len() - 1]);
-    assert!(pollster::block_on(verifier.verify_access_token(&tampered, now)).is_err());
+    let app = axum::Router::new().route("/me", axum::routing::get(me)).with_state(Arc::clone(&verifier));
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/me", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+
+        let answer = client.get(&url).bearer_auth(&access).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.json::<AccessTokenClaims>().await.unwrap(), claims);
+        // No credentials: a challenge without an error code (RFC 6750 §3.1).
+        let answer = client.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 401);
+        assert_eq!(answer.headers()["www-authenticate"], "Bearer");
+        for refused in [&id_token, &tampered] {
+            let answer = client.get(&url).bearer_auth(refused).send().await.unwrap();
+            assert_eq!(answer.status(), 401);
+            assert_eq!(answer.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+        }
+        server.abort();
+    });
 }
 
 fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {

@@ -1,105 +1,129 @@
-//! The downstream verifier (`edgeid::verifier`) against the API in process: JWKS caching by
-//! `max-age`, refetch on an unknown `kid` at most once per interval, stale keys on an outage,
-//! and the same refusals as the issuer.
+//! edgeid-verifier against the API in process: the JWKS and `Cache-Control` exactly as the API
+//! serves them, real tokens, a rotation picked up through an unknown `kid`, and the refusals of
+//! `/userinfo`. The cache policy itself (backoff, staleness, single flight) is tested in the
+//! crate, with a fake issuer.
 
-use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 
-use edgeid::ports::{HttpClient, HttpError, OutboundRequest, OutboundResponse};
-use edgeid::verifier::{Verifier, VerifierConfig, VerifyError};
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use edgeid::api::ApiRequest;
+use edgeid_verifier::{
+    Clock, FetchError, JwksFetcher, JwksResponse, TokenRejected, Verifier, VerifierConfig, VerifyError,
+};
+use serde_json::json;
 
 use crate::support::App;
 
 const PASSWORD: &str = "correct horse battery";
 
-/// Serves the verifier's GETs from the in-process API, or fails while `down` is set.
-struct InProcess<'a> {
-    app: &'a App,
-    down: Cell<bool>,
+/// The API's answer to `GET /.well-known/jwks.json` at the instant the test last asked, served
+/// to the verifier. (The in-process app is single-threaded; a fetcher must be `Send + Sync`.)
+#[derive(Clone, Default)]
+struct Issuer {
+    answer: Arc<Mutex<Option<JwksResponse>>>,
+    now: Arc<Mutex<Option<DateTime<Utc>>>>,
+    requests: Arc<Mutex<usize>>,
 }
 
-impl HttpClient for InProcess<'_> {
-    async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {
-        if self.down.get() {
-            return Err(HttpError("connection refused".to_owned()));
-        }
-        let path = request.url.strip_prefix("https://id.example.test").unwrap();
-        let reply = self.app.get(path);
-        Ok(OutboundResponse {
-            status: reply.status,
-            headers: reply.response.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect(),
-            body: reply.text(),
-        })
+impl Issuer {
+    /// Takes the API's current JWKS answer and time.
+    fn catch_up(&self, app: &App) {
+        let reply = app.get("/.well-known/jwks.json");
+        let cache_control = reply.response.header("cache-control").map(str::to_owned);
+        *self.answer.lock().unwrap() = Some(JwksResponse { status: reply.status, cache_control, body: reply.text() });
+        *self.now.lock().unwrap() = Some(app.now.get());
+    }
+
+    fn requests(&self) -> usize {
+        *self.requests.lock().unwrap()
     }
 }
 
-fn login(app: &App) -> String {
+impl JwksFetcher for Issuer {
+    async fn fetch(&self, url: &str) -> Result<JwksResponse, FetchError> {
+        assert_eq!(url, "https://id.example.test/.well-known/jwks.json");
+        *self.requests.lock().unwrap() += 1;
+        self.answer.lock().unwrap().clone().ok_or_else(|| FetchError("not served yet".to_owned()))
+    }
+}
+
+impl Clock for Issuer {
+    fn now(&self) -> DateTime<Utc> {
+        self.now.lock().unwrap().unwrap_or_default()
+    }
+}
+
+fn login(app: &App) -> serde_json::Value {
     let reply = app.post("/v1/login", json!({"email": "down@example.com", "password": PASSWORD}));
-    reply.json["access_token"].as_str().unwrap().to_owned()
+    assert_eq!(reply.status, 200);
+    reply.json
+}
+
+/// A verifier of the test API's access tokens, and `verify`, which first brings its issuer
+/// (and its clock) up to the API's present.
+fn verifier_of<'a>(app: &'a App, audience: &str) -> (Issuer, impl Fn(&str) -> Result<(), VerifyError> + 'a) {
+    let issuer = Issuer::default();
+    // A trailing slash on the issuer is tolerated.
+    let config = VerifierConfig::for_issuer("https://id.example.test/", audience);
+    let verifier = Verifier::with_clock(config, issuer.clone(), issuer.clone());
+    let caught_up = issuer.clone();
+    let verify = move |token: &str| {
+        caught_up.catch_up(app);
+        let claims = pollster::block_on(verifier.verify_access_token(token))?;
+        assert_eq!(claims.scope, "openid email offline_access");
+        Ok(())
+    };
+    (issuer, verify)
 }
 
 #[test]
-fn verifies_locally_caching_the_jwks() {
+fn verifies_the_api_tokens_caching_the_jwks_for_its_max_age() {
     let app = App::new();
     app.verified_account("down@example.com", PASSWORD);
-    let token = login(&app);
-    let http = InProcess { app: &app, down: Cell::new(false) };
-    let verifier = Verifier::new(VerifierConfig::for_issuer("https://id.example.test/", "edgeid-tests"), http);
-    let verify = |token: &str| pollster::block_on(verifier.verify_access_token(token, app.now.get()));
-
-    let claims = verify(&token).unwrap();
-    assert_eq!(claims.scope, "openid email offline_access");
+    let tokens = login(&app);
+    let access = tokens["access_token"].as_str().unwrap();
+    let (issuer, verify) = verifier_of(&app, "edgeid-tests");
     for _ in 0..10 {
-        verify(&token).unwrap();
+        verify(access).unwrap();
     }
-    assert_eq!(verifier.jwks_fetches(), 1, "one fetch serves every token while fresh");
+    assert_eq!(issuer.requests(), 1, "one fetch serves every token while fresh");
+    // The API's JWKS says max-age=300.
+    app.advance(299);
+    verify(access).unwrap();
+    assert_eq!(issuer.requests(), 1);
+    app.advance(1);
+    verify(access).unwrap();
+    assert_eq!(issuer.requests(), 2);
 
-    // Made-up kids cause at most one refetch per interval.
-    let (header, rest) = token.split_once('.').unwrap();
-    let mut forged: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
-    )
-    .unwrap();
-    forged["kid"] = json!("made-up");
-    let forged = format!(
-        "{}.{rest}",
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, forged.to_string())
+    // An ID token is not an access token; nor is a token for another audience.
+    let refused = Err(VerifyError::Rejected(TokenRejected::WrongType("at+jwt".to_owned())));
+    assert_eq!(verify(tokens["id_token"].as_str().unwrap()), refused);
+    let (_, strict) = verifier_of(&app, "another-app");
+    assert_eq!(
+        strict(access),
+        Err(VerifyError::Rejected(TokenRejected::Invalid("aud is not the configured audience".to_owned())))
     );
-    for _ in 0..5 {
-        assert!(matches!(verify(&forged), Err(VerifyError::Rejected(_))));
-    }
-    assert_eq!(verifier.jwks_fetches(), 1);
-    app.advance(61);
-    assert!(verify(&forged).is_err());
-    assert_eq!(verifier.jwks_fetches(), 2);
-    assert!(verify(&forged).is_err());
-    assert_eq!(verifier.jwks_fetches(), 2);
-
-    // Past max-age (300 s) it fetches again; if the issuer is down, the stale keys still work.
-    app.advance(300);
-    let fresh_token = login(&app);
-    verifier.http().down.set(true);
-    verify(&fresh_token).unwrap();
-    assert_eq!(verifier.jwks_fetches(), 3);
-    verifier.http().down.set(false);
-    // Another audience or issuer is refused as the issuer itself would.
-    let strict = Verifier::new(
-        VerifierConfig::for_issuer("https://id.example.test", "another-app"),
-        InProcess { app: &app, down: Cell::new(false) },
-    );
-    assert!(pollster::block_on(strict.verify_access_token(&fresh_token, app.now.get())).is_err());
+    // The token lives 900 s, and both tolerate 30 s of skew: `/userinfo` and the verifier
+    // accept it and refuse it at the same instants.
+    let userinfo = |token: &str| {
+        let headers = vec![("Authorization".to_owned(), format!("Bearer {token}"))];
+        app.send(ApiRequest { method: "GET".into(), path: "/userinfo".into(), headers, ..Default::default() }).status
+    };
+    app.advance(900 + 30 - 300);
+    assert_eq!((userinfo(access), verify(access)), (200, Ok(())));
+    app.advance(1);
+    let expired = Err(VerifyError::Rejected(TokenRejected::Invalid("token has expired".to_owned())));
+    assert_eq!((userinfo(access), verify(access)), (401, expired));
 }
 
 #[test]
 fn a_new_key_is_fetched_when_a_token_names_it() {
     let app = App::new();
     app.verified_account("down@example.com", PASSWORD);
-    let es256 = login(&app);
-    let http = InProcess { app: &app, down: Cell::new(false) };
-    let verifier = Verifier::new(VerifierConfig::for_issuer("https://id.example.test", "edgeid-tests"), http);
-    let verify = |token: &str| pollster::block_on(verifier.verify_access_token(token, app.now.get()));
+    let es256 = login(&app)["access_token"].as_str().unwrap().to_owned();
+    let (issuer, verify) = verifier_of(&app, "edgeid-tests");
     verify(&es256).unwrap();
-    assert_eq!(verifier.jwks_fetches(), 1);
+    assert_eq!(issuer.requests(), 1);
 
     // The issuer gets a new key that signs at once, without the publication lead (an operator
     // activating a key by hand): the verifier's cached JWKS, still fresh, lacks it.
@@ -110,12 +134,12 @@ fn a_new_key_is_fetched_when_a_token_names_it() {
         now = app.now.get().timestamp()
     ));
     app.advance(61);
-    let rotated = login(&app);
+    let rotated = login(&app)["access_token"].as_str().unwrap().to_owned();
     assert_ne!(rotated.split('.').next(), es256.split('.').next(), "signed with the new kid");
     // Within max-age, yet the kid is unknown: it refetches, once.
     verify(&rotated).unwrap();
-    assert_eq!(verifier.jwks_fetches(), 2);
+    assert_eq!(issuer.requests(), 2);
     verify(&es256).unwrap();
     verify(&rotated).unwrap();
-    assert_eq!(verifier.jwks_fetches(), 2);
+    assert_eq!(issuer.requests(), 2);
 }

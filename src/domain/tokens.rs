@@ -1,27 +1,19 @@
-//! The claims of the JWTs edgeid issues: RFC 9068 access tokens and OpenID Connect ID tokens.
+//! The JWTs edgeid issues: RFC 9068 access tokens and OpenID Connect ID tokens. The access
+//! token's claims and their validation are edgeid-verifier's, so that `/userinfo` and every
+//! downstream service check the same way.
 
 use chrono::{DateTime, Duration, Utc};
-use jwt_compact::{Claims, TimeOptions};
+use jwt_compact::Claims;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::domain::signing::{PublishedKeys, SigningError, SigningKeys, TokenRejected};
+use crate::domain::signing::{SigningError, SigningKeys, TokenRejected};
 use crate::ports::Crypto;
+
+pub use edgeid_verifier::claims::{validate_access_token, AccessTokenClaims, ACCESS_TOKEN_TYPE, LEEWAY_SECONDS};
 
 /// The scopes every first-party login grants.
 pub const LOGIN_SCOPE: &str = "openid email offline_access";
-
-/// RFC 9068 §2.2 claims besides `exp` and `iat`, which jwt-compact's `Claims` carries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AccessTokenClaims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub jti: String,
-    pub client_id: String,
-    pub scope: String,
-    pub sid: String,
-}
 
 /// OpenID Connect Core §2 claims besides `exp` and `iat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,17 +88,14 @@ pub async fn issue_tokens(
         lifetime,
     );
     Ok(SignedTokens {
-        access_token: keys.sign("at+jwt", &access, crypto).await?,
+        access_token: keys.sign(ACCESS_TOKEN_TYPE, &access, crypto).await?,
         id_token: keys.sign("JWT", &id, crypto).await?,
         expires_in: config.access_token_ttl_seconds,
     })
 }
 
-/// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECONDS: i64 = 30;
-
-/// Validates an access token presented to us (userinfo): header and signature by
-/// [`PublishedKeys::verify`], then `iss`, `aud`, `exp` and `nbf` with a small leeway.
+/// Validates an access token presented to us (userinfo) with
+/// [`validate_access_token`]: header policy and signature, then `iss`, `aud`, `exp` and `nbf`.
 pub fn verify_access_token(
     config: &Config,
     keys: &SigningKeys,
@@ -114,31 +103,6 @@ pub fn verify_access_token(
     token: &str,
 ) -> Result<AccessTokenClaims, TokenRejected> {
     validate_access_token(keys.published(), &config.issuer, &config.access_token_audience, now, token)
-}
-
-/// RFC 9068 §4 validation against a set of public keys: header policy and signature, then
-/// `iss`, `aud`, `exp` and `nbf` with [`LEEWAY_SECONDS`].
-pub fn validate_access_token(
-    keys: &PublishedKeys,
-    issuer: &str,
-    audience: &str,
-    now: DateTime<Utc>,
-    token: &str,
-) -> Result<AccessTokenClaims, TokenRejected> {
-    let claims = keys.verify::<AccessTokenClaims>(token, "at+jwt")?;
-    let time = TimeOptions::new(Duration::seconds(LEEWAY_SECONDS), move || now);
-    let invalid = |err: jwt_compact::ValidationError| TokenRejected::Invalid(err.to_string());
-    claims.validate_expiration(&time).map_err(invalid)?;
-    if claims.not_before.is_some() {
-        claims.validate_maturity(&time).map_err(invalid)?;
-    }
-    if claims.custom.iss != issuer {
-        return Err(TokenRejected::Invalid("iss is not this issuer".to_owned()));
-    }
-    if claims.custom.aud != audience {
-        return Err(TokenRejected::Invalid("aud is not the configured audience".to_owned()));
-    }
-    Ok(claims.custom)
 }
 
 fn timed<T>(custom: T, now: DateTime<Utc>, lifetime: Duration) -> Claims<T> {
