@@ -153,7 +153,12 @@ pub struct Branding {
 pub struct Config {
     /// The `iss` of every token, without a trailing slash.
     pub issuer: String,
+    /// The `aud` of access tokens: the API (resource server) they are for.
     pub access_token_audience: String,
+    /// The client id of the first-party app that `/v1/login` and the refresh grant serve: the
+    /// access token's `client_id` and the ID token's `aud`. Never the access token's audience,
+    /// so that an ID token cannot pass an audience check meant for access tokens.
+    pub first_party_client_id: String,
     pub access_token_ttl_seconds: i64,
     /// Sliding lifetime: each rotation issues a refresh token good for this long.
     pub refresh_token_ttl_seconds: i64,
@@ -263,6 +268,20 @@ impl Config {
             None => issuer.clone(),
         };
         let access_token_audience = get("ACCESS_TOKEN_AUDIENCE").unwrap_or_else(|| "edgeid".to_owned());
+        let first_party_client_id = get("FIRST_PARTY_CLIENT_ID").unwrap_or_else(|| "edgeid-first-party".to_owned());
+        if first_party_client_id.len() > 255 || !first_party_client_id.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid {
+                name: "FIRST_PARTY_CLIENT_ID",
+                reason: "a client id is 1 to 255 visible ASCII characters, without spaces".to_owned(),
+            });
+        }
+        if first_party_client_id == access_token_audience {
+            return Err(ConfigError::Invalid {
+                name: "FIRST_PARTY_CLIENT_ID",
+                reason: "it must differ from ACCESS_TOKEN_AUDIENCE: ID tokens and access tokens get distinct audiences"
+                    .to_owned(),
+            });
+        }
         let access_token_ttl_seconds =
             seconds("ACCESS_TOKEN_TTL_SECONDS", get("ACCESS_TOKEN_TTL_SECONDS"), 900, 60..=86_400)?;
         let refresh_token_ttl_seconds =
@@ -526,6 +545,7 @@ impl Config {
             rate_limit_prefilter,
             issuer,
             access_token_audience,
+            first_party_client_id,
             access_token_ttl_seconds,
             refresh_token_ttl_seconds,
             session_absolute_ttl_seconds,
@@ -634,6 +654,7 @@ mod tests {
         assert_eq!(config.issuer, "http://127.0.0.1:8787");
         assert_eq!(config.public_url, "http://127.0.0.1:8787");
         assert_eq!(config.access_token_audience, "edgeid");
+        assert_eq!(config.first_party_client_id, "edgeid-first-party");
         assert_eq!(config.access_token_ttl_seconds, 900);
         assert_eq!(config.refresh_token_ttl_seconds, 2_592_000);
         assert_eq!(config.session_absolute_ttl_seconds, 7_776_000);
@@ -771,6 +792,8 @@ mod tests {
             ("ISSUER", "ftp://example.com"),
             ("ISSUER", "https://example.com/?q"),
             ("PUBLIC_URL", "example.com"),
+            ("FIRST_PARTY_CLIENT_ID", "edgeid"),
+            ("FIRST_PARTY_CLIENT_ID", "two words"),
             ("ACCESS_TOKEN_TTL_SECONDS", "-5"),
             ("ACCESS_TOKEN_TTL_SECONDS", "ten"),
             ("REFRESH_TOKEN_TTL_SECONDS", "1"),

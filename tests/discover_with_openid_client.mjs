@@ -1,6 +1,6 @@
 // An independent OpenID Connect client (openid-client) against edgeid: discovery, then the
 // refresh grant, whose ID token openid-client validates itself (signature through the JWKS,
-// iss, aud, exp, iat, sub).
+// iss, aud — which must be the client id, FIRST_PARTY_CLIENT_ID —, exp, iat, sub).
 // Usage: node tests/discover_with_openid_client.mjs ISSUER CLIENT_ID REFRESH_TOKEN
 // Prints {"metadata", "refreshed": {"refresh_token", "claims"}} and exits 0, or exits 1.
 import * as client from "openid-client";

@@ -621,6 +621,7 @@ fn check_tokens_with_jwt_compact(worker: &Worker, tokens: &Value) {
     let id = UntrustedToken::new(tokens["id_token"].as_str().unwrap()).unwrap();
     let id = Es256.validator::<IdTokenClaims>(&key).validate(&id).unwrap();
     assert_eq!(id.claims().custom.email, "lifecycle@example.com");
+    assert_eq!(id.claims().custom.aud, "edgeid-first-party", "the client's id, not the API's audience");
     assert_eq!(id.claims().custom.sub, access.claims().custom.sub);
 }
 
@@ -634,6 +635,7 @@ fn run_jose(worker: &Worker, access_token: &str, id_token: &str) -> Result<Value
             &worker.url("/.well-known/jwks.json"),
             &worker.base,
             "edgeid",
+            "edgeid-first-party",
             access_token,
             id_token,
         ])
@@ -873,7 +875,7 @@ fn independent_clients(worker: &Worker, sink: &MailSink) {
     let output = pyjwt(access);
     assert!(output.status.success(), "PyJWT: {}", String::from_utf8_lossy(&output.stderr));
     let claims: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(claims["client_id"], "edgeid");
+    assert_eq!((claims["aud"].as_str(), claims["client_id"].as_str()), (Some("edgeid"), Some("edgeid-first-party")));
     let tampered = format!("{}{}", &access[..access.len() - 1], if access.ends_with('A') { 'B' } else { 'A' });
     assert!(!pyjwt(&tampered).status.success(), "a tampered signature is refused");
     let id_token = tokens["id_token"].as_str().unwrap();
@@ -886,7 +888,7 @@ fn independent_clients(worker: &Worker, sink: &MailSink) {
         .args([
             "tests/discover_with_openid_client.mjs",
             &worker.base,
-            "edgeid",
+            "edgeid-first-party",
             tokens["refresh_token"].as_str().unwrap(),
         ])
         .output()

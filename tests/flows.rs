@@ -109,7 +109,7 @@ fn verify_tokens(app: &App, response: &Value) -> (AccessTokenClaims, IdTokenClai
     let custom = claims.custom.clone();
     assert_eq!(custom.iss, "https://id.example.test");
     assert_eq!(custom.aud, "edgeid-tests");
-    assert_eq!(custom.client_id, "edgeid-tests");
+    assert_eq!(custom.client_id, "edgeid-first-party");
     assert_eq!(custom.scope, "openid email offline_access");
     assert!(!custom.jti.is_empty());
 
@@ -119,7 +119,7 @@ fn verify_tokens(app: &App, response: &Value) -> (AccessTokenClaims, IdTokenClai
     id.claims().validate_expiration(&time).unwrap();
     let id_claims = id.claims().custom.clone();
     assert_eq!(id_claims.iss, "https://id.example.test");
-    assert_eq!(id_claims.aud, "edgeid-tests");
+    assert_eq!(id_claims.aud, "edgeid-first-party", "the client's id, not the access token's audience");
     assert_eq!(DateTime::<Utc>::from_timestamp(id_claims.auth_time, 0), Some(now));
     (custom, id_claims)
 }

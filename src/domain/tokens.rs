@@ -57,9 +57,10 @@ pub async fn issue_tokens(
     subject: &Subject<'_>,
 ) -> Result<SignedTokens, SigningError> {
     let lifetime = Duration::seconds(config.access_token_ttl_seconds);
-    // There is one client today, the application edgeid fronts; the access token's audience
-    // names it, and OpenID Connect requires the ID token's `aud` to be that client's id.
-    let client_id = config.access_token_audience.clone();
+    // One client today, the first-party app the JSON API serves. OpenID Connect requires the
+    // ID token's `aud` to be its client id; the access token's `aud` is the API it is for, and
+    // its `client_id` the app that holds it (RFC 9068 §2.2).
+    let client_id = config.first_party_client_id.clone();
     let access = timed(
         AccessTokenClaims {
             iss: config.issuer.clone(),
