@@ -139,6 +139,13 @@ impl PublishedKeys {
         PublishedKeys { keys: jwks.iter().filter_map(VerifyingKey::from_public_jwk).collect() }
     }
 
+    /// Only the keys of `algorithms`: a verifier that pins its algorithms never verifies with
+    /// another, whatever the JWKS holds.
+    pub fn restricted_to(mut self, algorithms: &[SigningAlg]) -> PublishedKeys {
+        self.keys.retain(|key| algorithms.contains(&key.alg));
+        self
+    }
+
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.iter().any(|key| key.kid == kid)
     }

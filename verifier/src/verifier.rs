@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::claims::{validate_access_token, AccessTokenClaims, ACCESS_TOKEN_TYPE};
-use crate::keys::{typed_header, PublishedKeys, TokenRejected};
+use crate::keys::{typed_header, PublishedKeys, SigningAlg, TokenRejected};
 
 /// What a [`Verifier`] checks tokens against, and how it treats the issuer.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct VerifierConfig {
     /// The `aud` every token must carry: edgeid's `ACCESS_TOKEN_AUDIENCE`.
     pub audience: String,
     pub jwks_url: String,
+    /// The only algorithms tokens may be signed with; keys of others in the JWKS are ignored.
+    /// Pin the issuer's `SIGNING_ALG` (plus the previous one during a change of algorithm).
+    pub algorithms: Vec<SigningAlg>,
     /// How long keys stay fresh when the JWKS response carries no `Cache-Control`.
     pub default_max_age: Duration,
     /// The least time between two fetch attempts caused by unknown `kid`s.
@@ -48,7 +51,8 @@ pub struct VerifierConfig {
 }
 
 impl VerifierConfig {
-    /// Defaults for an edgeid issuer: its JWKS at `/.well-known/jwks.json`, five minutes when
+    /// Defaults for an edgeid issuer: its JWKS at `/.well-known/jwks.json`, any algorithm edgeid
+    /// signs with (ES256, EdDSA, RS256; never `none` or a MAC), five minutes when
     /// the response does not say, one refetch a minute at most for unknown keys, backoff from
     /// 1 s to 5 min, stale keys trusted for a day.
     pub fn for_issuer(issuer: &str, audience: &str) -> VerifierConfig {
@@ -57,6 +61,7 @@ impl VerifierConfig {
             jwks_url: format!("{issuer}/.well-known/jwks.json"),
             issuer,
             audience: audience.to_owned(),
+            algorithms: vec![SigningAlg::Es256, SigningAlg::EdDsa, SigningAlg::Rs256],
             default_max_age: Duration::from_secs(300),
             unknown_kid_refetch_interval: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
@@ -253,8 +258,9 @@ impl Verifier {
         if response.status != 200 {
             return Err(format!("the JWKS request answered {}", response.status));
         }
-        let keys =
-            PublishedKeys::from_jwks_json(&response.body).ok_or_else(|| "the answer is not a JWK Set".to_owned())?;
+        let keys = PublishedKeys::from_jwks_json(&response.body)
+            .ok_or_else(|| "the answer is not a JWK Set".to_owned())?
+            .restricted_to(&self.config.algorithms);
         let max_age = response.cache_control.as_deref().map_or(self.config.default_max_age, max_age);
         Ok((keys, max_age))
     }

@@ -264,6 +264,19 @@ fn one_fetch_in_flight_for_many_concurrent_callers() {
     }
 }
 
+#[test]
+fn verifies_only_with_keys_of_the_pinned_algorithms() {
+    let scene = Scene::new();
+    let mut config = crate::VerifierConfig::for_issuer(crate::testing::ISSUER, AUDIENCE);
+    config.algorithms = vec![crate::SigningAlg::EdDsa];
+    let pinned = Verifier::with_clock(config.clone(), scene.issuer.clone(), scene.clock.clone());
+    let unknown = Err(VerifyError::Rejected(TokenRejected::UnknownKey));
+    assert_eq!(block_on(pinned.verify_access_token(&scene.token)).map(drop), unknown, "an ES256 key is ignored");
+    config.algorithms = vec![crate::SigningAlg::Es256];
+    let pinned = Verifier::with_clock(config, scene.issuer.clone(), scene.clock.clone());
+    block_on(pinned.verify_access_token(&scene.token)).unwrap();
+}
+
 /// A caller dropped while its fetch is in flight (a client that hung up) leaves nothing held:
 /// the next caller fetches.
 #[test]
