@@ -19,6 +19,12 @@ step "cargo clippy (native, the workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (wasm32 worker)"
 cargo clippy --lib --target wasm32-unknown-unknown --release --locked -- -D warnings
+step "edgeid-verifier's dependency tree: no worker, argon2, D1, wasm-bindgen or edgeid"
+if cargo tree -p edgeid-verifier --all-features --locked -e normal --prefix none |
+  grep -E '^(worker|worker-sys|argon2|edgeid|wasm-bindgen|js-sys|web-sys|rusqlite) '; then
+  echo "edgeid-verifier must not depend on the crates above" >&2
+  exit 1
+fi
 step "build the worker"
 sh scripts/build-worker.sh
 step "wrangler deploy --dry-run (deployable as committed)"
