@@ -4,12 +4,12 @@
 ALTER TABLE one_time_tokens ADD COLUMN code_expires_at INTEGER;
 ALTER TABLE one_time_tokens ADD COLUMN code_failures INTEGER NOT NULL DEFAULT 0;
 
--- Which password an account has (src/store.rs, start_session): a reset, or a sign-up that
+-- Which password an account has (src/store/sessions.rs, start_session): a reset, or a sign-up that
 -- takes over an unverified account, adds one; a re-hash of the same password does not. A
 -- login's session starts only while the version it read is still the account's.
 ALTER TABLE users ADD COLUMN password_version INTEGER NOT NULL DEFAULT 0;
 
--- Networks an account signed in from (src/store.rs, start_session), by the same keyed name as
+-- Networks an account signed in from (src/store/sessions.rs, start_session), by the same keyed name as
 -- the account's per-network login budget: the account-wide ceiling on failed logins does not
 -- apply to them, so strangers guessing from elsewhere cannot lock the owner out of their own
 -- networks. Kept 90 days after the last sign-in there; a password reset forgets them.

@@ -1,0 +1,107 @@
+//! `rate_limits`: GCRA buckets, drawn on by one conditional upsert each (`domain::rate_limit`).
+
+use super::{changes, integer};
+use crate::ports::{Database, DatabaseError, Statement, StatementOutcome};
+
+/// One budget drawn on by a request: a bucket and the GCRA parameters of its limit.
+#[derive(Debug, Clone)]
+pub struct BucketDraw {
+    pub bucket: String,
+    pub cost_ms: i64,
+    pub tolerance_ms: i64,
+    /// A `known_networks` key: while it is live the budget is not drawn on at all (an account's
+    /// ceiling does not apply to a network it signed in from).
+    pub unless_known: Option<String>,
+}
+
+/// What drawing on a bucket did: whether a unit was taken, and the bucket's TAT afterwards;
+/// `exempt` when the draw was skipped for a known network (nothing taken, nothing refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketState {
+    pub taken: bool,
+    pub exempt: bool,
+    pub tat_ms: i64,
+}
+
+/// Takes one unit from each bucket that has one (`domain::rate_limit::admit`, in SQL): a
+/// conditional upsert per bucket, so concurrent requests are counted exactly. One batch.
+/// Statements in `also` run in the same batch, after the buckets' (whatever the buckets say);
+/// their outcomes come back second.
+pub async fn take_from_buckets(
+    db: &impl Database,
+    draws: &[BucketDraw],
+    now_ms: i64,
+    also: Vec<Statement>,
+) -> Result<(Vec<BucketState>, Vec<StatementOutcome>), DatabaseError> {
+    const PER_DRAW: usize = 3;
+    let now_seconds = now_ms.div_euclid(1000);
+    let mut statements = Vec::with_capacity(draws.len() * PER_DRAW + also.len());
+    for draw in draws {
+        // With no exemption key, `?5` is NULL and the NOT EXISTS always holds.
+        statements.push(Statement::new(
+            "INSERT INTO rate_limits (bucket, tat)
+             SELECT ?1, ?2 + ?3 WHERE NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)
+             ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
+             WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2
+               AND NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)",
+            [
+                draw.bucket.as_str().into(),
+                now_ms.into(),
+                draw.cost_ms.into(),
+                draw.tolerance_ms.into(),
+                draw.unless_known.as_deref().into(),
+                now_seconds.into(),
+            ],
+        ));
+        statements.push(Statement::new("SELECT tat FROM rate_limits WHERE bucket = ?1", [draw.bucket.as_str().into()]));
+        statements.push(Statement::new(
+            "SELECT count(*) AS known FROM known_networks WHERE key = ?1 AND expires_at > ?2",
+            [draw.unless_known.as_deref().into(), now_seconds.into()],
+        ));
+    }
+    statements.extend(also);
+    let mut outcomes = db.batch(statements).await?;
+    let states = (0..draws.len())
+        .map(|index| {
+            let tat_ms = outcomes
+                .get(index * PER_DRAW + 1)
+                .and_then(|outcome| outcome.rows.first())
+                .map(|row| integer(row, "tat"))
+                .transpose()?
+                .unwrap_or(now_ms);
+            let exempt = outcomes
+                .get(index * PER_DRAW + 2)
+                .and_then(|outcome| outcome.rows.first())
+                .map(|row| integer(row, "known"))
+                .transpose()?
+                .is_some_and(|known| known > 0);
+            Ok(BucketState { taken: !exempt && changes(&outcomes, index * PER_DRAW) == 1, exempt, tat_ms })
+        })
+        .collect::<Result<Vec<_>, DatabaseError>>()?;
+    let also_outcomes = outcomes.split_off((draws.len() * PER_DRAW).min(outcomes.len()));
+    Ok((states, also_outcomes))
+}
+
+/// Puts back one unit taken from each bucket (a request that turned out not to count).
+pub async fn return_to_buckets(db: &impl Database, draws: &[BucketDraw]) -> Result<(), DatabaseError> {
+    db.batch(draws.iter().map(return_statement).collect()).await.map(drop)
+}
+
+fn return_statement(draw: &BucketDraw) -> Statement {
+    Statement::new(
+        "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1",
+        [draw.bucket.as_str().into(), draw.cost_ms.into()],
+    )
+}
+
+/// Deletes buckets that are full again (their TAT has passed): the same as having no row; and
+/// known networks that have expired.
+pub async fn remove_full_buckets(db: &impl Database, now_ms: i64) -> Result<u64, DatabaseError> {
+    let outcomes = db
+        .batch(vec![
+            Statement::new("DELETE FROM rate_limits WHERE tat < ?1", [now_ms.into()]),
+            Statement::new("DELETE FROM known_networks WHERE expires_at <= ?1", [now_ms.div_euclid(1000).into()]),
+        ])
+        .await?;
+    Ok(changes(&outcomes, 0))
+}

@@ -1,0 +1,269 @@
+//! `signing_keys` and `signing_key_salts`: the keyring's storage (`crate::keyring` decides).
+
+use chrono::{DateTime, Utc};
+
+use super::{changes, integer, optional_integer, optional_text, text};
+use crate::ports::{Database, DatabaseError, SqlValue, Statement, StatementOutcome};
+
+/// A signing key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub private_sealed: String,
+    pub published_at: i64,
+    pub activates_at: i64,
+    pub retired_at: Option<i64>,
+    /// Set by the operator (README, "Signing keys"): the key never signs, is never published and
+    /// verifies nothing from then on.
+    pub compromised_at: Option<i64>,
+}
+
+const LIST_SIGNING_KEYS: &str =
+    "SELECT kid, alg, public_jwk, private_sealed, published_at, activates_at, retired_at, compromised_at
+     FROM signing_keys ORDER BY activates_at DESC, kid";
+
+fn signing_key_records(outcome: Option<&StatementOutcome>) -> Result<Vec<SigningKeyRecord>, DatabaseError> {
+    outcome
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            Ok(SigningKeyRecord {
+                kid: text(row, "kid")?,
+                alg: text(row, "alg")?,
+                public_jwk: text(row, "public_jwk")?,
+                private_sealed: text(row, "private_sealed")?,
+                published_at: integer(row, "published_at")?,
+                activates_at: integer(row, "activates_at")?,
+                retired_at: optional_integer(row, "retired_at")?,
+                compromised_at: optional_integer(row, "compromised_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Every signing key still in the table, newest activation first.
+pub async fn list_signing_keys(db: &impl Database) -> Result<Vec<SigningKeyRecord>, DatabaseError> {
+    let outcomes = db.batch(vec![Statement::new(LIST_SIGNING_KEYS, [])]).await?;
+    signing_key_records(outcomes.first())
+}
+
+/// Adds a (random) key that activates at `key.activates_at`; every key not yet retired retires
+/// then. A kid already in the table fails the batch, leaving everything as it was: no key is
+/// ever inserted twice, so a retired one never comes back.
+pub async fn add_signing_key(
+    db: &impl Database,
+    key: &SigningKeyRecord,
+    now: DateTime<Utc>,
+) -> Result<(), DatabaseError> {
+    db.batch(vec![
+        Statement::new(
+            "UPDATE signing_keys SET retired_at = ?2
+             WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?2)",
+            [key.kid.as_str().into(), key.activates_at.into()],
+        ),
+        Statement::new(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            [
+                key.kid.as_str().into(),
+                key.alg.as_str().into(),
+                key.public_jwk.as_str().into(),
+                key.private_sealed.as_str().into(),
+                now.timestamp().into(),
+                key.published_at.into(),
+                key.activates_at.into(),
+            ],
+        ),
+    ])
+    .await
+    .map(drop)
+}
+
+/// Deletes keys retired, or marked compromised, before `before`: no unexpired token can carry
+/// their kid (and a token that does is refused for naming no published key).
+pub async fn remove_retired_signing_keys(db: &impl Database, before: i64) -> Result<u64, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "DELETE FROM signing_keys
+             WHERE (retired_at IS NOT NULL AND retired_at <= ?1) OR (compromised_at IS NOT NULL AND compromised_at <= ?1)",
+            [before.into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0))
+}
+
+/// Adds `key`, active at once, only if no key of its algorithm is active at `now`, nor another
+/// bootstrap key (active from its publication) starting within `skew_seconds` after `now`;
+/// then retires the others. Keys marked compromised, and those named in `cannot_sign` (whose
+/// private part this worker cannot open), count as absent. Of concurrent calls with different
+/// (random) keys exactly one inserts, even when their instants straddle a second: the RS256
+/// bootstrap, whose key cannot be derived. Returns whether this call's key went in.
+pub async fn add_signing_key_unless_one_is_active(
+    db: &impl Database,
+    key: &SigningKeyRecord,
+    now: DateTime<Utc>,
+    skew_seconds: i64,
+    cannot_sign: &[String],
+) -> Result<bool, DatabaseError> {
+    let cannot_sign = serde_json::Value::from(cannot_sign.to_vec()).to_string();
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys
+                                   WHERE alg = ?2 AND (retired_at IS NULL OR retired_at > ?5)
+                                     AND compromised_at IS NULL
+                                     AND kid NOT IN (SELECT value FROM json_each(?7))
+                                     AND (activates_at <= ?5
+                                          OR (activates_at = published_at AND activates_at <= ?5 + ?6)))",
+                [
+                    key.kid.as_str().into(),
+                    key.alg.as_str().into(),
+                    key.public_jwk.as_str().into(),
+                    key.private_sealed.as_str().into(),
+                    now.timestamp().into(),
+                    skew_seconds.into(),
+                    cannot_sign.into(),
+                ],
+            ),
+            Statement::new(
+                "UPDATE signing_keys SET retired_at = ?2
+                 WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?2)
+                   AND EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?1 AND created_at = ?2)",
+                [key.kid.as_str().into(), now.timestamp().into()],
+            ),
+        ])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
+
+/// The salt an algorithm's bootstrap key is derived from (`signing_key_salts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapSalt {
+    /// base64url.
+    pub salt: String,
+    /// The key this salt yielded, once it did: a salt yields one key, once.
+    pub kid: Option<String>,
+}
+
+/// The bootstrap salt of `alg`, `fresh` becoming it if there is none yet, read in the same
+/// batch as the key table: concurrent callers read the same salt, and judge its key by the
+/// table as it was at that instant.
+pub async fn bootstrap_salt(
+    db: &impl Database,
+    alg: &str,
+    fresh: &str,
+    now: DateTime<Utc>,
+) -> Result<(BootstrapSalt, Vec<SigningKeyRecord>), DatabaseError> {
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO signing_key_salts (alg, salt, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (alg) DO NOTHING",
+                [alg.into(), fresh.into(), now.timestamp().into()],
+            ),
+            Statement::new("SELECT salt, kid FROM signing_key_salts WHERE alg = ?1", [alg.into()]),
+            Statement::new(LIST_SIGNING_KEYS, []),
+        ])
+        .await?;
+    let row = outcomes
+        .get(1)
+        .and_then(|outcome| outcome.rows.first())
+        .ok_or_else(|| DatabaseError(format!("no bootstrap salt for {alg} after inserting one")))?;
+    let salt = BootstrapSalt { salt: text(row, "salt")?, kid: optional_text(row, "kid")? };
+    Ok((salt, signing_key_records(outcomes.get(2))?))
+}
+
+/// Adds the bootstrap key derived from `salt`, active at once, if that salt has yielded no key
+/// yet; then retires the others and records the key as the salt's. Concurrent callers with the
+/// same salt derive the same key: exactly one batch inserts it. A kid already in the table is
+/// never brought back (the salt is spent all the same, so the next bootstrap replaces it).
+/// Returns whether this call's key went in.
+pub async fn add_bootstrap_key(
+    db: &impl Database,
+    key: &SigningKeyRecord,
+    salt: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let params = || -> Vec<SqlValue> {
+        vec![
+            key.kid.as_str().into(),
+            key.alg.as_str().into(),
+            key.public_jwk.as_str().into(),
+            key.private_sealed.as_str().into(),
+            now.timestamp().into(),
+            salt.into(),
+        ]
+    };
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?5
+                 WHERE EXISTS (SELECT 1 FROM signing_key_salts WHERE alg = ?2 AND salt = ?6 AND kid IS NULL)
+                 ON CONFLICT (kid) DO NOTHING",
+                params(),
+            ),
+            // Only after this batch's own insert: its sealed form has a fresh random nonce.
+            Statement::new(
+                "UPDATE signing_keys SET retired_at = ?5
+                 WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?5)
+                   AND EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?1 AND private_sealed = ?4 AND created_at = ?5)
+                   AND EXISTS (SELECT 1 FROM signing_key_salts WHERE alg = ?2 AND salt = ?6 AND kid IS NULL)",
+                params(),
+            ),
+            Statement::new(
+                "UPDATE signing_key_salts SET kid = ?1 WHERE alg = ?2 AND salt = ?3 AND kid IS NULL",
+                [key.kid.as_str().into(), key.alg.as_str().into(), salt.into()],
+            ),
+        ])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
+
+/// Replaces the bootstrap salt of `alg` with `fresh`, if it is still `spent`: of concurrent
+/// callers, one wins and the others read its salt. Returns whether this call replaced it.
+pub async fn replace_bootstrap_salt(
+    db: &impl Database,
+    alg: &str,
+    spent: &str,
+    fresh: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE signing_key_salts SET salt = ?3, kid = NULL, created_at = ?4 WHERE alg = ?1 AND salt = ?2",
+            [alg.into(), spent.into(), fresh.into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
+
+/// A key's private part sealed anew: `(kid, as stored, as it should be)`.
+pub struct Reseal {
+    pub kid: String,
+    pub old_sealed: String,
+    pub new_sealed: String,
+}
+
+/// Stores each key's private part sealed anew (under the current key-encryption key), only
+/// where it is still as it was read. One batch; returns how many keys were re-sealed.
+pub async fn reseal_signing_keys(db: &impl Database, reseals: &[Reseal]) -> Result<u64, DatabaseError> {
+    if reseals.is_empty() {
+        return Ok(0);
+    }
+    let statements = reseals
+        .iter()
+        .map(|reseal| {
+            Statement::new(
+                "UPDATE signing_keys SET private_sealed = ?3 WHERE kid = ?1 AND private_sealed = ?2",
+                [reseal.kid.as_str().into(), reseal.old_sealed.as_str().into(), reseal.new_sealed.as_str().into()],
+            )
+        })
+        .collect();
+    let outcomes = db.batch(statements).await?;
+    Ok(outcomes.iter().map(|outcome| outcome.changes).sum())
+}

@@ -1,0 +1,249 @@
+//! The `users` table: accounts, their sign-up (one batch, whatever the address's state), the
+//! password re-hash, and the rewrite of addresses stored before IDNA mapping.
+
+use chrono::{DateTime, Utc};
+
+use super::{changes, first_row, integer, optional_integer, text, NewOneTimeToken};
+use crate::domain::email::Email;
+use crate::ports::{Database, DatabaseError, Row, Statement, StatementOutcome};
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub email_verified: bool,
+    /// Counts the password's replacements (resets, a sign-up taking over an unverified
+    /// account), not its re-hashes: what a login's session is conditional on.
+    pub password_version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignupOutcome {
+    Created,
+    /// The address had an account that nobody had verified: this sign-up's password replaced
+    /// its own, its sessions and one-time tokens ended, and the verification token went to it
+    /// (its mails are in `locale`).
+    ReplacedUnverified {
+        locale: String,
+    },
+    /// The address has a verified account: a reset token went to it instead.
+    AlreadyRegistered {
+        locale: String,
+    },
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a Email,
+    pub password_hash: &'a str,
+    /// The language of the user's mails (`mail::Locale` tag).
+    pub locale: &'a str,
+}
+
+/// A sign-up, in one batch, whatever the address's state (the unique index decides, so two
+/// concurrent sign-ups cannot both create it):
+/// - a new address: the user and its first verification token;
+/// - an address whose account nobody verified: the sign-up's password replaces the account's
+///   (whoever signed up before may not own the mailbox: the mailbox owner's own sign-up wins), its
+///   sessions and one-time tokens end, and the verification token goes to it, so the only live
+///   link confirms the password chosen last;
+/// - a verified account: a reset token (`reset`), voiding its older ones.
+pub async fn create_user(
+    db: &impl Database,
+    user: &NewUser<'_>,
+    verification: &NewOneTimeToken<'_>,
+    reset: &NewOneTimeToken<'_>,
+    replace_unverified: bool,
+    now: DateTime<Utc>,
+) -> Result<SignupOutcome, DatabaseError> {
+    let replace = i64::from(replace_unverified);
+    let outcomes = db
+        .batch(vec![
+            Statement::new(
+                "INSERT INTO users (id, email, password_hash, email_verified_at, password_changed_at, created_at, updated_at, locale)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?4, ?5)
+                 ON CONFLICT (email) DO NOTHING",
+                [
+                    user.id.into(),
+                    user.email.as_str().into(),
+                    user.password_hash.into(),
+                    now.timestamp().into(),
+                    user.locale.into(),
+                ],
+            ),
+            // An account nobody verified (its id is not the fresh one): the tokens and sessions
+            // of whoever signed up before end with its password.
+            Statement::new(
+                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                 WHERE consumed_at IS NULL AND ?4 = 1
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
+            ),
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?3
+                 WHERE revoked_at IS NULL AND ?4 = 1
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
+            ),
+            Statement::new(
+                "UPDATE refresh_tokens SET revoked_at = ?3
+                 WHERE revoked_at IS NULL AND ?4 = 1
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
+            ),
+            Statement::new(
+                "UPDATE users SET password_hash = ?3, password_changed_at = ?4, updated_at = ?4,
+                     password_version = password_version + 1
+                 WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL AND ?5 = 1",
+                [
+                    user.email.as_str().into(),
+                    user.id.into(),
+                    user.password_hash.into(),
+                    now.timestamp().into(),
+                    replace.into(),
+                ],
+            ),
+            // The verification token: for the new account or the replaced one.
+            Statement::new(
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at, code_hash, code_expires_at)
+                 SELECT ?1, id, ?3, ?4, ?5, ?6, ?7 FROM users
+                 WHERE email = ?2 AND email_verified_at IS NULL AND (id = ?8 OR ?9 = 1)",
+                [
+                    verification.hash.as_str().into(),
+                    user.email.as_str().into(),
+                    verification.purpose.as_str().into(),
+                    now.timestamp().into(),
+                    verification.expires_at.timestamp().into(),
+                    verification.code_hash.into(),
+                    verification.code_expires_at.map(|at| at.timestamp()).into(),
+                    user.id.into(),
+                    replace.into(),
+                ],
+            ),
+            // A verified account (or, where unverified accounts are live ones, any account that
+            // was there before): a reset link instead, the only live one.
+            Statement::new(
+                "UPDATE one_time_tokens SET consumed_at = ?2, consumed_by = 'superseded'
+                 WHERE purpose = 'reset_password' AND consumed_at IS NULL
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?3
+                                    AND (email_verified_at IS NOT NULL OR ?4 = 0))",
+                [user.email.as_str().into(), now.timestamp().into(), user.id.into(), replace.into()],
+            ),
+            Statement::new(
+                "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at)
+                 SELECT ?1, id, 'reset_password', ?3, ?4 FROM users
+                 WHERE email = ?2 AND id != ?5 AND (email_verified_at IS NOT NULL OR ?6 = 0)",
+                [
+                    reset.hash.as_str().into(),
+                    user.email.as_str().into(),
+                    now.timestamp().into(),
+                    reset.expires_at.timestamp().into(),
+                    user.id.into(),
+                    replace.into(),
+                ],
+            ),
+            Statement::new("SELECT locale, email_verified_at FROM users WHERE email = ?1", [user.email.as_str().into()]),
+        ])
+        .await?;
+    if changes(&outcomes, 0) == 1 {
+        return Ok(SignupOutcome::Created);
+    }
+    let row = outcomes
+        .get(8)
+        .and_then(|outcome| outcome.rows.first())
+        .ok_or_else(|| DatabaseError("the signed-up account vanished within its own batch".to_owned()))?;
+    let locale = text(row, "locale")?;
+    Ok(match optional_integer(row, "email_verified_at")? {
+        None if replace_unverified => SignupOutcome::ReplacedUnverified { locale },
+        _ => SignupOutcome::AlreadyRegistered { locale },
+    })
+}
+
+pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Option<UserRecord>, DatabaseError> {
+    let outcomes = db.batch(vec![find_user_statement(email)]).await?;
+    first_row(&outcomes).map(user_record).transpose()
+}
+
+/// The statement of [`find_user_by_email`], to ride in another batch ([`user_from`] reads it).
+pub fn find_user_statement(email: &Email) -> Statement {
+    Statement::new(
+        "SELECT id, email, password_hash, email_verified_at, password_version FROM users WHERE email = ?1",
+        [email.as_str().into()],
+    )
+}
+
+/// The user a [`find_user_statement`] found.
+pub fn user_from(outcome: Option<&StatementOutcome>) -> Result<Option<UserRecord>, DatabaseError> {
+    outcome.and_then(|outcome| outcome.rows.first()).map(user_record).transpose()
+}
+
+pub(crate) fn user_record(row: &Row) -> Result<UserRecord, DatabaseError> {
+    Ok(UserRecord {
+        id: text(row, "id")?,
+        email: text(row, "email")?,
+        password_hash: text(row, "password_hash")?,
+        email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+        password_version: integer(row, "password_version")?,
+    })
+}
+
+/// Accounts whose stored address is not in today's normal form: those with a non-ASCII
+/// character, which before IDNA (UTS #46) mapping could be a domain in U-labels. At most
+/// `limit` with an id after `after`, in id order, as (id, email).
+pub async fn addresses_to_normalise(
+    db: &impl Database,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT id, email FROM users WHERE email GLOB '*[^ -~]*' AND id > ?1 ORDER BY id LIMIT ?2",
+            [after.into(), limit.into()],
+        )])
+        .await?;
+    outcomes
+        .first()
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| Ok((text(row, "id")?, text(row, "email")?)))
+        .collect()
+}
+
+/// Rewrites one account's address into its normal form, unless another account already has
+/// that form (the two were one mailbox all along; an operator decides). Returns whether it did.
+pub async fn normalise_address(
+    db: &impl Database,
+    user_id: &str,
+    stored: &str,
+    normal: &Email,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE users SET email = ?3, updated_at = ?4
+             WHERE id = ?1 AND email = ?2 AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?3)",
+            [user_id.into(), stored.into(), normal.as_str().into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
+
+/// Replaces a password hash that just verified with a stronger one, unless it changed since
+/// it was read (a reset in between wins).
+pub async fn upgrade_password_hash(
+    db: &impl Database,
+    user_id: &str,
+    old_hash: &str,
+    new_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
+            [user_id.into(), old_hash.into(), new_hash.into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0) == 1)
+}
