@@ -11,6 +11,8 @@ const secrets = {
   // Seals the signing keys in D1: 32 random bytes, base64url.
   KEY_ENCRYPTION_KEY: () => randomBytes(32).toString("base64url"),
   MAIL_API_KEY: () => `dev-${randomBytes(16).toString("hex")}`,
+  // Registers clients at POST /oauth/register (Authorization: Bearer …).
+  CLIENT_REGISTRATION_TOKEN: () => randomBytes(32).toString("base64url"),
 };
 
 const existing = existsSync(path) ? readFileSync(path, "utf8") : "";

@@ -7,4 +7,11 @@ cd "$EDGEID_ROOT"
 ensure_toolchain
 node scripts/dev-vars.mjs
 npx wrangler d1 migrations apply DB --local
+token=$(sed -n 's/^CLIENT_REGISTRATION_TOKEN="\(.*\)"$/\1/p' .dev.vars)
+cat <<EOF
+edgeid: to register an app (a relying party) with this server:
+  curl -X POST http://127.0.0.1:8787/oauth/register -H "Authorization: Bearer $token" \\
+       -H 'content-type: application/json' \\
+       -d '{"client_name": "My app", "redirect_uris": ["http://127.0.0.1:3000/callback"]}'
+EOF
 exec npx wrangler dev --ip 127.0.0.1 --port 8787 "$@"

@@ -118,6 +118,27 @@ impl RateLimits {
     }
 }
 
+/// Who may register clients at `POST /oauth/register` (`CLIENT_REGISTRATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRegistration {
+    /// Only with `Authorization: Bearer CLIENT_REGISTRATION_TOKEN` (the default).
+    Token,
+    /// Anyone; such clients never skip consent. The token still marks an operator's client.
+    Open,
+    /// Nobody: `403 access_denied`.
+    Off,
+}
+
+/// The secret `CLIENT_REGISTRATION_TOKEN`. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistrationToken(pub String);
+
+impl std::fmt::Debug for RegistrationToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistrationToken(..)")
+    }
+}
+
 /// What to do with a new password when the breached-password API cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreachCheck {
@@ -197,6 +218,10 @@ pub struct Config {
     /// Accounts whose email was never verified are deleted by the cron this long after sign-up
     /// (`UNVERIFIED_ACCOUNT_TTL_DAYS`), so an address somebody else signed up is free again.
     pub unverified_account_ttl_seconds: i64,
+    /// `CLIENT_REGISTRATION` and the secret `CLIENT_REGISTRATION_TOKEN` (at least 32
+    /// characters; without it, registration with a token is impossible).
+    pub client_registration: ClientRegistration,
+    pub client_registration_token: Option<RegistrationToken>,
     /// `RATE_LIMIT_PREFILTER`: whether requests that touch D1 first pass the Workers Rate
     /// Limiting binding `RATE_LIMITER` (where the runtime has it).
     pub rate_limit_prefilter: bool,
@@ -539,7 +564,33 @@ impl Config {
             }
         };
 
+        let client_registration = match get("CLIENT_REGISTRATION").as_deref() {
+            None | Some("token") => ClientRegistration::Token,
+            Some("open") => ClientRegistration::Open,
+            Some("off") => ClientRegistration::Off,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CLIENT_REGISTRATION",
+                    reason: format!("{other:?} is not one of token, open, off"),
+                })
+            }
+        };
+        let client_registration_token = match get("CLIENT_REGISTRATION_TOKEN") {
+            Some(token) if token.len() >= 32 && token.chars().all(|c| c.is_ascii_graphic()) => {
+                Some(RegistrationToken(token))
+            }
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "CLIENT_REGISTRATION_TOKEN",
+                    reason: "must be at least 32 printable ASCII characters".to_owned(),
+                })
+            }
+            None => None,
+        };
+
         Ok(Config {
+            client_registration,
+            client_registration_token,
             bucket_keyer: BucketKeyer::derive(&key_encryption_key.0),
             unverified_account_ttl_seconds,
             rate_limit_prefilter,
@@ -830,6 +881,8 @@ mod tests {
             ("RATE_LIMIT_CODE_PER_ACCOUNT", "5/3600"),
             ("UNVERIFIED_ACCOUNT_TTL_DAYS", "0"),
             ("RATE_LIMIT_PREFILTER", "maybe"),
+            ("CLIENT_REGISTRATION", "closed"),
+            ("CLIENT_REGISTRATION_TOKEN", "short"),
             ("BREACHED_PASSWORD_CHECK", "maybe"),
             ("BREACHED_PASSWORD_API_URL", "api.pwnedpasswords.com"),
             ("BREACHED_PASSWORD_TIMEOUT_MS", "5000"),

@@ -20,6 +20,8 @@ use crate::support::token_in_link;
 
 const MAIL_API_KEY: &str = "e2e-mail-api-key";
 const KEY_PUBLICATION_LEAD_SECONDS: u64 = 4;
+/// The workers' registration token (a `--var` beats the one in `.dev.vars`).
+pub(crate) const CLIENT_REGISTRATION_TOKEN: &str = "e2e-client-registration-token-0123456789abcdef";
 
 pub(crate) fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -277,6 +279,7 @@ impl Worker {
             "RATE_LIMIT_CODE_PER_DOMAIN:100000/60".to_owned(),
             // The flood pre-filter has its own test (tests/e2e_abuse.rs).
             "RATE_LIMIT_PREFILTER:off".to_owned(),
+            format!("CLIENT_REGISTRATION_TOKEN:{CLIENT_REGISTRATION_TOKEN}"),
             "RATE_LIMIT_MAIL_PER_IP:100000/60".to_owned(),
             "RATE_LIMIT_MAIL_PER_ADDRESS:100000/60".to_owned(),
             "RATE_LIMIT_TOKEN_PER_IP:100000/60".to_owned(),
@@ -369,6 +372,7 @@ fn end_to_end_against_wrangler_dev() {
         ("independent clients: PyJWT and openid-client", independent_clients),
         ("key rotation by the cron trigger", key_rotation_by_cron),
         ("error contract", error_contract),
+        ("client registration (RFC 7591)", client_registration),
     ];
     for (name, case) in cases {
         eprintln!("e2e: {name}");
@@ -810,6 +814,27 @@ fn error_contract(worker: &Worker, _sink: &MailSink) {
     let discovery: Value = client.get(worker.url("/.well-known/openid-configuration")).send().unwrap().json().unwrap();
     assert_eq!(discovery["issuer"], worker.base.as_str());
     assert_eq!(discovery["jwks_uri"], worker.url("/.well-known/jwks.json"));
+}
+
+/// Registering a client over HTTP: discovery names the endpoint; the registration token gets a
+/// confidential client with a secret, anything else `401` with a Bearer challenge.
+fn client_registration(worker: &Worker, _sink: &MailSink) {
+    let discovery: Value =
+        client().get(worker.url("/.well-known/openid-configuration")).send().unwrap().json().unwrap();
+    assert_eq!(discovery["registration_endpoint"], worker.url("/oauth/register"));
+    let body = json!({"client_name": "E2E app", "redirect_uris": ["http://127.0.0.1:3000/callback"]});
+    let registered =
+        client().post(worker.url("/oauth/register")).bearer_auth(CLIENT_REGISTRATION_TOKEN).json(&body).send().unwrap();
+    assert_eq!(registered.status(), 201);
+    assert_eq!(registered.headers()["cache-control"], "no-store");
+    let client_json: Value = registered.json().unwrap();
+    assert!(client_json["client_secret"].as_str().is_some_and(|secret| secret.len() >= 43), "{client_json}");
+    assert_eq!(client_json["redirect_uris"], json!(["http://127.0.0.1:3000/callback"]));
+    let refused = client().post(worker.url("/oauth/register")).bearer_auth("not the token").json(&body).send().unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    let (status, error) = post(worker, "/oauth/register", json!({"redirect_uris": ["https://a.example/cb#frag"]}));
+    assert_eq!((status, error["error"].as_str()), (401, Some("invalid_token")), "the token comes before the body");
 }
 
 pub(crate) fn jwks_kids(worker: &Worker) -> Vec<String> {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abuse;
+mod clients;
 mod e2e;
 mod e2e_abuse;
 mod e2e_browser;

@@ -1,6 +1,8 @@
 //! The one place that turns errors into HTTP: status, the stable `error` code of API.md and a
 //! safe description. Internal details are logged here and never sent.
 
+use crate::domain::client::ClientMetadataError;
+use crate::flows::clients::RegisterError;
 use crate::flows::login::LoginError;
 use crate::flows::password_reset::{ForgotPasswordError, ResetPasswordError};
 use crate::flows::session::{RefreshError, UserinfoError};
@@ -180,6 +182,24 @@ impl From<RefreshError> for ApiError {
                 ApiError::new(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
             }
             RefreshError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(err: RegisterError) -> ApiError {
+        match err {
+            RegisterError::Closed => ApiError::new(403, "access_denied", "client registration is closed"),
+            RegisterError::InvalidToken => {
+                ApiError::invalid_bearer_token(&"the registration token is missing or wrong")
+            }
+            RegisterError::Metadata(ClientMetadataError::InvalidRedirectUri(detail)) => {
+                ApiError::new(400, "invalid_redirect_uri", detail)
+            }
+            RegisterError::Metadata(ClientMetadataError::InvalidClientMetadata(detail)) => {
+                ApiError::new(400, "invalid_client_metadata", detail)
+            }
+            RegisterError::Internal(internal) => internal.into(),
         }
     }
 }

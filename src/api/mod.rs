@@ -15,6 +15,7 @@ use crate::store;
 pub mod browser;
 pub mod error;
 pub mod head;
+pub mod oauth;
 pub mod pages;
 pub mod request;
 
@@ -145,7 +146,7 @@ impl ApiResponse {
     }
 
     /// A JSON response that no cache may keep (every account endpoint, every token).
-    fn private_json(status: u16, body: &Value) -> ApiResponse {
+    pub(crate) fn private_json(status: u16, body: &Value) -> ApiResponse {
         ApiResponse::new(status, "application/json", body.to_string().into_bytes())
             .with_header("Cache-Control", "no-store")
     }
@@ -260,6 +261,7 @@ enum Route {
     VerifyEmailPage,
     ResetPasswordPage,
     Token,
+    Register,
     Revoke,
     Logout,
     Userinfo,
@@ -286,6 +288,7 @@ impl Route {
             "/verify-email" => Route::VerifyEmailPage,
             "/reset-password" => Route::ResetPasswordPage,
             "/oauth/token" => Route::Token,
+            "/oauth/register" => Route::Register,
             "/oauth/revoke" => Route::Revoke,
             "/v1/logout" => Route::Logout,
             "/userinfo" => Route::Userinfo,
@@ -330,6 +333,7 @@ impl Route {
             | Route::ForgotPassword
             | Route::ResetPassword
             | Route::Token
+            | Route::Register
             | Route::Revoke
             | Route::Logout => "POST",
         }
@@ -455,6 +459,7 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
                 _ => return Err(ApiError::unsupported_grant_type()),
             }
         }
+        Route::Register => oauth::register(ctx, request).await?,
         Route::Revoke => {
             // RFC 7009 §2.2: 200 whether or not the token was valid.
             let fields = parse_body(request)?;
@@ -501,7 +506,7 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
 }
 
 /// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1).
-fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
+pub(crate) fn bearer_token(request: &ApiRequest) -> Result<&str, ApiError> {
     let header =
         request.header("authorization").ok_or_else(|| ApiError::invalid_bearer_token(&"no Authorization header"))?;
     match header.split_once(' ') {

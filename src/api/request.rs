@@ -156,6 +156,12 @@ impl Fields {
         }
     }
 
+    /// The whole body as a JSON object, for a JSON body (RFC 7591 registration takes nothing
+    /// else): `None` for a form.
+    pub fn json_object(&self) -> Option<serde_json::Map<String, Value>> {
+        (self.format == BodyFormat::Json).then(|| self.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
     /// A string field that may be absent (or JSON `null`).
     pub fn optional(&self, name: &str) -> Result<Option<&str>, ApiError> {
         match self.values.get(name) {

@@ -9,7 +9,7 @@ use crate::config::Config;
 /// `code_challenge_methods_supported` is absent.
 pub fn openid_configuration(config: &Config, algorithms: &[&str]) -> Value {
     let issuer = &config.issuer;
-    json!({
+    let mut document = json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "token_endpoint": format!("{issuer}/oauth/token"),
@@ -23,5 +23,10 @@ pub fn openid_configuration(config: &Config, algorithms: &[&str]) -> Value {
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "email", "email_verified", "sid", "nonce"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"]
-    })
+    });
+    // Advertised only where it is served (RFC 7591 clients register there).
+    if config.client_registration != crate::config::ClientRegistration::Off {
+        document["registration_endpoint"] = json!(format!("{issuer}/oauth/register"));
+    }
+    document
 }

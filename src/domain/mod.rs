@@ -1,5 +1,6 @@
 //! Pure, synchronous domain logic: what an email, a password, a token and a key are.
 
+pub mod client;
 pub mod csrf;
 pub mod documents;
 pub mod email;

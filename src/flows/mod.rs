@@ -16,6 +16,7 @@ use crate::keyring::{Keyring, KeyringError};
 use crate::mail::{Locale, OutgoingMail};
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
 
+pub mod clients;
 pub mod login;
 pub mod new_password;
 pub mod password_reset;

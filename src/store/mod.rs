@@ -5,6 +5,7 @@
 //! atomic is one batch. Callers use `store::name`: the submodules are re-exported here.
 
 mod budgets;
+mod clients;
 mod keys;
 mod mail;
 mod maintenance;
@@ -13,6 +14,7 @@ mod sessions;
 mod users;
 
 pub use budgets::*;
+pub use clients::*;
 pub use keys::*;
 pub use mail::*;
 pub use maintenance::*;
