@@ -1,6 +1,6 @@
 //! `rate_limits`: GCRA buckets, drawn on by one conditional upsert each (`domain::rate_limit`).
 
-use super::{changes, integer};
+use super::{changes, integer, optional_integer};
 use crate::ports::{Database, DatabaseError, Statement, StatementOutcome};
 
 /// One budget drawn on by a request: a bucket and the GCRA parameters of its limit.
@@ -33,48 +33,48 @@ pub async fn take_from_buckets(
     now_ms: i64,
     also: Vec<Statement>,
 ) -> Result<(Vec<BucketState>, Vec<StatementOutcome>), DatabaseError> {
-    const PER_DRAW: usize = 3;
+    const PER_DRAW: usize = 2;
     let now_seconds = now_ms.div_euclid(1000);
     let mut statements = Vec::with_capacity(draws.len() * PER_DRAW + also.len());
     for draw in draws {
-        // With no exemption key, `?5` is NULL and the NOT EXISTS always holds.
+        let params = [
+            draw.bucket.as_str().into(),
+            now_ms.into(),
+            draw.cost_ms.into(),
+            draw.tolerance_ms.into(),
+            draw.unless_known.as_deref().into(),
+            now_seconds.into(),
+        ];
+        statements.push(match draw.unless_known {
+            None => Statement::new(
+                "INSERT INTO rate_limits (bucket, tat) VALUES (?1, ?2 + ?3)
+                 ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
+                 WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2",
+                params.into_iter().take(4),
+            ),
+            Some(_) => Statement::new(
+                "INSERT INTO rate_limits (bucket, tat)
+                 SELECT ?1, ?2 + ?3 WHERE NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)
+                 ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
+                 WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2
+                   AND NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)",
+                params,
+            ),
+        });
+        // The bucket's state after the draw, and whether the draw was exempt, in one read.
         statements.push(Statement::new(
-            "INSERT INTO rate_limits (bucket, tat)
-             SELECT ?1, ?2 + ?3 WHERE NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)
-             ON CONFLICT (bucket) DO UPDATE SET tat = max(rate_limits.tat, ?2) + ?3
-             WHERE max(rate_limits.tat, ?2) + ?3 - ?4 <= ?2
-               AND NOT EXISTS (SELECT 1 FROM known_networks WHERE key = ?5 AND expires_at > ?6)",
-            [
-                draw.bucket.as_str().into(),
-                now_ms.into(),
-                draw.cost_ms.into(),
-                draw.tolerance_ms.into(),
-                draw.unless_known.as_deref().into(),
-                now_seconds.into(),
-            ],
-        ));
-        statements.push(Statement::new("SELECT tat FROM rate_limits WHERE bucket = ?1", [draw.bucket.as_str().into()]));
-        statements.push(Statement::new(
-            "SELECT count(*) AS known FROM known_networks WHERE key = ?1 AND expires_at > ?2",
-            [draw.unless_known.as_deref().into(), now_seconds.into()],
+            "SELECT (SELECT tat FROM rate_limits WHERE bucket = ?1) AS tat,
+                    (SELECT count(*) FROM known_networks WHERE key = ?2 AND expires_at > ?3) AS known",
+            [draw.bucket.as_str().into(), draw.unless_known.as_deref().into(), now_seconds.into()],
         ));
     }
     statements.extend(also);
     let mut outcomes = db.batch(statements).await?;
     let states = (0..draws.len())
         .map(|index| {
-            let tat_ms = outcomes
-                .get(index * PER_DRAW + 1)
-                .and_then(|outcome| outcome.rows.first())
-                .map(|row| integer(row, "tat"))
-                .transpose()?
-                .unwrap_or(now_ms);
-            let exempt = outcomes
-                .get(index * PER_DRAW + 2)
-                .and_then(|outcome| outcome.rows.first())
-                .map(|row| integer(row, "known"))
-                .transpose()?
-                .is_some_and(|known| known > 0);
+            let row = outcomes.get(index * PER_DRAW + 1).and_then(|outcome| outcome.rows.first());
+            let tat_ms = row.map(|row| optional_integer(row, "tat")).transpose()?.flatten().unwrap_or(now_ms);
+            let exempt = row.map(|row| integer(row, "known")).transpose()?.is_some_and(|known| known > 0);
             Ok(BucketState { taken: !exempt && changes(&outcomes, index * PER_DRAW) == 1, exempt, tat_ms })
         })
         .collect::<Result<Vec<_>, DatabaseError>>()?;
