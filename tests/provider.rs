@@ -282,6 +282,10 @@ fn oidcc_server_the_code_flow_with_login_consent_and_tokens() {
         assert_eq!(info.status, 200, "{method}: {}", info.text());
         assert_eq!(info.json, json!({"sub": id["sub"], "email": "alice@example.com", "email_verified": true}));
     }
+    // RFC 6750 §2.2: in a form body.
+    let body = format!("access_token={access_token}");
+    let info = app.request("POST", "/userinfo", Some("application/x-www-form-urlencoded"), body.as_bytes());
+    assert_eq!(info.status, 200, "{}", info.text());
 }
 
 #[test]
@@ -938,6 +942,7 @@ fn bad_input_on_every_provider_endpoint_is_a_clear_error_never_a_500() {
         ("POST", "/oauth/end-session", Some("application/x-www-form-urlencoded"), b"decision=logout".to_vec()),
         ("POST", "/oauth/end-session", Some("application/json"), b"{}".to_vec()),
         ("POST", "/userinfo", Some("application/x-www-form-urlencoded"), b"access_token=x".to_vec()),
+        ("POST", "/userinfo", Some("application/json"), b"{\"access_token\": 1}".to_vec()),
     ];
     for (method, path, content_type, body) in garbage {
         let reply = app.request(method, path, content_type, &body);

@@ -185,8 +185,9 @@ impl ApiResponse {
 
 impl From<ApiError> for ApiResponse {
     fn from(err: ApiError) -> ApiResponse {
+        let description = crate::domain::authorization::error_description(&err.description);
         let response =
-            ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": err.description }));
+            ApiResponse::private_json(err.status, &json!({ "error": err.code, "error_description": description }));
         let response = match err.challenge {
             Some(challenge) => response.with_header("WWW-Authenticate", challenge),
             None => response,

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde_json::json;
 
 use crate::api::error::ApiError;
-use crate::api::request::{parse_body, Fields, MAX_BODY_BYTES};
+use crate::api::request::{parse_body, BodyFormat, Fields, MAX_BODY_BYTES};
 use crate::api::{bearer_token, browser, pages, token_response, ApiRequest, ApiResponse};
 use crate::domain::authorization::{Parameters, Refused};
 use crate::domain::interaction;
@@ -253,11 +253,20 @@ pub async fn token<D: Database, E: Crypto, H: HttpClient>(
 }
 
 /// `GET` and `POST /userinfo` (OIDC Core §5.3): `sub`, and with the `email` scope the address.
+/// The token comes in `Authorization: Bearer`, or in a POST's form body (RFC 6750 §2.2).
 pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     request: &ApiRequest,
 ) -> Result<ApiResponse, ApiError> {
-    let token = bearer_token(request)?;
+    // RFC 6750 §2.2: a POST may carry the token in its form body instead of the header.
+    let fields = match (request.method.as_str(), request.header("authorization")) {
+        ("POST", None) if !request.body.is_empty() => Some(parse_body(request)?),
+        _ => None,
+    };
+    let token = match fields.as_ref().map(|fields| fields.optional("access_token")).transpose()?.flatten() {
+        Some(token) if fields.as_ref().is_some_and(|fields| fields.format == BodyFormat::Form) => token,
+        _ => bearer_token(request)?,
+    };
     let userinfo = session::userinfo(ctx, token).await?;
     let mut answer = json!({ "sub": userinfo.sub });
     if let Some((email, verified)) = userinfo.email {

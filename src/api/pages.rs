@@ -80,7 +80,7 @@ h1{{font-size:1.4rem;margin:0 0 1rem}}\
 label{{display:block;margin:1rem 0 .3rem;font-weight:600}}\
 input{{width:100%;padding:.6rem;font-size:1rem;border:1px solid #8a8f98;border-radius:.4rem}}\
 button{{width:100%;margin-top:1.5rem;padding:.7rem 1.2rem;font-size:1rem;font-weight:600;background:{accent};color:#fff;border:0;border-radius:.4rem;cursor:pointer}}\
-button[disabled]{{opacity:.6;cursor:wait}}\
+form[aria-busy]{{opacity:.6;cursor:wait}}\
 button.secondary{{background:#fff;color:{accent};border:1px solid {accent};margin-top:.75rem}}\
 ul.scopes{{padding-left:1.2rem}}\
 a{{color:{accent}}}\
@@ -122,8 +122,11 @@ const SCRIPT: &str = r#"(function () {
         confirmation.reportValidity();
         return;
       }
-      var button = form.querySelector("button[type=submit]");
-      if (button) { button.disabled = true; }
+      // One submission per form. The buttons stay enabled: a disabled button is left out of
+      // the form data, and the consent and logout forms say their decision with the button.
+      if (form.dataset.sent) { event.preventDefault(); return; }
+      form.dataset.sent = "1";
+      form.setAttribute("aria-busy", "true");
     });
   });
   if (confirmation) {

@@ -126,6 +126,20 @@ impl RedirectTarget {
     }
 }
 
+/// An `error_description` in the characters RFC 6749 §4.1.2.1 and §5.2 allow (printable
+/// ASCII but `"` and `\\`): quotes become apostrophes, anything else outside the set a `?`.
+pub fn error_description(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// Why a request was refused, and how to say so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
@@ -137,7 +151,7 @@ pub enum Refused {
 
 impl Refused {
     pub fn redirect(target: &RedirectTarget, error: &'static str, description: impl Into<String>) -> Refused {
-        Refused::Redirect { target: target.clone(), error, description: description.into() }
+        Refused::Redirect { target: target.clone(), error, description: error_description(&description.into()) }
     }
 }
 
@@ -349,6 +363,11 @@ mod tests {
             target.location("https://id.example", &[("code", "C")]),
             "https://app.example/cb?x=1&code=C&state=a+b%26c&iss=https%3A%2F%2Fid.example"
         );
+    }
+
+    #[test]
+    fn error_descriptions_keep_to_the_rfc_6749_characters() {
+        assert_eq!(error_description("prompt \"x\" is \\ not é"), "prompt 'x' is / not ?");
     }
 
     #[test]
