@@ -2592,7 +2592,7 @@ fn the_user_agents_html_reading() {
     );
     assert!(form.has_button("decision", "allow") && form.has_button("decision", "deny"));
     assert!(!form.has_input("password") && form.has_input("remember"));
-    assert!(visible_text(html).contains("Allow \"Photo\u{a0}App\" to read your email?"), "{}", visible_text(html));
+    assert!(visible_text(html).contains("Allow \"Photo App\" to read your email?"), "{}", visible_text(html));
     assert_eq!(
         query_of("http://x/cb?code=a%20b&state=s"),
         vec![("code".into(), "a b".into()), ("state".into(), "s".into())]
