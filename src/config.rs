@@ -517,8 +517,8 @@ impl Config {
                 reason: format!("{accent_color:?} is not #rrggbb"),
             });
         }
-        // Tokens travel to these (in a fragment): over plain HTTP anyone on the path could read
-        // them, so an HTTPS deployment only allows HTTPS targets (and this machine's).
+        // A signed-in browser goes back to these: an HTTPS deployment only allows HTTPS targets
+        // (and this machine's), so a person is never sent from HTTPS to plain HTTP.
         let redirect_allowlist = get("REDIRECT_ALLOWLIST")
             .unwrap_or_default()
             .split([',', ' '])

@@ -10,16 +10,22 @@ use crate::support::{test_config, token_in_link, App, Reply};
 const PASSWORD: &str = "correct horse battery";
 const HOST: &str = "id.example.test";
 
-/// A browser: keeps its cookie jar (one cookie is all edgeid sets) and sends what browsers
-/// send with a same-origin form post.
-struct Browser<'a> {
+/// A browser: keeps its cookie jar (the CSRF cookie and the SSO session's) and sends what
+/// browsers send with a same-origin form post.
+pub(crate) struct Browser<'a> {
     app: &'a App,
-    cookie: Option<String>,
+    cookie: std::cell::RefCell<Option<String>>,
+    jar: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a App) -> Browser<'a> {
-        Browser { app, cookie: None }
+    pub(crate) fn new(app: &'a App) -> Browser<'a> {
+        Browser { app, cookie: Default::default(), jar: Default::default() }
+    }
+
+    /// The value of a cookie the browser holds.
+    pub(crate) fn cookie(&self, name: &str) -> Option<String> {
+        self.jar.borrow().get(name).cloned()
     }
 
     fn headers(&self) -> Vec<(String, String)> {
@@ -27,19 +33,31 @@ impl<'a> Browser<'a> {
             ("Host".to_owned(), HOST.to_owned()),
             ("Accept".to_owned(), "text/html,application/xhtml+xml".to_owned()),
         ];
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = self.cookie.borrow().as_ref() {
             headers.push(("Cookie".to_owned(), cookie.clone()));
         }
         headers
     }
 
-    fn keep_cookie(&mut self, reply: &Reply) {
-        if let Some(set_cookie) = reply.response.header("set-cookie") {
-            self.cookie = Some(set_cookie.split(';').next().unwrap().to_owned());
+    fn keep_cookie(&self, reply: &Reply) {
+        let mut jar = self.jar.borrow_mut();
+        for (name, value) in &reply.response.headers {
+            if !name.eq_ignore_ascii_case("set-cookie") {
+                continue;
+            }
+            let pair = value.split(';').next().unwrap();
+            let (cookie, content) = pair.split_once('=').unwrap();
+            if value.contains("Max-Age=0") {
+                jar.remove(cookie);
+            } else {
+                jar.insert(cookie.to_owned(), content.to_owned());
+            }
         }
+        let header: Vec<String> = jar.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        self.cookie.replace((!header.is_empty()).then(|| header.join("; ")));
     }
 
-    fn get(&mut self, path_and_query: &str) -> Reply {
+    pub(crate) fn get(&self, path_and_query: &str) -> Reply {
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         let reply = self.app.send(ApiRequest {
             method: "GET".into(),
@@ -54,11 +72,11 @@ impl<'a> Browser<'a> {
     }
 
     /// Posts the page's form with `fields` added to its hidden ones, as a same-origin browser.
-    fn submit(&mut self, page: &Reply, fields: &[(&str, &str)]) -> Reply {
+    pub(crate) fn submit(&self, page: &Reply, fields: &[(&str, &str)]) -> Reply {
         self.submit_with(page, fields, &[("Origin", &format!("https://{HOST}")), ("Sec-Fetch-Site", "same-origin")])
     }
 
-    fn submit_with(&mut self, page: &Reply, fields: &[(&str, &str)], extra_headers: &[(&str, &str)]) -> Reply {
+    pub(crate) fn submit_with(&self, page: &Reply, fields: &[(&str, &str)], extra_headers: &[(&str, &str)]) -> Reply {
         let html = page.text();
         let action = attribute(&html, "action").expect("the page has a form");
         let mut body = form_urlencoded::Serializer::new(String::new());
@@ -107,7 +125,7 @@ fn log_app(overrides: &[(&str, &str)]) -> App {
 #[test]
 fn the_whole_journey_through_the_hosted_forms() {
     let app = App::new();
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
 
     let signup = browser.get("/signup");
     assert_eq!(signup.status, 200);
@@ -159,7 +177,7 @@ fn the_whole_journey_through_the_hosted_forms() {
 fn form_posts_need_the_token_of_their_cookie_and_the_same_origin() {
     let app = App::new();
     app.verified_account("csrf@example.com", PASSWORD);
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     let login = browser.get("/login");
     let fields = [("email", "csrf@example.com"), ("password", PASSWORD)];
     let expired = |reply: &Reply| reply.status == 400 && reply.text().contains("This form has expired");
@@ -170,12 +188,12 @@ fn form_posts_need_the_token_of_their_cookie_and_the_same_origin() {
     assert!(expired(&browser.submit_with(&login, &fields, &[("Sec-Fetch-Site", "cross-site")])));
     assert!(expired(&browser.submit_with(&login, &fields, &[("Sec-Fetch-Site", "same-site")])));
     // A token without its cookie, or for another cookie.
-    let mut stranger = Browser::new(&app);
+    let stranger = Browser::new(&app);
     assert!(expired(&stranger.submit(&login, &fields)));
     stranger.get("/login");
     assert!(expired(&stranger.submit(&login, &fields)));
     // No token at all.
-    let mut bare = Browser::new(&app);
+    let bare = Browser::new(&app);
     bare.get("/login");
     let form = "email=csrf%40example.com&password=correct+horse+battery";
     let mut headers = bare.headers();
@@ -206,7 +224,7 @@ fn redirects_go_only_to_the_allowlist() {
         "https://app.example.test/welcome https://app.example.test/auth/",
     )]));
     app.verified_account("redirect@example.com", PASSWORD);
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     for evil in [
         "//evil.example",
         "https:evil.example",
@@ -236,16 +254,13 @@ fn redirects_go_only_to_the_allowlist() {
     let refused = browser.submit(&tampered_page, &[("email", "redirect@example.com"), ("password", PASSWORD)]);
     assert_eq!(refused.status, 400);
 
-    // The allowed destination gets the token response in its fragment.
+    // The allowed destination is where the browser goes back to, signed in (an SSO session),
+    // and never with tokens: apps get those through /oauth/authorize.
     let signed_in = browser.submit(&login, &[("email", "redirect@example.com"), ("password", PASSWORD)]);
     assert_eq!(signed_in.status, 303, "{}", signed_in.text());
     let location = signed_in.response.header("location").unwrap();
-    assert!(location.starts_with("https://app.example.test/welcome#access_token="), "{location}");
-    assert!(
-        location.contains("&refresh_token=")
-            && location.contains("&id_token=")
-            && location.contains("token_type=Bearer")
-    );
+    assert_eq!(location, "https://app.example.test/welcome");
+    assert!(browser.cookie("__Host-edgeid-session").is_some(), "over HTTPS the SSO cookie is __Host-");
     // The CSP lets the form redirect there, and nowhere else.
     let csp = login.response.header("content-security-policy").unwrap();
     assert!(csp.contains("form-action 'self' https://app.example.test;"), "{csp}");
@@ -258,7 +273,7 @@ fn pages_carry_a_strict_policy_with_a_fresh_nonce() {
         ("LOGO_URL", "https://cdn.acme.test/logo.svg"),
         ("ACCENT_COLOR", "#AA3300"),
     ]));
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     let first = browser.get("/signup");
     let second = browser.get("/signup");
     let csp = first.response.header("content-security-policy").unwrap().to_owned();
@@ -285,7 +300,7 @@ fn pages_carry_a_strict_policy_with_a_fresh_nonce() {
 #[test]
 fn the_csrf_cookie_is_reused_so_open_forms_in_other_tabs_keep_working() {
     let app = App::new();
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     let first_tab = browser.get("/forgot-password");
     let cookie = browser.cookie.clone();
     let second_tab = browser.get("/signup");
@@ -308,7 +323,7 @@ fn the_reset_page_names_the_account_it_resets() {
     app.verified_account("jane.doe@example.com", PASSWORD);
     app.post("/v1/password/forgot", json!({"email": "jane.doe@example.com"}));
     let token = token_in_link(&app.single_mail_to("jane.doe@example.com").text, "/reset-password");
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     let page = browser.get(&format!("/reset-password?token={token}"));
     assert_eq!(page.status, 200);
     assert!(page.text().contains("j\u{2022}\u{2022}\u{2022}@example.com"), "{}", page.text());
@@ -398,7 +413,7 @@ fn the_code_from_the_mail_works_on_the_verify_page() {
     let text = app.single_mail_to("typist@example.com").text;
     let line = text.lines().find(|line| line.contains("confirmation page")).unwrap();
     let code: String = line.chars().filter(char::is_ascii_digit).collect();
-    let mut browser = Browser::new(&app);
+    let browser = Browser::new(&app);
     let page = browser.get("/verify-email");
     assert!(page.text().contains("Enter your code"));
     let wrong = browser.submit(

@@ -15,6 +15,7 @@ mod keys;
 mod mail;
 mod pages;
 mod properties;
+mod provider;
 mod races;
 mod sessions;
 mod support;

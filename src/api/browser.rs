@@ -11,9 +11,9 @@ use crate::api::pages::{self, FormContext, Page};
 use crate::api::request::Fields;
 use crate::api::{ApiRequest, ApiResponse};
 use crate::domain::csrf::{self, CsrfKey};
+use crate::domain::interaction;
 use crate::domain::redirect;
-use crate::flows::login::LoginTokens;
-use crate::flows::{login, password_reset, signup, verify_email, Context, Internal};
+use crate::flows::{authorize, login, password_reset, signup, verify_email, Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store;
 
@@ -52,13 +52,22 @@ impl FormKind {
 
 /// A page response: the per-response script nonce in the CSP, and the CSRF cookie when the
 /// page has a form.
-struct Rendered {
-    page: Page,
-    csrf_cookie: Option<String>,
-    retry_after_seconds: Option<i64>,
+pub(crate) struct Rendered {
+    pub(crate) page: Page,
+    pub(crate) csrf_cookie: Option<String>,
+    pub(crate) retry_after_seconds: Option<i64>,
 }
 
 fn respond<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>, rendered: Rendered) -> ApiResponse {
+    respond_with(ctx, rendered, &[])
+}
+
+/// [`respond`], where the page's form may end at `form_targets` (a client's redirect URI).
+pub(crate) fn respond_with<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    rendered: Rendered,
+    form_targets: &[String],
+) -> ApiResponse {
     let mut nonce_bytes = [0u8; 16];
     if ctx.crypto.fill(&mut nonce_bytes).is_err() {
         return ApiError::server_error(&"no randomness for a script nonce").into();
@@ -67,7 +76,7 @@ fn respond<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>, re
     let html = pages::render(&rendered.page, &ctx.config.branding, &nonce);
     let mut response = ApiResponse::new(rendered.page.status, "text/html; charset=utf-8", html.into_bytes())
         .with_header("Cache-Control", "no-store")
-        .with_header("Content-Security-Policy", pages::content_security_policy(ctx.config, &nonce))
+        .with_header("Content-Security-Policy", pages::content_security_policy(ctx.config, &nonce, form_targets))
         .with_header("X-Frame-Options", "DENY")
         .with_header("Cross-Origin-Opener-Policy", "same-origin");
     if let Some(cookie) = rendered.csrf_cookie {
@@ -79,8 +88,44 @@ fn respond<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>, re
     response
 }
 
+/// The SSO cookie's name: with `__Host-` over HTTPS, so no subdomain can plant one.
+fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-edgeid-session"
+    } else {
+        "edgeid-session"
+    }
+}
+
+/// The browser (SSO) session cookie's value, if the browser sent one.
+pub(crate) fn session_cookie<'r, D, E, H>(ctx: &Context<'_, D, E, H>, request: &'r ApiRequest) -> Option<&'r str> {
+    let name = session_cookie_name(secure(ctx));
+    request
+        .header("cookie")?
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(candidate, _)| *candidate == name)
+        .map(|(_, value)| value)
+}
+
+/// `Set-Cookie` for a new browser session: HttpOnly, SameSite=Lax, as long as the session.
+pub(crate) fn set_session_cookie<D, E, H>(ctx: &Context<'_, D, E, H>, value: &str) -> String {
+    let secure_attribute = if secure(ctx) { "; Secure" } else { "" };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure_attribute}",
+        session_cookie_name(secure(ctx)),
+        ctx.config.session_absolute_ttl_seconds
+    )
+}
+
+/// `Set-Cookie` that removes the browser session cookie (a logout).
+pub(crate) fn clear_session_cookie<D, E, H>(ctx: &Context<'_, D, E, H>) -> String {
+    let secure_attribute = if secure(ctx) { "; Secure" } else { "" };
+    format!("{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure_attribute}", session_cookie_name(secure(ctx)))
+}
+
 /// Whether the pages are served over HTTPS (the cookie is then `Secure` and `__Host-`).
-fn secure<D, E, H>(ctx: &Context<'_, D, E, H>) -> bool {
+pub(crate) fn secure<D, E, H>(ctx: &Context<'_, D, E, H>) -> bool {
     ctx.config.public_url.starts_with("https://")
 }
 
@@ -89,7 +134,7 @@ fn csrf_key<D, E, H>(ctx: &Context<'_, D, E, H>) -> CsrfKey {
 }
 
 /// The browser's CSRF cookie, or a new one.
-fn csrf_cookie<D: Database, E: Crypto, H: HttpClient>(
+pub(crate) fn csrf_cookie<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     request: &ApiRequest,
 ) -> Result<String, Internal> {
@@ -100,12 +145,12 @@ fn csrf_cookie<D: Database, E: Crypto, H: HttpClient>(
 }
 
 /// A form context for this browser: its cookie's token, and the checked destination.
-fn form_context<D: Database, E: Crypto, H: HttpClient>(
+pub(crate) fn form_context<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     cookie: &str,
     redirect_to: Option<String>,
 ) -> FormContext {
-    FormContext { csrf_token: csrf_key(ctx).form_token(cookie), redirect_to }
+    FormContext { csrf_token: csrf_key(ctx).form_token(cookie), redirect_to, interaction: None }
 }
 
 /// `redirect_to` from a query or a form: absent, allowed, or refused.
@@ -126,6 +171,16 @@ fn destination<D, E, H>(ctx: &Context<'_, D, E, H>, raw: Option<&str>) -> Destin
             }
         },
     }
+}
+
+/// An authorization's login or consent page that outlived its interaction (or was altered).
+pub(crate) fn expired_interaction() -> Page {
+    pages::result(
+        400,
+        "This sign-in has expired",
+        "It was started too long ago, or the page was changed. Go back to the app and sign in again from there.",
+        &[],
+    )
 }
 
 fn refused_destination() -> Page {
@@ -155,11 +210,35 @@ pub async fn page<D: Database, E: Crypto, H: HttpClient>(
         Ok(cookie) => cookie,
         Err(err) => return ApiError::from(err).into(),
     };
-    let form = form_context(ctx, &cookie, redirect_to);
+    let mut form = form_context(ctx, &cookie, redirect_to);
     let token = request.query_param("token");
     let page = match kind {
         PageKind::Signup => pages::signup_form(&form, "", None),
-        PageKind::Login => pages::login_form(&form, "", None),
+        PageKind::Login => {
+            // Signing in for an authorization request: the form carries it, the email is
+            // prefilled from `login_hint`, and the form may end at the client's redirect URI.
+            let sealed = request.query_param(interaction::FIELD).filter(|sealed| !sealed.is_empty());
+            let Some(sealed) = sealed else {
+                let page = pages::login_form(&form, "", None);
+                return respond(ctx, Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None });
+            };
+            let Some(opened) = authorize::open_interaction(ctx, &sealed) else {
+                return respond(
+                    ctx,
+                    Rendered { page: expired_interaction(), csrf_cookie: None, retry_after_seconds: None },
+                );
+            };
+            let parameters = opened.parameters();
+            let hint = parameters.get("login_hint").unwrap_or_default().to_owned();
+            let targets: Vec<String> = parameters.get("redirect_uri").map(str::to_owned).into_iter().collect();
+            form.interaction = Some(sealed);
+            let page = pages::login_form(&form, &hint, None);
+            return respond_with(
+                ctx,
+                Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None },
+                &targets,
+            );
+        }
         PageKind::ForgotPassword => pages::forgot_password_form(&form, "", None),
         PageKind::VerifyEmail => pages::verify_email_form(&form, token.as_deref()),
         PageKind::ResetPassword => match token.as_deref().filter(|token| !token.is_empty()) {
@@ -195,7 +274,11 @@ async fn reset_account<D: Database, E: Crypto, H: HttpClient>(
 
 /// Whether a form post comes from one of our own pages: the browser says so (`Sec-Fetch-Site`,
 /// `Origin`), and it brings the CSRF token of its cookie.
-fn same_site_form<D, E, H>(ctx: &Context<'_, D, E, H>, request: &ApiRequest, fields: &Fields) -> Result<(), String> {
+pub(crate) fn same_site_form<D, E, H>(
+    ctx: &Context<'_, D, E, H>,
+    request: &ApiRequest,
+    fields: &Fields,
+) -> Result<(), String> {
     if let Some(site) = request.header("sec-fetch-site") {
         if !matches!(site, "same-origin" | "none") {
             return Err(format!("Sec-Fetch-Site is {site:?}"));
@@ -252,14 +335,29 @@ pub async fn submit<D: Database, E: Crypto, H: HttpClient>(
     };
     match rendered {
         Ok(Outcome::Page(rendered)) => respond(ctx, rendered),
-        Ok(Outcome::Redirect(location)) => redirect(&location),
+        Ok(Outcome::SignedIn { location, session_cookie }) => {
+            redirect(&location).with_header("Set-Cookie", set_session_cookie(ctx, &session_cookie))
+        }
+        Ok(Outcome::SignedInPage { page, session_cookie }) => {
+            respond(ctx, Rendered { page, csrf_cookie: None, retry_after_seconds: None })
+                .with_header("Set-Cookie", set_session_cookie(ctx, &session_cookie))
+        }
         Err(err) => ApiError::from(err).into(),
     }
 }
 
 enum Outcome {
     Page(Rendered),
-    Redirect(String),
+    /// `303` that also starts a browser session (`Set-Cookie`).
+    SignedIn {
+        location: String,
+        session_cookie: String,
+    },
+    /// A page that also starts a browser session.
+    SignedInPage {
+        page: Page,
+        session_cookie: String,
+    },
 }
 
 impl From<Rendered> for Outcome {
@@ -269,7 +367,7 @@ impl From<Rendered> for Outcome {
 }
 
 /// `303 See Other`: after a successful post, the browser GETs the destination.
-fn redirect(location: &str) -> ApiResponse {
+pub(crate) fn redirect(location: &str) -> ApiResponse {
     let mut response = ApiResponse::new(303, "text/plain; charset=utf-8", Vec::new())
         .with_header("Location", location.to_owned())
         .with_header("Cache-Control", "no-store");
@@ -358,18 +456,52 @@ async fn submit_checked<D: Database, E: Crypto, H: HttpClient>(
                 Err(err) => again(pages::signup_form(&form, email, Some(&in_words(&err))), &err),
             }
         }
-        FormKind::Login => match login::login(ctx, email, field("password"), None).await.map_err(ApiError::from) {
-            Ok(tokens) => match &redirect_to {
-                Some(destination) => Outcome::Redirect(with_tokens(destination, &tokens)),
-                None => done(pages::result(
-                    200,
-                    "You are signed in",
-                    "Your email and password are right. You can close this page and return to the app.",
-                    &[],
-                )),
-            },
-            Err(err) => again(pages::login_form(&form, email, Some(&in_words(&err))), &err),
-        },
+        FormKind::Login => {
+            // An authorization request this sign-in is for, checked before the password is.
+            let sealed = fields.optional(interaction::FIELD).ok().flatten().filter(|sealed| !sealed.is_empty());
+            let interaction = match sealed {
+                None => None,
+                Some(sealed) => match authorize::open_interaction(ctx, sealed) {
+                    Some(opened) => Some(opened),
+                    None => return Ok(done(expired_interaction())),
+                },
+            };
+            let form = FormContext { interaction: sealed.map(str::to_owned), ..form.clone() };
+            match login::sign_in_browser(ctx, email, field("password")).await.map_err(ApiError::from) {
+                // Back to the authorization request, which now names this session as signed in
+                // for it: it goes on to consent or the code, whatever it asked of the login.
+                Ok(signed_in) => match interaction {
+                    Some(mut interaction) => {
+                        interaction.signed_in = Some(signed_in.session_id);
+                        let sealed = authorize::interaction_key(ctx).seal(&interaction);
+                        let query = form_urlencoded::Serializer::new(String::new())
+                            .append_pair(interaction::FIELD, &sealed)
+                            .finish();
+                        Outcome::SignedIn {
+                            location: format!("/oauth/authorize/resume?{query}"),
+                            session_cookie: signed_in.cookie,
+                        }
+                    }
+                    // The hosted login alone: signed in here (SSO for the apps that send the
+                    // browser through /oauth/authorize), and back to the app when it said where.
+                    None => match &redirect_to {
+                        Some(destination) => {
+                            Outcome::SignedIn { location: destination.clone(), session_cookie: signed_in.cookie }
+                        }
+                        None => Outcome::SignedInPage {
+                            page: pages::result(
+                                200,
+                                "You are signed in",
+                                "Your email and password are right. You can close this page and return to the app.",
+                                &[],
+                            ),
+                            session_cookie: signed_in.cookie,
+                        },
+                    },
+                },
+                Err(err) => again(pages::login_form(&form, email, Some(&in_words(&err))), &err),
+            }
+        }
         FormKind::ForgotPassword => match password_reset::forgot_password(ctx, email).await.map_err(ApiError::from) {
             Ok(()) => done(pages::result(
                 202,
@@ -447,21 +579,6 @@ fn query(redirect_to: &Option<String>) -> String {
         }
         None => String::new(),
     }
-}
-
-/// The destination with the token response in its fragment, the way hosted login pages hand
-/// tokens to single-page apps (Supabase does the same): a fragment is never sent to a server
-/// nor in a `Referer`. The app reads it and clears it at once.
-fn with_tokens(destination: &str, tokens: &LoginTokens) -> String {
-    let fragment = form_urlencoded::Serializer::new(String::new())
-        .append_pair("access_token", &tokens.access_token)
-        .append_pair("token_type", "Bearer")
-        .append_pair("expires_in", &tokens.expires_in.to_string())
-        .append_pair("refresh_token", &tokens.refresh_token)
-        .append_pair("id_token", &tokens.id_token)
-        .finish();
-    let base = destination.split('#').next().unwrap_or(destination);
-    format!("{base}#{fragment}")
 }
 
 /// `GET /dev/mailbox`: only with `MAIL_PROVIDER=log`.

@@ -2,6 +2,8 @@
 //! safe description. Internal details are logged here and never sent.
 
 use crate::domain::client::ClientMetadataError;
+use crate::flows::authorization_code::CodeGrantError;
+use crate::flows::client_auth::ClientAuthError;
 use crate::flows::clients::RegisterError;
 use crate::flows::login::LoginError;
 use crate::flows::password_reset::{ForgotPasswordError, ResetPasswordError};
@@ -53,7 +55,17 @@ impl ApiError {
     }
 
     pub fn unsupported_grant_type() -> ApiError {
-        ApiError::new(400, "unsupported_grant_type", "only grant_type=refresh_token is supported")
+        ApiError::new(400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+    }
+
+    /// RFC 6749 §5.2: the client may not use this grant type.
+    pub fn unauthorized_client(grant_type: &str) -> ApiError {
+        ApiError::new(400, "unauthorized_client", format!("this client is not registered for {grant_type}"))
+    }
+
+    /// 401 `invalid_client` for a token request that names no client where one is needed.
+    pub fn client_required() -> ApiError {
+        ApiError { challenge: None, ..ApiError::new(401, "invalid_client", "client authentication is required") }
     }
 
     /// 401 for a missing, malformed, expired or forged bearer token.
@@ -181,7 +193,38 @@ impl From<RefreshError> for ApiError {
                 log::info!("refresh refused: {reason}");
                 ApiError::new(400, "invalid_grant", "the refresh token is invalid, expired or revoked")
             }
+            RefreshError::InvalidScope => {
+                ApiError::new(400, "invalid_scope", "the requested scope exceeds what was granted")
+            }
             RefreshError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<CodeGrantError> for ApiError {
+    fn from(err: CodeGrantError) -> ApiError {
+        match err {
+            CodeGrantError::InvalidRequest(detail) => ApiError::invalid_request(detail),
+            CodeGrantError::InvalidGrant(reason) => {
+                log::info!("authorization code refused: {reason}");
+                ApiError::new(400, "invalid_grant", "the authorization code is invalid, expired or already used")
+            }
+            CodeGrantError::Internal(internal) => internal.into(),
+        }
+    }
+}
+
+impl From<ClientAuthError> for ApiError {
+    fn from(err: ClientAuthError) -> ApiError {
+        match err {
+            ClientAuthError::InvalidClient { basic, reason } => {
+                log::info!("client authentication failed: {reason}");
+                ApiError {
+                    challenge: basic.then_some("Basic realm=\"edgeid\""),
+                    ..ApiError::new(401, "invalid_client", "client authentication failed")
+                }
+            }
+            ClientAuthError::Internal(internal) => internal.into(),
         }
     }
 }

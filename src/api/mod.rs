@@ -198,19 +198,22 @@ impl From<ApiError> for ApiResponse {
     }
 }
 
-/// The token response of API.md §Tokens (RFC 6749 §5.1).
-fn token_response(tokens: &login::LoginTokens) -> ApiResponse {
-    ApiResponse::private_json(
-        200,
-        &json!({
-            "access_token": tokens.access_token,
-            "token_type": "Bearer",
-            "expires_in": tokens.expires_in,
-            "refresh_token": tokens.refresh_token,
-            "id_token": tokens.id_token,
-        }),
-    )
-    .with_header("Pragma", "no-cache")
+/// The token response of API.md §Tokens (RFC 6749 §5.1): `id_token` with `openid`,
+/// `refresh_token` with `offline_access`.
+pub(crate) fn token_response(tokens: &login::LoginTokens) -> ApiResponse {
+    let mut body = json!({
+        "access_token": tokens.access_token,
+        "token_type": "Bearer",
+        "expires_in": tokens.expires_in,
+        "scope": tokens.scope,
+    });
+    if let Some(refresh_token) = &tokens.refresh_token {
+        body["refresh_token"] = json!(refresh_token);
+    }
+    if let Some(id_token) = &tokens.id_token {
+        body["id_token"] = json!(id_token);
+    }
+    ApiResponse::private_json(200, &body).with_header("Pragma", "no-cache")
 }
 
 /// A strong ETag: the first 128 bits of the body's SHA-256.
@@ -262,6 +265,10 @@ enum Route {
     ResetPasswordPage,
     Token,
     Register,
+    Authorize,
+    AuthorizeResume,
+    AuthorizeConsent,
+    EndSession,
     Revoke,
     Logout,
     Userinfo,
@@ -271,7 +278,7 @@ impl Route {
     fn find(path: &str) -> Option<Route> {
         Some(match path {
             "/healthz" => Route::Health,
-            "/.well-known/openid-configuration" => Route::Discovery,
+            "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server" => Route::Discovery,
             "/.well-known/jwks.json" => Route::Jwks,
             "/.well-known/security.txt" => Route::SecurityTxt,
             "/.well-known/change-password" => Route::ChangePassword,
@@ -289,6 +296,10 @@ impl Route {
             "/reset-password" => Route::ResetPasswordPage,
             "/oauth/token" => Route::Token,
             "/oauth/register" => Route::Register,
+            "/oauth/authorize" => Route::Authorize,
+            "/oauth/authorize/resume" => Route::AuthorizeResume,
+            "/oauth/authorize/consent" => Route::AuthorizeConsent,
+            "/oauth/end-session" => Route::EndSession,
             "/oauth/revoke" => Route::Revoke,
             "/v1/logout" => Route::Logout,
             "/userinfo" => Route::Userinfo,
@@ -312,7 +323,8 @@ impl Route {
         )
     }
 
-    fn method(self) -> &'static str {
+    /// The methods a route answers (`HEAD` too wherever `GET` is).
+    fn methods(self) -> &'static [&'static str] {
         match self {
             Route::Health
             | Route::Discovery
@@ -325,7 +337,9 @@ impl Route {
             | Route::DevMailbox
             | Route::VerifyEmailPage
             | Route::ResetPasswordPage
-            | Route::Userinfo => "GET",
+            | Route::AuthorizeResume => &["GET"],
+            // OIDC Core §3.1.2.1, §5.3.1 and RP-Initiated Logout §2: both.
+            Route::Authorize | Route::EndSession | Route::Userinfo => &["GET", "POST"],
             Route::Signup
             | Route::VerifyEmail
             | Route::ResendVerification
@@ -334,8 +348,9 @@ impl Route {
             | Route::ResetPassword
             | Route::Token
             | Route::Register
+            | Route::AuthorizeConsent
             | Route::Revoke
-            | Route::Logout => "POST",
+            | Route::Logout => &["POST"],
         }
     }
 }
@@ -365,10 +380,15 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
     if ctx.config.mail.provider == MailProvider::Log && !request.made_on_this_machine() {
         return ApiError::server_error(&"MAIL_PROVIDER=log answers only requests to this machine").into();
     }
-    let is_head = request.method == "HEAD" && route.method() == "GET";
-    if request.method != route.method() && !is_head {
-        let allowed = if route.method() == "GET" { "GET, HEAD" } else { route.method() };
-        return ApiResponse::from(ApiError::method_not_allowed(allowed)).with_header("Allow", allowed);
+    let methods = route.methods();
+    let is_head = request.method == "HEAD" && methods.contains(&"GET");
+    if !methods.contains(&request.method.as_str()) && !is_head {
+        let mut allowed = methods.to_vec();
+        if methods.contains(&"GET") {
+            allowed.insert(1, "HEAD");
+        }
+        let allowed = allowed.join(", ");
+        return ApiResponse::from(ApiError::method_not_allowed(&allowed)).with_header("Allow", allowed);
     }
     let mut response = match dispatch(ctx, route, request).await {
         Ok(response) => response,
@@ -452,14 +472,12 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
                     .await?;
             token_response(&tokens)
         }
-        Route::Token => {
-            let fields = parse_body(request)?;
-            match fields.required("grant_type")? {
-                "refresh_token" => token_response(&session::refresh(ctx, fields.required("refresh_token")?).await?),
-                _ => return Err(ApiError::unsupported_grant_type()),
-            }
-        }
+        Route::Token => oauth::token(ctx, request).await?,
         Route::Register => oauth::register(ctx, request).await?,
+        Route::Authorize => oauth::authorize(ctx, request).await?,
+        Route::AuthorizeResume => oauth::resume(ctx, request).await?,
+        Route::AuthorizeConsent => oauth::consent(ctx, request).await?,
+        Route::EndSession => oauth::end_session(ctx, request).await?,
         Route::Revoke => {
             // RFC 7009 §2.2: 200 whether or not the token was valid.
             let fields = parse_body(request)?;
@@ -474,14 +492,7 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
             response.headers.retain(|(name, _)| name != "Content-Type");
             response
         }
-        Route::Userinfo => {
-            let token = bearer_token(request)?;
-            let userinfo = session::userinfo(ctx, token).await?;
-            ApiResponse::private_json(
-                200,
-                &json!({ "sub": userinfo.sub, "email": userinfo.email, "email_verified": userinfo.email_verified }),
-            )
-        }
+        Route::Userinfo => oauth::userinfo(ctx, request).await?,
         Route::VerifyEmail => {
             let fields = parse_body(request)?;
             if request.wants_html(&fields) {

@@ -30,6 +30,8 @@ pub struct Page {
 pub struct FormContext {
     pub csrf_token: String,
     pub redirect_to: Option<String>,
+    /// The sealed authorization request the login page signs in for (`domain::interaction`).
+    pub interaction: Option<String>,
 }
 
 impl FormContext {
@@ -40,6 +42,13 @@ impl FormContext {
             fields.push_str(&format!(
                 "<input type=\"hidden\" name=\"redirect_to\" value=\"{}\">",
                 escape_html(redirect_to)
+            ));
+        }
+        if let Some(interaction) = &self.interaction {
+            fields.push_str(&format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                crate::domain::interaction::FIELD,
+                escape_html(interaction)
             ));
         }
         fields
@@ -72,6 +81,8 @@ label{{display:block;margin:1rem 0 .3rem;font-weight:600}}\
 input{{width:100%;padding:.6rem;font-size:1rem;border:1px solid #8a8f98;border-radius:.4rem}}\
 button{{width:100%;margin-top:1.5rem;padding:.7rem 1.2rem;font-size:1rem;font-weight:600;background:{accent};color:#fff;border:0;border-radius:.4rem;cursor:pointer}}\
 button[disabled]{{opacity:.6;cursor:wait}}\
+button.secondary{{background:#fff;color:{accent};border:1px solid {accent};margin-top:.75rem}}\
+ul.scopes{{padding-left:1.2rem}}\
 a{{color:{accent}}}\
 button:focus-visible,input:focus-visible,a:focus-visible{{outline:3px solid #ffbf47;outline-offset:2px}}\
 .error{{color:#a30000;background:#fdecec;border-left:4px solid #a30000;padding:.6rem .8rem;font-weight:600}}\
@@ -122,12 +133,14 @@ const SCRIPT: &str = r#"(function () {
 
 /// The Content-Security-Policy of a page: nothing loads but the logo, only the nonce'd script
 /// runs, only the hashed stylesheet applies, forms post only to this origin (and redirect
-/// only to the allowlist), and nobody frames it.
-pub fn content_security_policy(config: &Config, nonce: &str) -> String {
+/// only to the allowlist, and to `form_targets`: the origin of the registered redirect URI an
+/// authorization's login or consent form ends at), and nobody frames it.
+pub fn content_security_policy(config: &Config, nonce: &str, form_targets: &[String]) -> String {
     let style_hash = STANDARD.encode(Sha256::digest(style(&config.branding).as_bytes()));
     let image = config.branding.logo_url.as_deref().and_then(origin_of).unwrap_or_else(|| "'none'".to_owned());
     let mut origins: Vec<String> =
         config.redirect_allowlist.iter().filter_map(|allowed| origin_of(allowed.as_str())).collect();
+    origins.extend(form_targets.iter().filter_map(|target| origin_of(target)));
     origins.sort();
     origins.dedup();
     let form_action = std::iter::once("'self'".to_owned()).chain(origins).collect::<Vec<_>>().join(" ");
@@ -138,7 +151,7 @@ pub fn content_security_policy(config: &Config, nonce: &str) -> String {
 }
 
 /// `scheme://host[:port]` of an absolute URL.
-fn origin_of(url: &str) -> Option<String> {
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     Some(parsed.origin().ascii_serialization()).filter(|origin| origin != "null")
 }
@@ -395,6 +408,61 @@ fn linkify(text: &str) -> String {
         }
     }
     html
+}
+
+/// The consent page (API.md v2): the client by name, the scopes in words, allow or deny.
+pub fn consent_form(form: &FormContext, client_name: &str, scopes: &[String], account: &str) -> Page {
+    let items: String = scopes
+        .iter()
+        .map(|scope| {
+            let words = match scope.as_str() {
+                "openid" => "Know who you are (your account's identifier)",
+                "email" => "See your email address",
+                "offline_access" => "Stay signed in to your account when you are not using it",
+                other => other,
+            };
+            format!("<li data-scope=\"{}\">{}</li>", escape_html(scope), escape_html(words))
+        })
+        .collect();
+    page(
+        200,
+        "Allow access?",
+        format!(
+            "<p><strong class=\"client\">{client}</strong> asks to:</p><ul class=\"scopes\">{items}</ul>\
+             <p class=\"meta\">Signed in as {account}.</p>\
+             <form method=\"post\" action=\"/oauth/authorize/consent\">{hidden}\
+             <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
+             <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></form>",
+            client = escape_html(client_name),
+            account = escape_html(account),
+            hidden = form.hidden_fields(),
+        ),
+    )
+}
+
+/// RP-Initiated Logout's confirmation (no valid `id_token_hint`): the hidden `fields` carry
+/// the request's `client_id`, `post_logout_redirect_uri` and `state`.
+pub fn logout_form(form: &FormContext, client_name: Option<&str>, fields: &[(&str, &str)]) -> Page {
+    let hidden: String = fields
+        .iter()
+        .map(|(name, value)| {
+            format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape_html(name), escape_html(value))
+        })
+        .collect();
+    let from = match client_name {
+        Some(name) => format!("<p><strong class=\"client\">{}</strong> asks to sign you out.</p>", escape_html(name)),
+        None => String::new(),
+    };
+    page(
+        200,
+        "Sign out?",
+        format!(
+            "{from}<p>Do you want to sign out of your account on this device?</p>\
+             <form method=\"post\" action=\"/oauth/end-session\">{csrf}{hidden}\
+             <button type=\"submit\" name=\"decision\" value=\"logout\">Sign out</button></form>",
+            csrf = form.hidden_fields(),
+        ),
+    )
 }
 
 #[cfg(test)]

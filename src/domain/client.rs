@@ -51,6 +51,33 @@ pub struct ClientMetadata {
     pub skip_consent: bool,
 }
 
+/// A client as stored: its id, the SHA-256 of its secret if it is confidential, its metadata,
+/// and whether an operator registered it (with `CLIENT_REGISTRATION_TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredClient {
+    pub client_id: String,
+    pub secret_hash: Option<String>,
+    pub metadata: ClientMetadata,
+    pub registered_with_token: bool,
+}
+
+impl RegisteredClient {
+    /// Whether this client's users see a consent page: every client but an operator's
+    /// first-party app registered with `skip_consent`.
+    pub fn asks_consent(&self) -> bool {
+        !(self.metadata.skip_consent && self.registered_with_token)
+    }
+
+    pub fn may_use(&self, grant_type: &str) -> bool {
+        self.metadata.grant_types.iter().any(|grant| grant == grant_type)
+    }
+
+    /// The name the consent page shows: the registered one, or the client id.
+    pub fn display_name(&self) -> &str {
+        self.metadata.client_name.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
 /// Why metadata was refused: the two error codes of RFC 7591 §3.2.2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientMetadataError {

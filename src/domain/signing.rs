@@ -311,6 +311,23 @@ impl SigningKeys {
     }
 }
 
+impl SigningKeys {
+    /// Signs with the active key of `alg`. Until the keyring keeps a key per algorithm, only
+    /// the configured one has an active key.
+    pub async fn sign_with<T: Serialize>(
+        &self,
+        alg: SigningAlg,
+        typ: &str,
+        claims: &Claims<T>,
+        crypto: &impl Crypto,
+    ) -> Result<String, SigningError> {
+        if self.active.alg() != alg {
+            return Err(SigningError(format!("no active {} key", alg.jws_name())));
+        }
+        self.active.sign(typ, claims, crypto).await
+    }
+}
+
 /// The required public members of a JWK (RFC 7638 §3.2), from jwt-compact's serialisation.
 fn public_members(jwk: &JsonWebKey<'_>) -> Map<String, Value> {
     match serde_json::to_value(jwk) {

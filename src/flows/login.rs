@@ -5,11 +5,11 @@ use chrono::Duration;
 use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{dummy_password_hash, hash_password, needs_rehash, verify_password, Password};
 use crate::domain::rate_limit::BucketKind;
-use crate::domain::tokens::{issue_tokens, Subject};
+use crate::domain::tokens::{issue_tokens, Subject, LOGIN_SCOPE};
 use crate::flows::throttle::{self, Throttled};
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
-use crate::store::{self, KnownNetwork, NewSession};
+use crate::store::{self, KnownNetwork, NewSession, SessionKind};
 
 /// How long a network an account signed in from stays exempt from the account-wide ceiling
 /// on failed logins, after its last successful sign-in.
@@ -30,29 +30,109 @@ pub enum LoginError {
     Internal(#[from] Internal),
 }
 
-/// The token response of API.md §Tokens.
+/// The token response of API.md §Tokens (RFC 6749 §5.1).
 #[derive(Debug, Clone)]
 pub struct LoginTokens {
     pub access_token: String,
-    pub id_token: String,
-    pub refresh_token: String,
+    /// With the `openid` scope.
+    pub id_token: Option<String>,
+    /// With `offline_access`, for a client that may use the refresh grant.
+    pub refresh_token: Option<String>,
     pub expires_in: i64,
+    /// The granted scopes.
+    pub scope: String,
 }
 
-/// A login. The policy (README, "Security"): every attempt first takes a unit from the client's
-/// budget, from the account's budget on the client's network and — unless the account signed
-/// in from that network within `KNOWN_NETWORK_DAYS` — from the account's ceiling across all
-/// networks, in the same round trip as the account's read; a right password gives the
-/// account's units back and remembers the network. While any is spent the login is refused (`429`) before any
-/// password is hashed — a refusal costs no Argon2id, so a flood cannot use it to burn CPU — and
-/// since the budgets are drawn whether or not the address has an account, a refusal says
-/// nothing about it. Unknown addresses cost one Argon2id run, as wrong passwords do.
+/// A browser (SSO) session just started by the hosted login page: the cookie's value (shown
+/// only in its `Set-Cookie`) and the session's id (the `sid` of its tokens).
+#[derive(Debug, Clone)]
+pub struct BrowserSignIn {
+    pub cookie: String,
+    pub session_id: String,
+}
+
+/// A password proven right: the account, the budget units to give back and a re-hash, for the
+/// batch that starts the session.
+struct Proven {
+    user: store::UserRecord,
+    returned: Vec<store::BucketDraw>,
+    rehashed: Option<String>,
+    known_network: String,
+}
+
+/// A login through the JSON API (`/v1/login`): a session, one refresh token, signed JWTs.
 pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     raw_email: &str,
     raw_password: &str,
     nonce: Option<&str>,
 ) -> Result<LoginTokens, LoginError> {
+    let proven = prove_password(ctx, raw_email, raw_password).await?;
+    let session_id = ctx.new_id()?;
+    let refresh_token = ctx.new_token()?;
+    let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
+    let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
+    let kind = SessionKind::Api {
+        refresh_token_hash: refresh_token.hash(),
+        refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
+    };
+    start(ctx, &proven, &session_id, kind).await?;
+    let user = &proven.user;
+    let keys = ctx.signing_keys().await?;
+    let signed = issue_tokens(
+        ctx.config,
+        &keys,
+        ctx.crypto,
+        ctx.now,
+        ctx.new_id()?,
+        &Subject {
+            user_id: &user.id,
+            email: &user.email,
+            email_verified: user.email_verified,
+            session_id: &session_id,
+            auth_time: ctx.now,
+            nonce,
+        },
+    )
+    .await
+    .map_err(Internal::from)?;
+    Ok(LoginTokens {
+        access_token: signed.access_token,
+        id_token: signed.id_token,
+        refresh_token: Some(refresh_token.plaintext().to_owned()),
+        expires_in: signed.expires_in,
+        scope: LOGIN_SCOPE.to_owned(),
+    })
+}
+
+/// The hosted login page: the same checks and budgets as [`login`], and a browser (SSO)
+/// session instead of tokens, whose cookie any later authorization request brings.
+pub async fn sign_in_browser<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    raw_email: &str,
+    raw_password: &str,
+) -> Result<BrowserSignIn, LoginError> {
+    let proven = prove_password(ctx, raw_email, raw_password).await?;
+    let session_id = ctx.new_id()?;
+    let cookie = ctx.new_token()?;
+    start(ctx, &proven, &session_id, SessionKind::Browser { cookie_hash: cookie.hash() }).await?;
+    Ok(BrowserSignIn { cookie: cookie.plaintext().to_owned(), session_id })
+}
+
+/// The login policy (README, "Security"): every attempt first takes a unit from the client's
+/// budget, from the account's budget on the client's network and — unless the account signed
+/// in from that network within `KNOWN_NETWORK_DAYS` — from the account's ceiling across all
+/// networks, in the same round trip as the account's read; a right password gives the
+/// account's units back and remembers the network (in the batch that starts the session).
+/// While any is spent the login is refused (`429`) before any password is hashed — a refusal
+/// costs no Argon2id, so a flood cannot use it to burn CPU — and since the budgets are drawn
+/// whether or not the address has an account, a refusal says nothing about it. Unknown
+/// addresses cost one Argon2id run, as wrong passwords do.
+async fn prove_password<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    raw_email: &str,
+    raw_password: &str,
+) -> Result<Proven, LoginError> {
     let email = Email::parse(raw_email)?;
     let password = Password::presented(raw_password);
     let budgets = [
@@ -87,26 +167,31 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         throttle::give_back(ctx, returned).await?;
         return Err(LoginError::EmailNotVerified);
     }
-
-    let session_id = ctx.new_id()?;
-    let refresh_token = ctx.new_token()?;
     let known_network = throttle::known_network_key(ctx, &email);
-    let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
-    let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
+    Ok(Proven { user, returned: returned.draws(), rehashed, known_network })
+}
+
+/// Starts the session of a proven login, if the password is still the one it proved.
+async fn start<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    proven: &Proven,
+    session_id: &str,
+    kind: SessionKind<'_>,
+) -> Result<(), LoginError> {
+    let user = &proven.user;
     let started = store::start_session(
         ctx.db,
         &NewSession {
-            id: &session_id,
+            id: session_id,
             user_id: &user.id,
-            expires_at: session_expires_at,
-            refresh_token_hash: refresh_token.hash(),
-            refresh_token_expires_at: refresh_expires_at.min(session_expires_at),
+            expires_at: ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds),
             verified_password_hash: &user.password_hash,
             password_version: user.password_version,
-            rehashed_password: rehashed.as_deref(),
+            rehashed_password: proven.rehashed.as_deref(),
+            kind,
         },
-        &returned.draws(),
-        Some(&KnownNetwork { key: &known_network, expires_at: ctx.now + Duration::days(KNOWN_NETWORK_DAYS) }),
+        &proven.returned,
+        Some(&KnownNetwork { key: &proven.known_network, expires_at: ctx.now + Duration::days(KNOWN_NETWORK_DAYS) }),
         ctx.now,
     )
     .await
@@ -117,31 +202,7 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
         log::info!("login of user {} lost a race with a password change", user.id);
         return Err(LoginError::InvalidCredentials);
     }
-
-    let keys = ctx.signing_keys().await?;
-    let signed = issue_tokens(
-        ctx.config,
-        &keys,
-        ctx.crypto,
-        ctx.now,
-        ctx.new_id()?,
-        &Subject {
-            user_id: &user.id,
-            email: &user.email,
-            email_verified: user.email_verified,
-            session_id: &session_id,
-            auth_time: ctx.now,
-            nonce,
-        },
-    )
-    .await
-    .map_err(Internal::from)?;
-    Ok(LoginTokens {
-        access_token: signed.access_token,
-        id_token: signed.id_token,
-        refresh_token: refresh_token.plaintext().to_owned(),
-        expires_in: signed.expires_in,
-    })
+    Ok(())
 }
 
 /// A fresh hash of the password with the configured parameters when the stored one was made

@@ -16,6 +16,9 @@ use crate::keyring::{Keyring, KeyringError};
 use crate::mail::{Locale, OutgoingMail};
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
 
+pub mod authorization_code;
+pub mod authorize;
+pub mod client_auth;
 pub mod clients;
 pub mod login;
 pub mod new_password;

@@ -3,9 +3,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::domain::authorization::covers;
 use crate::domain::opaque_token::{open_successor, seal_successor, TokenHash};
 use crate::domain::signing::{token_header, TokenRejected};
-use crate::domain::tokens::{issue_tokens, verify_access_token, Subject};
+use crate::domain::tokens::{issue_grant_tokens, issue_tokens, verify_access_token, Grant, Subject, LOGIN_SCOPE};
+use crate::flows::authorization_code::id_token_alg;
+use crate::flows::client_auth::Caller;
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
@@ -16,6 +19,9 @@ pub enum RefreshError {
     /// Unknown, expired, revoked or reused: RFC 6749 `invalid_grant` for all of them.
     #[error("refresh token is invalid: {0}")]
     InvalidGrant(&'static str),
+    /// The `scope` asked for is not within the grant's (RFC 6749 §6).
+    #[error("the requested scope exceeds the grant's")]
+    InvalidScope,
     #[error(transparent)]
     Internal(#[from] Internal),
 }
@@ -29,19 +35,45 @@ pub enum RefreshError {
 /// - Any other reuse means the token was copied: the whole family (the session) is revoked.
 pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
+    caller: &Caller,
     presented: &str,
+    narrowed_scope: Option<&str>,
 ) -> Result<LoginTokens, RefreshError> {
     let hash = TokenHash::of_presented(presented).map_err(|_| RefreshError::InvalidGrant("malformed"))?;
+    let client_id = match caller {
+        Caller::FirstParty => None,
+        Caller::Client(client) => Some(client.client_id.as_str()),
+    };
+    // Narrowing is checked before the rotation, so that a refused scope costs the client
+    // nothing (one more round trip, only for requests that narrow).
+    if let Some(scope) = narrowed_scope {
+        let record = store::find_refresh_token(ctx.db, &hash).await.map_err(Internal::from)?;
+        match record {
+            Some(record) if record.client_id.as_deref() == client_id => {
+                let granted = record.scope.as_deref().unwrap_or(LOGIN_SCOPE);
+                let asked: Vec<String> = scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                if !covers(granted, &asked) {
+                    return Err(RefreshError::InvalidScope);
+                }
+            }
+            _ => return Err(RefreshError::InvalidGrant("unknown, or another client's")),
+        }
+    }
     let successor = ctx.new_token()?;
     let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;
     let sliding_expiry = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     // One round trip: the rotation and the record, in one batch.
-    let (won, record) = store::rotate_refresh_token(ctx.db, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
-        .await
-        .map_err(Internal::from)?;
+    let (won, record) =
+        store::rotate_refresh_token(ctx.db, client_id, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
+            .await
+            .map_err(Internal::from)?;
     let record = record.ok_or(RefreshError::InvalidGrant("unknown"))?;
+    // Another client's token: refused, and nothing about it changes (its owner keeps it).
+    if record.client_id.as_deref() != client_id {
+        return Err(RefreshError::InvalidGrant("another client's"));
+    }
     if won {
-        return Ok(issue(ctx, &record, successor.plaintext().to_owned()).await?);
+        return Ok(issue(ctx, caller, &record, successor.plaintext().to_owned(), narrowed_scope).await?);
     }
     let now = ctx.now.timestamp();
     if record.revoked || record.session_revoked {
@@ -55,7 +87,7 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     let retried_successor = record.successor_sealed.as_deref().and_then(|sealed| open_successor(presented, sealed));
     match retried_successor {
         Some(successor) if within_grace && !record.successor_used && record.session_expires_at > now => {
-            Ok(issue(ctx, &record, successor).await?)
+            Ok(issue(ctx, caller, &record, successor, narrowed_scope).await?)
         }
         _ => {
             log::warn!("refresh token reuse detected; revoking session {}", record.session_id);
@@ -67,33 +99,55 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
 
 async fn issue<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
+    caller: &Caller,
     record: &RefreshTokenRecord,
     refresh_token: String,
+    narrowed_scope: Option<&str>,
 ) -> Result<LoginTokens, Internal> {
     let keys = ctx.signing_keys().await?;
     let auth_time = DateTime::<Utc>::from_timestamp(record.auth_time, 0).unwrap_or(ctx.now);
-    let signed = issue_tokens(
-        ctx.config,
-        &keys,
-        ctx.crypto,
-        ctx.now,
-        ctx.new_id()?,
-        &Subject {
-            user_id: &record.user_id,
-            email: &record.email,
-            email_verified: record.email_verified,
-            session_id: &record.session_id,
-            auth_time,
-            nonce: None,
-        },
-    )
-    .await?;
+    // A code-flow grant's tokens name the browser session they were issued in.
+    let sid = record.browser_session_id.as_deref().unwrap_or(&record.session_id);
+    let subject = Subject {
+        user_id: &record.user_id,
+        email: &record.email,
+        email_verified: record.email_verified,
+        session_id: sid,
+        auth_time,
+        nonce: None,
+    };
+    let granted = record.scope.as_deref().unwrap_or(LOGIN_SCOPE);
+    let scope = narrowed_scope.map(|asked| narrowed(granted, asked)).unwrap_or_else(|| granted.to_owned());
+    let signed = match caller {
+        Caller::FirstParty if narrowed_scope.is_none() => {
+            issue_tokens(ctx.config, &keys, ctx.crypto, ctx.now, ctx.new_id()?, &subject).await?
+        }
+        Caller::FirstParty => {
+            let grant = Grant {
+                client_id: &ctx.config.first_party_client_id,
+                scope: &scope,
+                id_token_alg: ctx.config.signing_alg,
+            };
+            issue_grant_tokens(ctx.config, &keys, ctx.crypto, ctx.now, ctx.new_id()?, &subject, &grant).await?
+        }
+        Caller::Client(client) => {
+            let grant = Grant { client_id: &client.client_id, scope: &scope, id_token_alg: id_token_alg(ctx, client) };
+            issue_grant_tokens(ctx.config, &keys, ctx.crypto, ctx.now, ctx.new_id()?, &subject, &grant).await?
+        }
+    };
     Ok(LoginTokens {
         access_token: signed.access_token,
         id_token: signed.id_token,
-        refresh_token,
+        refresh_token: Some(refresh_token),
         expires_in: signed.expires_in,
+        scope,
     })
+}
+
+/// The granted scopes among those asked for, in the grant's order.
+fn narrowed(granted: &str, asked: &str) -> String {
+    let asked: Vec<&str> = asked.split(' ').collect();
+    granted.split(' ').filter(|scope| asked.contains(scope)).collect::<Vec<_>>().join(" ")
 }
 
 /// Ends the session a refresh token belongs to (logout, RFC 7009 revocation). Anything that is
@@ -123,8 +177,8 @@ pub enum UserinfoError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Userinfo {
     pub sub: String,
-    pub email: String,
-    pub email_verified: bool,
+    /// With the `email` scope: the address and whether it is verified.
+    pub email: Option<(String, bool)>,
 }
 
 /// The claims about the user behind a valid access token whose session is still live.
@@ -137,9 +191,37 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
     // Verified, so the header parses and names a published key.
     let header = token_header(access_token)?;
     let kid = header.get("kid").and_then(serde_json::Value::as_str).unwrap_or_default();
-    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, kid, ctx.now)
+    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, &claims.client_id, kid, ctx.now)
         .await
         .map_err(Internal::from)?
         .ok_or(UserinfoError::SessionEnded)?;
-    Ok(Userinfo { sub: user.id, email: user.email, email_verified: user.email_verified })
+    let with_email = claims.scope.split(' ').any(|scope| scope == "email");
+    Ok(Userinfo { sub: user.id, email: with_email.then_some((user.email, user.email_verified)) })
+}
+
+/// Logs a browser out (RP-Initiated Logout): the session its cookie names ends, with every
+/// grant issued in it and their refresh tokens. With a valid `id_token_hint` (`hinted`: its
+/// `sub` and `sid`) the session the hint names ends too, and the cookie's only if it is the
+/// same user's.
+pub async fn log_out<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    session_cookie: Option<&str>,
+    hinted: Option<(&str, Option<&str>)>,
+) -> Result<(), Internal> {
+    let cookie_hash = session_cookie.and_then(|cookie| TokenHash::of_presented(cookie).ok());
+    let browser_session = match &cookie_hash {
+        Some(hash) => store::find_browser_session(ctx.db, hash, ctx.now).await?,
+        None => None,
+    };
+    if let Some(session) = &browser_session {
+        if hinted.is_none_or(|(subject, _)| subject == session.user_id) {
+            store::end_browser_session(ctx.db, &session.id, &session.user_id, ctx.now).await?;
+        }
+    }
+    if let Some((subject, Some(sid))) = hinted {
+        if browser_session.as_ref().is_none_or(|session| session.id != sid) {
+            store::end_browser_session(ctx.db, sid, subject, ctx.now).await?;
+        }
+    }
+    Ok(())
 }

@@ -12,6 +12,11 @@ pub struct Purged {
     pub sessions: u64,
     pub refresh_tokens: u64,
     pub unverified_accounts: u64,
+    /// Authorization codes a day past their expiry (kept that long so a late second
+    /// redemption still finds the grant it must revoke).
+    pub authorization_codes: u64,
+    /// Browser sessions that ended (logout, reset) or passed their absolute end.
+    pub browser_sessions: u64,
 }
 
 /// Rows one statement of [`purge`] deletes at most, so a run stays well inside D1's limits
@@ -37,7 +42,7 @@ pub async fn purge(
     let now = now.timestamp();
     let day_ago = now - 86_400;
     let mut purged = Purged::default();
-    let statements: [(&'static str, Vec<SqlValue>, &mut u64); 4] = [
+    let statements: [(&'static str, Vec<SqlValue>, &mut u64); 6] = [
         (
             "DELETE FROM one_time_tokens WHERE token_hash IN (SELECT token_hash FROM one_time_tokens
                WHERE expires_at <= ?1 OR consumed_at <= ?2 LIMIT ?3)",
@@ -62,6 +67,18 @@ pub async fn purge(
                WHERE email_verified_at IS NULL AND created_at <= ?1 LIMIT ?2)",
             vec![unverified_before.into(), PURGE_CHUNK.into()],
             &mut purged.unverified_accounts,
+        ),
+        (
+            "DELETE FROM authorization_codes WHERE code_hash IN (SELECT code_hash FROM authorization_codes
+               WHERE expires_at <= ?1 LIMIT ?2)",
+            vec![day_ago.into(), PURGE_CHUNK.into()],
+            &mut purged.authorization_codes,
+        ),
+        (
+            "DELETE FROM browser_sessions WHERE id IN (SELECT id FROM browser_sessions
+               WHERE ended_at IS NOT NULL OR expires_at <= ?1 LIMIT ?2)",
+            vec![now.into(), PURGE_CHUNK.into()],
+            &mut purged.browser_sessions,
         ),
     ];
     for (sql, params, count) in statements {

@@ -4,6 +4,7 @@
 //! text runs on D1 in the worker and on SQLite in `cargo test`. Each function that must be
 //! atomic is one batch. Callers use `store::name`: the submodules are re-exported here.
 
+mod authorizations;
 mod budgets;
 mod clients;
 mod keys;
@@ -13,6 +14,7 @@ mod one_time_tokens;
 mod sessions;
 mod users;
 
+pub use authorizations::*;
 pub use budgets::*;
 pub use clients::*;
 pub use keys::*;

@@ -265,13 +265,20 @@ pub async fn reset_password(
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
                     [hash.as_str().into(), nonce.into()],
                 ),
+                // And its browser (SSO) sessions: a reset signs the account out everywhere.
+                Statement::new(
+                    "UPDATE browser_sessions SET ended_at = ?3
+                 WHERE ended_at IS NULL
+                   AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
+                    params(),
+                ),
             ]
             .into_iter()
             .chain(statements)
             .collect(),
         )
         .await?;
-    debug_assert!(outcomes.len() == cleared + 6);
+    debug_assert!(outcomes.len() == cleared + 7);
     if changes(&outcomes, 0) != 1 {
         return Ok(None);
     }

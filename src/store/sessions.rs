@@ -12,8 +12,6 @@ pub struct NewSession<'a> {
     pub id: &'a str,
     pub user_id: &'a str,
     pub expires_at: DateTime<Utc>,
-    pub refresh_token_hash: &'a TokenHash,
-    pub refresh_token_expires_at: DateTime<Utc>,
     /// The password hash the login verified (a re-hash replaces only that one)...
     pub verified_password_hash: &'a str,
     /// ...and the password's version when it was read: the session starts only while the
@@ -23,6 +21,15 @@ pub struct NewSession<'a> {
     /// A fresh hash of the same password with the configured parameters, to replace the
     /// verified one in the same batch (`domain::password::needs_rehash`).
     pub rehashed_password: Option<&'a str>,
+    /// What the login starts: an API session with its first refresh token (`/v1/login`), or a
+    /// browser (SSO) session named by the SHA-256 of its cookie (the hosted login page).
+    pub kind: SessionKind<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SessionKind<'a> {
+    Api { refresh_token_hash: &'a TokenHash, refresh_token_expires_at: DateTime<Utc> },
+    Browser { cookie_hash: &'a TokenHash },
 }
 
 /// A network an account signed in from, remembered until `expires_at` (`known_networks`).
@@ -52,38 +59,54 @@ pub async fn start_session(
         ));
     }
     let insert = statements.len();
-    statements.extend([
-        Statement::new(
-            "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at)
-             SELECT ?1, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_version = ?5",
+    match session.kind {
+        SessionKind::Api { refresh_token_hash, refresh_token_expires_at } => statements.extend([
+            Statement::new(
+                "INSERT INTO sessions (id, user_id, auth_time, created_at, expires_at)
+                 SELECT ?1, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_version = ?5",
+                [
+                    session.id.into(),
+                    session.user_id.into(),
+                    now.timestamp().into(),
+                    session.expires_at.timestamp().into(),
+                    session.password_version.into(),
+                ],
+            ),
+            Statement::new(
+                "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
+                 SELECT ?1, id, user_id, ?3, ?4 FROM sessions WHERE id = ?2",
+                [
+                    refresh_token_hash.as_str().into(),
+                    session.id.into(),
+                    now.timestamp().into(),
+                    refresh_token_expires_at.timestamp().into(),
+                ],
+            ),
+        ]),
+        SessionKind::Browser { cookie_hash } => statements.push(Statement::new(
+            "INSERT INTO browser_sessions (id, cookie_hash, user_id, auth_time, created_at, expires_at)
+             SELECT ?1, ?6, id, ?3, ?3, ?4 FROM users WHERE id = ?2 AND password_version = ?5",
             [
                 session.id.into(),
                 session.user_id.into(),
                 now.timestamp().into(),
                 session.expires_at.timestamp().into(),
                 session.password_version.into(),
+                cookie_hash.as_str().into(),
             ],
-        ),
-        Statement::new(
-            "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
-             SELECT ?1, id, user_id, ?3, ?4 FROM sessions WHERE id = ?2",
-            [
-                session.refresh_token_hash.as_str().into(),
-                session.id.into(),
-                now.timestamp().into(),
-                session.refresh_token_expires_at.timestamp().into(),
-            ],
-        ),
-    ]);
+        )),
+    }
     statements.extend(returned.iter().map(|draw| {
         Statement::new(
-            "UPDATE rate_limits SET tat = tat - ?2 WHERE bucket = ?1 AND EXISTS (SELECT 1 FROM sessions WHERE id = ?3)",
+            "UPDATE rate_limits SET tat = tat - ?2
+             WHERE bucket = ?1 AND EXISTS (SELECT 1 FROM sessions WHERE id = ?3 UNION ALL SELECT 1 FROM browser_sessions WHERE id = ?3)",
             [draw.bucket.as_str().into(), draw.cost_ms.into(), session.id.into()],
         )
     }));
     if let Some(known) = known_network {
         statements.push(Statement::new(
-            "INSERT INTO known_networks (key, expires_at) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?3)
+            "INSERT INTO known_networks (key, expires_at)
+             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?3 UNION ALL SELECT 1 FROM browser_sessions WHERE id = ?3)
              ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
             [known.key.into(), known.expires_at.timestamp().into(), session.id.into()],
         ));
@@ -108,13 +131,21 @@ pub struct RefreshTokenRecord {
     pub expires_at: i64,
     pub session_revoked: bool,
     pub session_expires_at: i64,
+    /// The client the grant belongs to; `None` for the first-party app's `/v1/login` sessions.
+    pub client_id: Option<String>,
+    /// The granted scope of a code-flow grant (`None`: a first-party session's fixed scope).
+    pub scope: Option<String>,
+    /// The browser session (`sid`) a code-flow grant was issued in.
+    pub browser_session_id: Option<String>,
 }
 
-/// Rotates `old` into `new` if `old` is live and its session too: one conditional `UPDATE`
-/// decides, so of concurrent rotations exactly one wins; the successor inherits the session and
-/// never outlives it. Returns whether this call won.
+/// Rotates `old` into `new` if `old` is live, its session too, and it belongs to `client_id`
+/// (`None`: the first-party app): one conditional `UPDATE` decides, so of concurrent rotations
+/// exactly one wins, and another client's presentation changes nothing; the successor inherits
+/// the session and never outlives it. Returns whether this call won.
 pub async fn rotate_refresh_token(
     db: &impl Database,
+    client_id: Option<&str>,
     old: &TokenHash,
     new: &TokenHash,
     successor_sealed: &str,
@@ -127,8 +158,15 @@ pub async fn rotate_refresh_token(
                 "UPDATE refresh_tokens SET consumed_at = ?4, replaced_by = ?2, successor_sealed = ?3
                  WHERE token_hash = ?1 AND consumed_at IS NULL AND revoked_at IS NULL AND expires_at > ?4
                    AND EXISTS (SELECT 1 FROM sessions s
-                               WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?4)",
-                [old.as_str().into(), new.as_str().into(), successor_sealed.into(), now.timestamp().into()],
+                               WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ?4
+                                 AND s.client_id IS ?5)",
+                [
+                    old.as_str().into(),
+                    new.as_str().into(),
+                    successor_sealed.into(),
+                    now.timestamp().into(),
+                    client_id.into(),
+                ],
             ),
             Statement::new(
                 "INSERT INTO refresh_tokens (token_hash, session_id, user_id, issued_at, expires_at)
@@ -145,11 +183,21 @@ pub async fn rotate_refresh_token(
     Ok((changes(&outcomes, 0) == 1, record))
 }
 
+/// A refresh token and its grant, read alone (a refresh that narrows its scope checks it
+/// before rotating).
+pub async fn find_refresh_token(
+    db: &impl Database,
+    hash: &TokenHash,
+) -> Result<Option<RefreshTokenRecord>, DatabaseError> {
+    let outcomes = db.batch(vec![refresh_token_query(hash)]).await?;
+    first_row(&outcomes).map(refresh_token_record).transpose()
+}
+
 fn refresh_token_query(hash: &TokenHash) -> Statement {
     Statement::new(
         "SELECT r.session_id, r.user_id, r.consumed_at, r.successor_sealed, r.revoked_at, r.expires_at,
                 s.auth_time, s.revoked_at AS session_revoked_at, s.expires_at AS session_expires_at,
-                u.email, u.email_verified_at,
+                s.client_id, s.scope, s.browser_session_id, u.email, u.email_verified_at,
                 (SELECT count(*) FROM refresh_tokens n
                   WHERE n.token_hash = r.replaced_by AND (n.consumed_at IS NOT NULL OR n.revoked_at IS NOT NULL))
                   AS successor_used
@@ -173,6 +221,9 @@ fn refresh_token_record(row: &Row) -> Result<RefreshTokenRecord, DatabaseError> 
         expires_at: integer(row, "expires_at")?,
         session_revoked: optional_integer(row, "session_revoked_at")?.is_some(),
         session_expires_at: integer(row, "session_expires_at")?,
+        client_id: optional_text(row, "client_id")?,
+        scope: optional_text(row, "scope")?,
+        browser_session_id: optional_text(row, "browser_session_id")?,
     })
 }
 
@@ -203,21 +254,28 @@ pub async fn revoke_family(
 
 /// The user behind an access token, if its session is still live and the key that signed it
 /// (`kid`) has not been marked compromised: checked here, in the same round trip, so that a
-/// compromise refuses its tokens at once, whatever key table an isolate has cached.
+/// compromise refuses its tokens at once, whatever key table an isolate has cached. The
+/// token's `sid` names a first-party session (`/v1/login`), or the browser session a client's
+/// grant was issued in; then a live grant of that client (`client_id`) in that browser session
+/// must exist, so a logout, a reset or a reused code ends its access tokens here too.
 pub async fn find_session_user(
     db: &impl Database,
     user_id: &str,
     session_id: &str,
+    client_id: &str,
     kid: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<UserRecord>, DatabaseError> {
     let outcomes = db
         .batch(vec![Statement::new(
             "SELECT u.id, u.email, u.password_hash, u.email_verified_at, u.password_version
-             FROM users u JOIN sessions s ON s.user_id = u.id
-             WHERE u.id = ?1 AND s.id = ?2 AND s.revoked_at IS NULL AND s.expires_at > ?3
+             FROM users u
+             WHERE u.id = ?1
+               AND EXISTS (SELECT 1 FROM sessions s
+                           WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > ?3
+                             AND ((s.id = ?2 AND s.client_id IS NULL) OR (s.browser_session_id = ?2 AND s.client_id = ?5)))
                AND NOT EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?4 AND compromised_at IS NOT NULL)",
-            [user_id.into(), session_id.into(), now.timestamp().into(), kid.into()],
+            [user_id.into(), session_id.into(), now.timestamp().into(), kid.into(), client_id.into()],
         )])
         .await?;
     first_row(&outcomes).map(user_record).transpose()

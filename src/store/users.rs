@@ -144,6 +144,13 @@ pub async fn create_user(
                 ],
             ),
             Statement::new("SELECT locale, email_verified_at FROM users WHERE email = ?1", [user.email.as_str().into()]),
+            // The browser sessions of whoever signed up before end with the replaced password.
+            Statement::new(
+                "UPDATE browser_sessions SET ended_at = ?3
+                 WHERE ended_at IS NULL AND ?4 = 1
+                   AND user_id = (SELECT id FROM users WHERE email = ?1 AND id != ?2 AND email_verified_at IS NULL)",
+                [user.email.as_str().into(), user.id.into(), now.timestamp().into(), replace.into()],
+            ),
         ])
         .await?;
     if changes(&outcomes, 0) == 1 {
