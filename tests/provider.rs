@@ -903,3 +903,57 @@ fn oidcc_discovery_endpoint_verification_advertises_what_is_served() {
     assert_eq!(app.request("DELETE", "/oauth/authorize", None, b"").status, 405);
     assert_eq!(app.request("PUT", "/userinfo", None, b"").response.header("allow"), Some("GET, HEAD, POST"));
 }
+
+#[test]
+fn bad_input_on_every_provider_endpoint_is_a_clear_error_never_a_500() {
+    let app = app();
+    let client = register(&app, json!({}));
+    let long = "x".repeat(20_000);
+    let garbage: Vec<(&str, &str, Option<&str>, Vec<u8>)> = vec![
+        ("GET", "/oauth/authorize", None, Vec::new()),
+        ("GET", "/oauth/authorize?%ff%fe=%00", None, Vec::new()),
+        ("POST", "/oauth/authorize", Some("application/json"), b"{}".to_vec()),
+        ("POST", "/oauth/authorize", Some("application/x-www-form-urlencoded"), vec![0xff, 0xfe]),
+        ("POST", "/oauth/authorize", Some("application/x-www-form-urlencoded"), long.clone().into_bytes()),
+        ("GET", "/oauth/authorize/resume", None, Vec::new()),
+        ("GET", "/oauth/authorize/resume?interaction=a.b", None, Vec::new()),
+        ("POST", "/oauth/authorize/consent", Some("application/x-www-form-urlencoded"), b"decision=allow".to_vec()),
+        ("POST", "/oauth/authorize/consent", Some("text/plain"), b"decision=allow".to_vec()),
+        ("POST", "/oauth/token", Some("application/x-www-form-urlencoded"), b"grant_type=authorization_code".to_vec()),
+        (
+            "POST",
+            "/oauth/token",
+            Some("application/x-www-form-urlencoded"),
+            b"grant_type=authorization_code&client_id=%00&code=x".to_vec(),
+        ),
+        (
+            "POST",
+            "/oauth/token",
+            Some("application/x-www-form-urlencoded"),
+            b"grant_type=refresh_token&refresh_token=x&scope=%ff".to_vec(),
+        ),
+        ("POST", "/oauth/token", Some("application/json"), b"[1]".to_vec()),
+        ("GET", "/oauth/end-session?id_token_hint=a.b.c", None, Vec::new()),
+        ("GET", "/oauth/end-session?post_logout_redirect_uri=javascript:alert(1)&client_id=x", None, Vec::new()),
+        ("POST", "/oauth/end-session", Some("application/x-www-form-urlencoded"), b"decision=logout".to_vec()),
+        ("POST", "/oauth/end-session", Some("application/json"), b"{}".to_vec()),
+        ("POST", "/userinfo", Some("application/x-www-form-urlencoded"), b"access_token=x".to_vec()),
+    ];
+    for (method, path, content_type, body) in garbage {
+        let reply = app.request(method, path, content_type, &body);
+        assert!((400..500).contains(&reply.status), "{method} {path}: {} {}", reply.status, reply.text());
+    }
+    let path = authorize_path(&client, &[("state", &long[..4000]), ("nonce", &long[..4000])]);
+    let reply = app.get(&path);
+    assert!(reply.status < 500, "{}", reply.status);
+    let basic = [("Authorization", "Basic "), ("Authorization", "Bearer x"), ("Authorization", "Basic Og==")];
+    for (name, value) in basic {
+        let reply = token_request(
+            &app,
+            &client,
+            Auth::Raw(&[(name, value)], &[]),
+            &[("grant_type", "authorization_code"), ("code", "x")],
+        );
+        assert!((400..500).contains(&reply.status), "{value}: {}", reply.text());
+    }
+}
