@@ -113,6 +113,7 @@ await check("login, consent naming the client and scopes, allow, callback with c
   await page.fill("input[name=password]", config.password);
   await page.locator("form:has(input[name=password])").locator("button, input[type=submit]").first().click();
   await page.waitForSelector("button[name=decision][value=allow]");
+  signedIn = true; // the SSO session exists from here on, whatever the consent page does
   const text = await page.locator("body").innerText();
   assert(text.includes(client.client_name), `the consent page does not name the client ${client.client_name}: ${text}`);
   assert(/e-?mail/i.test(text), `the consent page does not name the email scope: ${text}`);
@@ -130,11 +131,10 @@ await check("login, consent naming the client and scopes, allow, callback with c
   const session = cookies.filter((cookie) => !cookie.name.includes("csrf"));
   assert(session.length >= 1, `no SSO cookie: ${JSON.stringify(cookies)}`);
   assert(session.some((cookie) => cookie.httpOnly && cookie.sameSite === "Lax"), `no HttpOnly SameSite=Lax SSO cookie: ${JSON.stringify(session)}`);
-  signedIn = true;
 });
 
 await check("SSO: a first-party (skip_consent) client gets a code with no page", async () => {
-  assert(signedIn, "the first flow failed");
+  assert(signedIn, "the login of the first flow failed");
   const client = clients.first_party;
   const flow = authorizationUrl(client, "openid");
   const pages = [];
@@ -150,7 +150,7 @@ await check("SSO: a first-party (skip_consent) client gets a code with no page",
 });
 
 await check("deny on the consent page gives access_denied", async () => {
-  assert(signedIn, "the first flow failed");
+  assert(signedIn, "the login of the first flow failed");
   const client = clients.denied;
   const flow = authorizationUrl(client, "openid email");
   await page.goto(flow.url);
