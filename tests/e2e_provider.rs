@@ -232,6 +232,7 @@ const STEPS: &[(&str, Step)] = &[
     ("edgeid: consent denied is access_denied", consent_denied),
     ("edgeid: prompt=none without consent is consent_required", consent_required),
     ("edgeid: skip_consent clients see no consent page", skip_consent),
+    ("edgeid: a consent post without a decision leaves the SSO session usable", consent_post_without_decision),
     ("edgeid: SSO cookie HttpOnly SameSite=Lax; one sid across clients", sso_cookie_and_sid),
     ("edgeid: id_token_hint of another user asks for the password", id_token_hint_of_another_user),
     ("edgeid: ES256 ID tokens for a client that registered them", id_token_es256_client),
@@ -2297,9 +2298,28 @@ fn consent_required(ctx: &Ctx) {
 
 fn skip_consent(ctx: &Ctx) {
     let client = ctx.register("skip-consent", Auth::Basic, json!({"skip_consent": true}));
-    let (_, tokens) = ctx.logged_in(&client, &ctx.alice, "openid email");
+    let (ua, tokens) = ctx.logged_in(&client, &ctx.alice, "openid email");
     assert_eq!(tokens.journey.consents(), 0, "a skip_consent client got a consent page");
     assert_eq!(tokens.journey.logins(), 1);
+    // Inside the SSO session the code comes at once, with no page; PKCE still binds it.
+    let again = ctx.code_flow(&ua, &client, &ctx.request(&client, "openid").with_pkce(), &ctx.alice);
+    assert_eq!(again.journey.pages, vec![], "SSO + skip_consent showed a page");
+}
+
+/// What Chromium sends when the page's script has disabled the pressed button: the consent form
+/// without `decision`. It may be refused, but the browser's SSO session must go on working.
+fn consent_post_without_decision(ctx: &Ctx) {
+    let consenting = ctx.register("consent-no-decision", Auth::Basic, json!({}));
+    let first_party = ctx.register("consent-no-decision-first-party", Auth::Basic, json!({"skip_consent": true}));
+    let ua = ctx.browser();
+    let request = ctx.request(&consenting, "openid");
+    let journey = ua.authorize(ctx, &request, Act { consent: Consent::Stop, ..Act::allow(&ctx.alice) });
+    let page = journey.stopped.as_ref().unwrap();
+    let consent = forms(page).into_iter().find(|form| form.has_button("decision", "allow")).expect("a consent form");
+    let refused = ua.submit(&consent, &[], None);
+    assert!(refused.status == 400 || refused.is_redirect(), "{}", refused.describe());
+    let tokens = ctx.code_flow(&ua, &first_party, &ctx.request(&first_party, "openid").with_pkce(), &ctx.alice);
+    assert_eq!(tokens.journey.pages, vec![], "SSO after a refused consent post showed {:?}", tokens.journey.pages);
 }
 
 fn sso_cookie_and_sid(ctx: &Ctx) {
@@ -2558,13 +2578,25 @@ fn authlib_driver(ctx: &Ctx) -> Vec<StepResult> {
 /// Headless Chromium through the hosted login and consent pages.
 fn browser_driver(ctx: &Ctx) -> Vec<StepResult> {
     let started = Instant::now();
+    // The script serves the relying parties' callback on this port (a real loopback server, so
+    // the browser follows every redirect to it as it would to a real RP).
+    let rp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redirect = |name: &str| json!([format!("http://127.0.0.1:{rp_port}/{name}/callback")]);
     let clients = register_for_driver(
         ctx,
         "chromium",
         &[
-            ("consenting", Auth::Basic, json!({"client_name": "Chromium Photo Gallery"})),
-            ("first_party", Auth::Basic, json!({"client_name": "Chromium First Party", "skip_consent": true})),
-            ("denied", Auth::Basic, json!({"client_name": "Chromium Denied App"})),
+            (
+                "consenting",
+                Auth::Basic,
+                json!({"client_name": "Chromium Photo Gallery", "redirect_uris": redirect("consenting")}),
+            ),
+            (
+                "first_party",
+                Auth::Basic,
+                json!({"client_name": "Chromium First Party", "skip_consent": true, "redirect_uris": redirect("first-party")}),
+            ),
+            ("denied", Auth::Basic, json!({"client_name": "Chromium Denied App", "redirect_uris": redirect("denied")})),
         ],
     );
     let clients = match clients {
@@ -2574,7 +2606,7 @@ fn browser_driver(ctx: &Ctx) -> Vec<StepResult> {
     let artifacts = repository().join("test-artifacts/browser");
     let _ = std::fs::create_dir_all(&artifacts);
     let config = json!({"issuer": ctx.issuer, "email": ctx.browser_user.email, "password": ctx.browser_user.password,
-        "clients": clients, "artifacts": artifacts});
+        "clients": clients, "artifacts": artifacts, "rp_port": rp_port});
     let mut command = Command::new("node");
     command.arg("tests/rp_browser.mjs").arg(config.to_string());
     let results = run_driver("chromium", command);

@@ -1,17 +1,18 @@
 // The provider's hosted pages in a real browser: headless Debian Chromium (playwright-core)
 // runs a code flow the way a user does. The browser logs in, sees the consent page naming the
 // client and the scopes, clicks allow and lands on the client's redirect URI with code, state
-// and iss (the client's origin is answered by a route inside the browser: nothing else
-// listens); the code is then redeemed. A second, first-party client (skip_consent) then gets a
+// and iss (a loopback HTTP server in this script answers the callback); the code is then
+// redeemed. A second, first-party client (skip_consent) then gets a
 // code with no page at all (SSO), and a third client's deny gives access_denied. axe-core
 // checks the login and consent pages; screenshots land in the artifact folder.
 //
 // Usage: node tests/rp_browser.mjs CONFIG_JSON
-//   CONFIG_JSON = {"issuer", "email", "password", "artifacts", "clients": {"consenting",
+//   CONFIG_JSON = {"issuer", "email", "password", "artifacts", "rp_port", "clients": {"consenting",
 //                  "first_party", "denied": {"client_id", "client_secret", "client_name", "redirect_uri"}}}
 // Prints one JSON line: [{"name", "ok", "error"?, "seconds"}]; exits 1 if any check failed.
 import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
@@ -46,9 +47,12 @@ const browser = await chromium.launch({
     "--disable-component-update", "--disable-sync"],
 });
 const context = await browser.newContext({ viewport: { width: 800, height: 900 } });
-// The relying parties' origin: answered inside the browser, like a real RP's callback page.
-await context.route((url) => url.origin === new URL(clients.consenting.redirect_uri).origin, (route) =>
-  route.fulfill({ status: 200, contentType: "text/html", body: "<!doctype html><title>RP</title><h1>Back at the relying party</h1>" }));
+// The relying parties' callback: a loopback server, as a real RP's page would be.
+const rp = createServer((request, response) => {
+  response.writeHead(200, { "content-type": "text/html" });
+  response.end("<!doctype html><title>RP</title><h1>Back at the relying party</h1>");
+});
+await new Promise((resolve) => rp.listen(config.rp_port, "127.0.0.1", resolve));
 const page = await context.newPage();
 const consoleErrors = [];
 page.on("console", (message) => {
@@ -169,5 +173,6 @@ await check("no console errors on the hosted pages", async () => {
 });
 
 await browser.close();
+rp.close();
 console.log(JSON.stringify(results));
 process.exit(results.every((result) => result.ok) ? 0 : 1);
