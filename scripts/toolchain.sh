@@ -71,15 +71,19 @@ ensure_worker_build() {
   fi
 }
 
-# PyJWT for the tests, in a virtual environment of its own, pinned by
-# tools/python/requirements.txt.
+# The Python side of the tests (PyJWT; Authlib with requests and joserfc), in a virtual
+# environment of its own, pinned with every dependency by tools/python/requirements.txt
+# (`--no-deps`: nothing unpinned comes in). EDGEID_PYTHON_VENV installs elsewhere, e.g. into a
+# scratch folder to check that the pins install from nothing.
 ensure_python_packages() {
-  venv="$EDGEID_TOOLS/python"
+  venv="${EDGEID_PYTHON_VENV:-$EDGEID_TOOLS/python}"
   stamp="$venv/.requirements"
   if [ -f "$stamp" ] && cmp -s "$stamp" "$EDGEID_ROOT/tools/python/requirements.txt"; then return 0; fi
-  edgeid_log "installing the Python test verifiers (PyJWT) into .tools/python"
+  edgeid_log "installing the Python test tools (PyJWT, Authlib) into $venv"
   python3 -m venv "$venv" &&
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$EDGEID_ROOT/tools/python/requirements.txt" &&
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+      -r "$EDGEID_ROOT/tools/python/requirements.txt" &&
+    "$venv/bin/pip" check --disable-pip-version-check >/dev/null &&
     cp "$EDGEID_ROOT/tools/python/requirements.txt" "$stamp"
 }
 

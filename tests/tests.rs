@@ -9,6 +9,7 @@ mod e2e_abuse;
 mod e2e_browser;
 mod e2e_keys;
 mod e2e_mail;
+mod e2e_provider;
 mod flows;
 mod keys;
 mod mail;
