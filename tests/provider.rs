@@ -962,3 +962,165 @@ fn bad_input_on_every_provider_endpoint_is_a_clear_error_never_a_500() {
         assert!((400..500).contains(&reply.status), "{value}: {}", reply.text());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security review of 71fde27: each test proves a finding fixed (an attack that worked).
+// ---------------------------------------------------------------------------------------------
+
+/// Finding: an `id_token_hint` alone, from any party that holds one (an RP's back end, a log,
+/// an expired token), ends the session it names — without that browser, its cookie or a
+/// confirmation — and with it the refresh tokens of every client in that browser session.
+#[test]
+fn review_provider_a_hint_alone_does_not_end_somebody_elses_session() {
+    let app = app();
+    app.verified_account("victim@example.com", PASSWORD);
+    let victim_app = register(&app, json!({"skip_consent": true}));
+    let other_app = register(&app, json!({"skip_consent": true}));
+    let victim = Browser::new(&app);
+    let code = code_of(&code_for(&victim, &victim_app, &[], "victim@example.com"));
+    let hint = redeem(&app, &victim_app, Auth::Basic, &code, &[]).json["id_token"].as_str().unwrap().to_owned();
+    // The same browser session also holds another app's refresh token.
+    let code = code_of(&code_for(&victim, &other_app, &[("scope", "openid offline_access")], "victim@example.com"));
+    let other_tokens = redeem(&app, &other_app, Auth::Basic, &code, &[]);
+    let other_refresh = other_tokens.json["refresh_token"].as_str().unwrap().to_owned();
+
+    // Somebody else, with no cookie at all (a server-side fetch, or an <img> on any site).
+    app.advance(3600);
+    let stranger = Browser::new(&app);
+    let reply = end_session(&stranger, &[("id_token_hint", &hint)]);
+    assert!(reply.status < 500, "{}", reply.text());
+
+    let still = back_at_client(follow(&victim, victim.get(&authorize_path(&victim_app, &[("prompt", "none")]))));
+    assert!(parameter(&still, "code").is_some(), "the victim's SSO session was ended by a stranger: {still:?}");
+    let refreshed = token_request(
+        &app,
+        &other_app,
+        Auth::Basic,
+        &[("grant_type", "refresh_token"), ("refresh_token", &other_refresh)],
+    );
+    assert_eq!(refreshed.status, 200, "another app's refresh token was revoked by a stranger: {}", refreshed.text());
+}
+
+/// Finding: logout CSRF. An attacker's *own* ID token is a "valid hint", so a top-level GET
+/// to end-session from any site skips the confirmation and clears the victim's SSO cookie
+/// (and may redirect to the attacker's registered post_logout_redirect_uri).
+#[test]
+fn review_provider_a_hint_for_another_user_still_asks_before_clearing_the_cookie() {
+    let app = app();
+    app.verified_account("victim2@example.com", PASSWORD);
+    app.verified_account("attacker@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true}));
+    let attacker = Browser::new(&app);
+    let code = code_of(&code_for(&attacker, &client, &[], "attacker@example.com"));
+    let attackers_hint = redeem(&app, &client, Auth::Basic, &code, &[]).json["id_token"].as_str().unwrap().to_owned();
+
+    let victim = Browser::new(&app);
+    code_for(&victim, &client, &[], "victim2@example.com");
+    assert!(victim.cookie("__Host-edgeid-session").is_some());
+    let reply = end_session(&victim, &[("id_token_hint", &attackers_hint)]);
+    assert!(
+        reply.status == 200 && reply.text().contains("value=\"logout\""),
+        "a hint for another user than the browser's must ask first; got {} {:?}: {}",
+        reply.status,
+        reply.response.header("set-cookie"),
+        reply.text()
+    );
+    assert!(victim.cookie("__Host-edgeid-session").is_some(), "the victim's cookie was cleared without asking");
+}
+
+/// Finding: a client registered with the default `id_token_signed_response_alg` (RS256) while
+/// the keyring signs ES256 gets a 500 at the token endpoint, after its code was consumed and a
+/// grant with a refresh token was created; the retry is then "already used" and revokes it.
+#[test]
+fn review_provider_a_default_rs256_client_never_gets_a_500_for_its_code() {
+    let app = app();
+    app.verified_account("rs256@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true, "id_token_signed_response_alg": "RS256"}));
+    let browser = Browser::new(&app);
+    let code = code_of(&code_for(&browser, &client, &[], "rs256@example.com"));
+    let first = redeem(&app, &client, Auth::Basic, &code, &[]);
+    assert!(first.status < 500, "a registered client's valid code gave {}: {}", first.status, first.text());
+}
+
+/// Finding: /userinfo checks "a live grant of this client in this browser session", not the
+/// grant the token came from. An access token whose grant a code reuse revoked works again as
+/// soon as the same client gets any other grant in that browser session.
+#[test]
+fn review_provider_a_revoked_grants_access_token_stays_revoked() {
+    let app = app();
+    app.verified_account("revived@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true}));
+    let browser = Browser::new(&app);
+    let code = code_of(&code_for(&browser, &client, &[], "revived@example.com"));
+    let first = redeem(&app, &client, Auth::Basic, &code, &[]);
+    let stolen = first.json["access_token"].as_str().unwrap().to_owned();
+    app.advance(2);
+    redeem(&app, &client, Auth::Basic, &code, &[]).assert_error(400, "invalid_grant");
+    assert_eq!(userinfo(&app, "GET", &stolen).status, 401, "revoked by the reuse");
+    // The user signs in to the app again (same browser session): a new grant.
+    let code = code_of(&code_for(&browser, &client, &[], "revived@example.com"));
+    assert_eq!(redeem(&app, &client, Auth::Basic, &code, &[]).status, 200);
+    assert_eq!(userinfo(&app, "GET", &stolen).status, 401, "the revoked grant's access token is accepted again");
+}
+
+/// Finding: for a public client, anybody who sees a used code (history, logs, Referer) revokes
+/// the legitimate grant with the bare client_id: the reuse branch runs before (without) the
+/// PKCE and redirect_uri checks.
+#[test]
+fn review_provider_a_leaked_used_code_without_its_verifier_revokes_nothing() {
+    let app = app();
+    app.verified_account("leak@example.com", PASSWORD);
+    let public = register(&app, json!({"token_endpoint_auth_method": "none", "skip_consent": true}));
+    let browser = Browser::new(&app);
+    let pkce = [("code_challenge", CHALLENGE), ("code_challenge_method", "S256"), ("scope", "openid offline_access")];
+    let code = code_of(&code_for(&browser, &public, &pkce, "leak@example.com"));
+    let tokens = redeem(&app, &public, Auth::Public, &code, &[("code_verifier", VERIFIER)]);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    let refresh = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+    // The attacker: the code and the public client_id, no verifier.
+    app.advance(5);
+    redeem(&app, &public, Auth::Public, &code, &[]).assert_error(400, "invalid_grant");
+    let refreshed =
+        token_request(&app, &public, Auth::Public, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]);
+    assert_eq!(refreshed.status, 200, "the legitimate grant was revoked: {}", refreshed.text());
+}
+
+/// HEAD is answered like GET: a HEAD of /oauth/authorize stores a code (a write on a safe
+/// method nobody needs). Low; proves only that the write happens.
+#[test]
+fn review_provider_head_of_authorize_stores_no_code() {
+    let app = app();
+    app.verified_account("head@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true}));
+    let browser = Browser::new(&app);
+    code_for(&browser, &client, &[], "head@example.com");
+    let before = app.db.count("SELECT count(*) FROM authorization_codes");
+    let path = authorize_path(&client, &[]);
+    let (path, query) = path.split_once('?').unwrap();
+    let cookie = format!("__Host-edgeid-session={}", browser.cookie("__Host-edgeid-session").unwrap());
+    let reply = app.send(ApiRequest {
+        method: "HEAD".into(),
+        path: path.into(),
+        query: query.into(),
+        headers: vec![("Cookie".to_owned(), cookie)],
+        ..Default::default()
+    });
+    assert!(reply.status < 500);
+    assert_eq!(app.db.count("SELECT count(*) FROM authorization_codes"), before, "HEAD stored a code");
+}
+
+/// Functional (CSP): after a wrong password the login page is rendered again without the
+/// client's origin in `form-action`, so browsers that enforce form-action on redirects block
+/// the second, right attempt's final 303 to the client.
+#[test]
+fn review_provider_the_login_page_after_a_wrong_password_keeps_the_clients_form_action() {
+    let app = app();
+    app.verified_account("csp@example.com", PASSWORD);
+    let client = register(&app, json!({}));
+    let browser = Browser::new(&app);
+    let login = page(follow(&browser, browser.get(&authorize_path(&client, &[]))));
+    let wrong = browser.submit(&login, &[("email", "csp@example.com"), ("password", "not the password")]);
+    assert_eq!(wrong.status, 401);
+    let csp = wrong.response.header("content-security-policy").unwrap();
+    assert!(csp.contains("https://app.example.test"), "{csp}");
+}

@@ -334,7 +334,7 @@ pub async fn submit<D: Database, E: Crypto, H: HttpClient>(
         }
     };
     match rendered {
-        Ok(Outcome::Page(rendered)) => respond(ctx, rendered),
+        Ok(Outcome::Page(rendered)) => respond_with(ctx, rendered, &interaction_targets(ctx, kind, fields)),
         Ok(Outcome::SignedIn { location, session_cookie }) => {
             redirect(&location).with_header("Set-Cookie", set_session_cookie(ctx, &session_cookie))
         }
@@ -344,6 +344,19 @@ pub async fn submit<D: Database, E: Crypto, H: HttpClient>(
         }
         Err(err) => ApiError::from(err).into(),
     }
+}
+
+/// Where a login form shown again (after a wrong password) may end: the redirect URI of the
+/// authorization request it signs in for, as on its first showing.
+fn interaction_targets<D, E, H>(ctx: &Context<'_, D, E, H>, kind: FormKind, fields: &Fields) -> Vec<String> {
+    if kind != FormKind::Login {
+        return Vec::new();
+    }
+    let sealed = fields.optional(interaction::FIELD).ok().flatten().unwrap_or_default();
+    authorize::open_interaction(ctx, sealed)
+        .and_then(|opened| opened.parameters().get("redirect_uri").map(str::to_owned))
+        .into_iter()
+        .collect()
 }
 
 enum Outcome {

@@ -324,7 +324,12 @@ impl Route {
         )
     }
 
-    /// The methods a route answers (`HEAD` too wherever `GET` is).
+    /// Whether a `GET` may write (a code, a logout): no `HEAD` there.
+    fn writes_on_get(self) -> bool {
+        matches!(self, Route::Authorize | Route::AuthorizeResume | Route::EndSession)
+    }
+
+    /// The methods a route answers (`HEAD` too wherever a `GET` writes nothing).
     fn methods(self) -> &'static [&'static str] {
         match self {
             Route::Health
@@ -382,10 +387,12 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
         return ApiError::server_error(&"MAIL_PROVIDER=log answers only requests to this machine").into();
     }
     let methods = route.methods();
-    let is_head = request.method == "HEAD" && methods.contains(&"GET");
+    // HEAD only where a GET changes nothing: an authorization issues a code, a logout logs out.
+    let head_allowed = methods.contains(&"GET") && !route.writes_on_get();
+    let is_head = request.method == "HEAD" && head_allowed;
     if !methods.contains(&request.method.as_str()) && !is_head {
         let mut allowed = methods.to_vec();
-        if methods.contains(&"GET") {
+        if head_allowed {
             allowed.insert(1, "HEAD");
         }
         let allowed = allowed.join(", ");

@@ -277,8 +277,8 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
 }
 
 /// `GET` and `POST /oauth/end-session` (RP-Initiated Logout 1.0). With a valid `id_token_hint`
-/// the browser session it names (and the browser's own, if it is the same user's) ends at once;
-/// without one the person confirms first. Either way a redirect goes only to a
+/// for the user this browser is signed in as, its session ends at once; otherwise the person
+/// confirms first. Only the browser's own session (its cookie's) ever ends here. Either way a redirect goes only to a
 /// `post_logout_redirect_uri` registered for the client the hint or `client_id` names.
 pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
@@ -310,36 +310,47 @@ pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
         Ok(destination) => destination,
         Err(reason) => return Ok(logout_error(ctx, reason)),
     };
-    let Some(hint) = hint else {
-        // No proof the client speaks for this browser: the person decides.
-        let cookie = browser::csrf_cookie(ctx, request)?;
-        let form = browser::form_context(ctx, &cookie, None);
-        let mut fields = Vec::new();
-        for name in ["client_id", "post_logout_redirect_uri", "state"] {
-            let value = if name == "client_id" { client_id } else { parameters.get(name) };
-            if let Some(value) = value {
-                fields.push((name, value));
-            }
-        }
-        let client_name = match client_id {
-            Some(client_id) => crate::store::find_client(ctx.db, client_id)
-                .await
-                .map_err(crate::flows::Internal::from)?
-                .map(|client| client.display_name().to_owned()),
-            None => None,
-        };
-        let page = pages::logout_form(&form, client_name.as_deref(), &fields);
-        let targets: Vec<String> = destination.iter().cloned().collect();
-        return Ok(browser::respond_with(
-            ctx,
-            browser::Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None },
-            &targets,
-        ));
+    // A valid hint skips the question only when it names the user this browser is signed in
+    // as: a hint proves what an RP holds, not which browser asks, so it never ends another
+    // session than the cookie's (anyone can hold an old ID token, an attacker their own).
+    let hinted_subject = hint.as_ref().and_then(|claims| claims.get("sub")).and_then(serde_json::Value::as_str);
+    let browser_session = session::browser_session(ctx, browser::session_cookie(ctx, request)).await?;
+    let confirmed_by_hint = match (&browser_session, hinted_subject) {
+        (Some(session), Some(subject)) => session.user_id == subject,
+        // Signed out already: nothing to end, and the hint names the client to go back to.
+        (None, Some(_)) => true,
+        (_, None) => false,
     };
-    let subject = hint.get("sub").and_then(serde_json::Value::as_str).unwrap_or_default();
-    let hinted_session = hint.get("sid").and_then(serde_json::Value::as_str);
-    session::log_out(ctx, browser::session_cookie(ctx, request), Some((subject, hinted_session))).await?;
-    Ok(logged_out(ctx, destination, parameters.get("state")))
+    if confirmed_by_hint {
+        if let Some(session) = &browser_session {
+            session::log_out(ctx, session).await?;
+        }
+        return Ok(logged_out(ctx, destination, parameters.get("state"), browser_session.is_some()));
+    }
+    // No proof the client speaks for this browser's user: the person decides.
+    let cookie = browser::csrf_cookie(ctx, request)?;
+    let form = browser::form_context(ctx, &cookie, None);
+    let mut fields = Vec::new();
+    for name in ["client_id", "post_logout_redirect_uri", "state"] {
+        let value = if name == "client_id" { client_id } else { parameters.get(name) };
+        if let Some(value) = value {
+            fields.push((name, value));
+        }
+    }
+    let client_name = match client_id {
+        Some(client_id) => crate::store::find_client(ctx.db, client_id)
+            .await
+            .map_err(crate::flows::Internal::from)?
+            .map(|client| client.display_name().to_owned()),
+        None => None,
+    };
+    let page = pages::logout_form(&form, client_name.as_deref(), &fields);
+    let targets: Vec<String> = destination.iter().cloned().collect();
+    Ok(browser::respond_with(
+        ctx,
+        browser::Rendered { page, csrf_cookie: Some(cookie), retry_after_seconds: None },
+        &targets,
+    ))
 }
 
 /// The confirmation form's post: same origin and CSRF checked, then the browser's session ends.
@@ -360,8 +371,11 @@ async fn confirm_logout<D: Database, E: Crypto, H: HttpClient>(
         Ok(destination) => destination,
         Err(reason) => return Ok(logout_error(ctx, reason)),
     };
-    session::log_out(ctx, browser::session_cookie(ctx, request), None).await?;
-    Ok(logged_out(ctx, destination, parameters.get("state")))
+    let browser_session = session::browser_session(ctx, browser::session_cookie(ctx, request)).await?;
+    if let Some(session) = &browser_session {
+        session::log_out(ctx, session).await?;
+    }
+    Ok(logged_out(ctx, destination, parameters.get("state"), browser_session.is_some()))
 }
 
 /// The registered `post_logout_redirect_uri` to go to, if one was asked for; a reason in words
@@ -383,11 +397,13 @@ async fn logout_destination<D: Database, E: Crypto, H: HttpClient>(
     })
 }
 
-/// After a logout: back to the client (with `state`) or a page; the cookie goes either way.
+/// After a logout: back to the client (with `state`) or a page; the cookie goes with the
+/// session it named (`ended`).
 fn logged_out<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     destination: Option<String>,
     state: Option<&str>,
+    ended: bool,
 ) -> ApiResponse {
     let response = match destination {
         Some(uri) => {
@@ -405,7 +421,10 @@ fn logged_out<D: Database, E: Crypto, H: HttpClient>(
             pages::result(200, "You are signed out", "You have signed out of your account on this device.", &[]),
         ),
     };
-    response.with_header("Set-Cookie", browser::clear_session_cookie(ctx))
+    match ended {
+        true => response.with_header("Set-Cookie", browser::clear_session_cookie(ctx)),
+        false => response,
+    }
 }
 
 fn logout_error<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E, H>, reason: &str) -> ApiResponse {

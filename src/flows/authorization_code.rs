@@ -66,7 +66,10 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
     .map_err(Internal::from)?;
     let record = record.ok_or(CodeGrantError::InvalidGrant("unknown"))?;
     if !won {
-        if record.consumed && record.client_id == client.client_id {
+        // A second redemption by the client, with what the first one had to present (so a
+        // leaked used code alone, without its verifier, revokes nothing).
+        let presented_all = record.redirect_uri == redirect_uri && record.code_challenge == verifier_challenge;
+        if record.consumed && record.client_id == client.client_id && presented_all {
             if let Some(first_grant) = &record.session_id {
                 log::warn!("authorization code redeemed twice; revoking grant {first_grant}");
                 store::revoke_grant(ctx.db, first_grant, ctx.now).await.map_err(Internal::from)?;
@@ -84,7 +87,7 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         &*ctx.signing_keys().await?,
         ctx.crypto,
         ctx.now,
-        ctx.new_id()?,
+        grant_jti(&grant_id, &ctx.new_id()?),
         &Subject {
             user_id: &record.user_id,
             email: &record.email,
@@ -104,6 +107,13 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         expires_in: signed.expires_in,
         scope: record.scope,
     })
+}
+
+/// The `jti` of an access token issued for a client's grant: the grant's id, a dot, a random
+/// id. Unique like any `jti`, and it names the grant, so `/userinfo` refuses the token once
+/// that grant has ended (a reused code, a logout) whatever other grants the client holds.
+pub fn grant_jti(grant_id: &str, random: &str) -> String {
+    format!("{grant_id}.{random}")
 }
 
 /// The client's registered ID token algorithm (registration accepts only those we sign with).

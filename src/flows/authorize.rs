@@ -18,6 +18,10 @@ use crate::store::{self, AuthorizationContext, BrowserSession, NewCode};
 /// How long an authorization code lives (API.md v2).
 pub const CODE_TTL_SECONDS: i64 = 60;
 
+/// How long after the login page's password check the request it signed in for goes on
+/// without asking again; and the slack `max_age` gets while a person reads the consent page.
+const SIGNED_IN_FOR_THIS_SECONDS: i64 = 300;
+
 /// What the endpoint answers.
 #[derive(Debug)]
 pub enum Authorized {
@@ -78,8 +82,12 @@ pub async fn authorize<D: Database, E: Crypto, H: HttpClient>(
             }
         },
     };
+    // The login page signed this session in for this very request, moments ago: whatever the
+    // request asked of the login (`prompt=login`, `max_age`) is done. A later replay of the
+    // same interaction is judged like any request.
     let signed_in_for_this = |session: &BrowserSession| {
         resumed.and_then(|interaction| interaction.signed_in.as_deref()) == Some(session.id.as_str())
+            && ctx.now.timestamp() - session.auth_time <= SIGNED_IN_FOR_THIS_SECONDS
     };
     let session = match context.session.as_ref() {
         Some(session) if signed_in_for_this(session) => {
@@ -147,6 +155,13 @@ pub async fn decide_consent<D: Database, E: Crypto, H: HttpClient>(
     };
     if !allow {
         return Ok(Refused::redirect(&request.target(), "access_denied", "the end-user denied the request").into());
+    }
+    // A consent page answered long after the session's last password check cannot carry a
+    // `max_age` it no longer meets: sign in again.
+    let age = ctx.now.timestamp() - session.auth_time;
+    if request.max_age.is_some_and(|max_age| age > max_age.max(SIGNED_IN_FOR_THIS_SECONDS)) {
+        let interaction = interaction_key(ctx).seal(&Interaction::new(&parameters, ctx.now.timestamp()));
+        return Ok(Authorized::Login { interaction, login_hint: request.login_hint.clone() });
     }
     let remembered = union(context.consented_scope.as_deref().unwrap_or_default(), &request.scopes);
     Ok(Authorized::Code(issue_code(ctx, &request, session, Some(&remembered)).await?))

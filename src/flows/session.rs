@@ -7,7 +7,7 @@ use crate::domain::authorization::covers;
 use crate::domain::opaque_token::{open_successor, seal_successor, TokenHash};
 use crate::domain::signing::{token_header, TokenRejected};
 use crate::domain::tokens::{issue_grant_tokens, issue_tokens, verify_access_token, Grant, Subject, LOGIN_SCOPE};
-use crate::flows::authorization_code::id_token_alg;
+use crate::flows::authorization_code::{grant_jti, id_token_alg};
 use crate::flows::client_auth::Caller;
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
@@ -132,7 +132,8 @@ async fn issue<D: Database, E: Crypto, H: HttpClient>(
         }
         Caller::Client(client) => {
             let grant = Grant { client_id: &client.client_id, scope: &scope, id_token_alg: id_token_alg(ctx, client) };
-            issue_grant_tokens(ctx.config, &keys, ctx.crypto, ctx.now, ctx.new_id()?, &subject, &grant).await?
+            let jti = grant_jti(&record.session_id, &ctx.new_id()?);
+            issue_grant_tokens(ctx.config, &keys, ctx.crypto, ctx.now, jti, &subject, &grant).await?
         }
     };
     Ok(LoginTokens {
@@ -191,7 +192,9 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
     // Verified, so the header parses and names a published key.
     let header = token_header(access_token)?;
     let kid = header.get("kid").and_then(serde_json::Value::as_str).unwrap_or_default();
-    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, &claims.client_id, kid, ctx.now)
+    // A client's grant is named by its tokens' `jti` (`authorization_code::grant_jti`).
+    let grant = claims.jti.split_once('.').map_or("", |(grant, _)| grant);
+    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, &claims.client_id, grant, kid, ctx.now)
         .await
         .map_err(Internal::from)?
         .ok_or(UserinfoError::SessionEnded)?;
@@ -199,29 +202,21 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
     Ok(Userinfo { sub: user.id, email: with_email.then_some((user.email, user.email_verified)) })
 }
 
-/// Logs a browser out (RP-Initiated Logout): the session its cookie names ends, with every
-/// grant issued in it and their refresh tokens. With a valid `id_token_hint` (`hinted`: its
-/// `sub` and `sid`) the session the hint names ends too, and the cookie's only if it is the
-/// same user's.
-pub async fn log_out<D: Database, E: Crypto, H: HttpClient>(
+/// The live browser session a cookie names, if any.
+pub async fn browser_session<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     session_cookie: Option<&str>,
-    hinted: Option<(&str, Option<&str>)>,
+) -> Result<Option<store::BrowserSession>, Internal> {
+    let Some(hash) = session_cookie.and_then(|cookie| TokenHash::of_presented(cookie).ok()) else { return Ok(None) };
+    Ok(store::find_browser_session(ctx.db, &hash, ctx.now).await?)
+}
+
+/// Logs a browser out (RP-Initiated Logout): its session ends, with every grant issued in it
+/// and their refresh tokens.
+pub async fn log_out<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    session: &store::BrowserSession,
 ) -> Result<(), Internal> {
-    let cookie_hash = session_cookie.and_then(|cookie| TokenHash::of_presented(cookie).ok());
-    let browser_session = match &cookie_hash {
-        Some(hash) => store::find_browser_session(ctx.db, hash, ctx.now).await?,
-        None => None,
-    };
-    if let Some(session) = &browser_session {
-        if hinted.is_none_or(|(subject, _)| subject == session.user_id) {
-            store::end_browser_session(ctx.db, &session.id, &session.user_id, ctx.now).await?;
-        }
-    }
-    if let Some((subject, Some(sid))) = hinted {
-        if browser_session.as_ref().is_none_or(|session| session.id != sid) {
-            store::end_browser_session(ctx.db, sid, subject, ctx.now).await?;
-        }
-    }
+    store::end_browser_session(ctx.db, &session.id, &session.user_id, ctx.now).await?;
     Ok(())
 }

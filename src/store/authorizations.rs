@@ -202,6 +202,8 @@ pub struct CodeRecord {
     pub nonce: Option<String>,
     pub auth_time: i64,
     pub consumed: bool,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
     /// The grant a redemption started.
     pub session_id: Option<String>,
 }
@@ -260,7 +262,7 @@ pub async fn redeem_code(
     }
     statements.push(Statement::new(
         "SELECT c.client_id, c.user_id, c.browser_session_id, c.scope, c.nonce, c.auth_time, c.consumed_at, c.session_id,
-                u.email, u.email_verified_at
+                c.redirect_uri, c.code_challenge, u.email, u.email_verified_at
          FROM authorization_codes c JOIN users u ON u.id = c.user_id WHERE c.code_hash = ?1",
         [code.into()],
     ));
@@ -279,6 +281,8 @@ pub async fn redeem_code(
                 nonce: optional_text(row, "nonce")?,
                 auth_time: integer(row, "auth_time")?,
                 consumed: optional_integer(row, "consumed_at")?.is_some(),
+                redirect_uri: text(row, "redirect_uri")?,
+                code_challenge: optional_text(row, "code_challenge")?,
                 session_id: optional_text(row, "session_id")?,
             })
         })

@@ -256,13 +256,16 @@ pub async fn revoke_family(
 /// (`kid`) has not been marked compromised: checked here, in the same round trip, so that a
 /// compromise refuses its tokens at once, whatever key table an isolate has cached. The
 /// token's `sid` names a first-party session (`/v1/login`), or the browser session a client's
-/// grant was issued in; then a live grant of that client (`client_id`) in that browser session
-/// must exist, so a logout, a reset or a reused code ends its access tokens here too.
+/// grant was issued in; then that grant (`grant_id`, from the token's `jti`) must be live, of
+/// that client, in that browser session, so a logout, a reset or a reused code ends its access
+/// tokens here too.
+#[allow(clippy::too_many_arguments)]
 pub async fn find_session_user(
     db: &impl Database,
     user_id: &str,
     session_id: &str,
     client_id: &str,
+    grant_id: &str,
     kid: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<UserRecord>, DatabaseError> {
@@ -273,9 +276,10 @@ pub async fn find_session_user(
              WHERE u.id = ?1
                AND EXISTS (SELECT 1 FROM sessions s
                            WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > ?3
-                             AND ((s.id = ?2 AND s.client_id IS NULL) OR (s.browser_session_id = ?2 AND s.client_id = ?5)))
+                             AND ((s.id = ?2 AND s.client_id IS NULL)
+                                  OR (s.id = ?6 AND s.browser_session_id = ?2 AND s.client_id = ?5)))
                AND NOT EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?4 AND compromised_at IS NOT NULL)",
-            [user_id.into(), session_id.into(), now.timestamp().into(), kid.into(), client_id.into()],
+            [user_id.into(), session_id.into(), now.timestamp().into(), kid.into(), client_id.into(), grant_id.into()],
         )])
         .await?;
     first_row(&outcomes).map(user_record).transpose()
