@@ -283,6 +283,18 @@ impl Config {
         (self.key_publication_lead_seconds / 4).min(300)
     }
 
+    /// The algorithms edgeid signs with, each with its own active key: `SIGNING_ALG` (access
+    /// tokens and first-party ID tokens) first, then RS256 when it differs, the default
+    /// `id_token_signed_response_alg` of OIDC Registration §2 that every relying party may ask
+    /// for.
+    pub fn signing_algorithms(&self) -> Vec<SigningAlg> {
+        let mut algorithms = vec![self.signing_alg];
+        if self.signing_alg != SigningAlg::Rs256 {
+            algorithms.push(SigningAlg::Rs256);
+        }
+        algorithms
+    }
+
     /// Reads and checks every variable through `lookup` (the adapter passes `env.var`/`env.secret`).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &'static str| lookup(name).map(|value| value.trim().to_owned()).filter(|v| !v.is_empty());
@@ -700,6 +712,20 @@ mod tests {
     }
 
     #[test]
+    fn rs256_is_signed_beside_signing_alg_and_once_when_it_is_signing_alg() {
+        let base = [("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log"), KEK];
+        for (alg, expected) in [
+            ("EdDSA", vec![SigningAlg::EdDsa, SigningAlg::Rs256]),
+            ("RS256", vec![SigningAlg::Rs256]),
+            ("ES256", vec![SigningAlg::Es256, SigningAlg::Rs256]),
+        ] {
+            let mut vars = base.to_vec();
+            vars.push(("SIGNING_ALG", alg));
+            assert_eq!(config(&vars).unwrap().signing_algorithms(), expected, "{alg}");
+        }
+    }
+
+    #[test]
     fn dev_defaults() {
         let config = config(&[("ISSUER", "http://127.0.0.1:8787/"), ("MAIL_PROVIDER", "log"), KEK]).unwrap();
         assert_eq!(config.issuer, "http://127.0.0.1:8787");
@@ -711,6 +737,7 @@ mod tests {
         assert_eq!(config.session_absolute_ttl_seconds, 7_776_000);
         assert_eq!(config.refresh_token_reuse_grace_seconds, 10);
         assert_eq!(config.signing_alg, SigningAlg::Es256);
+        assert_eq!(config.signing_algorithms(), [SigningAlg::Es256, SigningAlg::Rs256]);
         assert!(config.require_email_verification);
         assert_eq!(config.mail.provider, MailProvider::Log);
         assert_eq!(config.mail.api_url, "https://api.resend.com");

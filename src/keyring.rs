@@ -1,9 +1,12 @@
-//! Signing keys that manage themselves: which key signs and which are published at an instant,
-//! the race-free bootstrap of a first key (on a fresh database, for a new algorithm, after a
-//! compromise, or when no configured key-encryption key opens the keys there are), and the
-//! scheduled maintenance (run by the cron trigger): publish the next key a lead time before it
-//! signs, keep a retired key published until every token it signed has expired, then delete
-//! it, and re-seal keys sealed under the key-encryption key being rotated out.
+//! Signing keys that manage themselves, one active key per algorithm edgeid signs with
+//! (`Config::signing_algorithms`: `SIGNING_ALG`, and RS256 beside it): which key of each
+//! algorithm signs and which keys are published at an instant, the race-free bootstrap of an
+//! algorithm's first key (on a fresh database, for a new algorithm, after a compromise, or when
+//! no configured key-encryption key opens the keys there are), and the scheduled maintenance
+//! (run by the cron trigger): publish each algorithm's next key a lead time before it signs,
+//! keep a retired key published until every token it signed has expired, then delete it, and
+//! re-seal keys sealed under the key-encryption key being rotated out. Algorithms never wait
+//! on each other: a compromise, a bootstrap or a rotation of one leaves the others' keys alone.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -33,8 +36,11 @@ pub enum KeyringError {
 /// What one maintenance run did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Maintenance {
-    /// The kid of a key published by this run, and when it starts signing.
-    pub published: Option<(String, i64)>,
+    /// The kid of each key published by this run (at most one per algorithm, in the order of
+    /// `Config::signing_algorithms`), and when it starts signing.
+    pub published: Vec<(String, i64)>,
+    /// Keys of algorithms edgeid no longer signs with, retired by this run.
+    pub retired: u64,
     pub removed: u64,
     /// Keys that opened only with `KEY_ENCRYPTION_KEY_PREVIOUS`, now sealed under
     /// `KEY_ENCRYPTION_KEY`.
@@ -61,8 +67,8 @@ struct Cache {
     assembled: Option<(Selection, Rc<SigningKeys>)>,
 }
 
-/// One read of the key table, and which of its keys of the configured algorithm this worker
-/// cannot sign with because no configured key-encryption key opens them.
+/// One read of the key table, and which of its keys of the algorithms edgeid signs with this
+/// worker cannot sign with because no configured key-encryption key opens them.
 #[derive(Debug)]
 struct Table {
     records: Vec<SigningKeyRecord>,
@@ -72,14 +78,18 @@ struct Table {
 }
 
 impl Table {
-    /// Opens the private part of every key of the configured algorithm that is not marked
-    /// compromised (a few microseconds each), and logs those that open with neither key, once
-    /// per read.
+    /// Opens the private part of every key of the algorithms edgeid signs with that is not
+    /// marked compromised (a few microseconds each: a decryption, no RSA operation), and logs
+    /// those that open with neither key, once per read.
     fn new(records: Vec<SigningKeyRecord>, config: &Config) -> Table {
-        let alg = config.signing_alg.jws_name();
+        let signed = signed_algorithms(config);
         let cannot_open: Vec<String> = records
             .iter()
-            .filter(|key| key.alg == alg && key.compromised_at.is_none() && open_private(key, config).is_none())
+            .filter(|key| {
+                signed.contains(&key.alg.as_str())
+                    && key.compromised_at.is_none()
+                    && open_private(key, config).is_none()
+            })
             .map(|key| key.kid.clone())
             .collect();
         for kid in &cannot_open {
@@ -112,10 +122,18 @@ fn open_private(key: &SigningKeyRecord, config: &Config) -> Option<(Vec<u8>, Sea
     open(&previous.0).map(|private| (private, SealedUnder::Previous))
 }
 
-/// Which key signs and which are published: `SigningKeys` is rebuilt only when this changes.
+/// The JWS names of the algorithms edgeid signs with, as the key table spells them.
+fn signed_algorithms(config: &Config) -> Vec<&'static str> {
+    config.signing_algorithms().into_iter().map(SigningAlg::jws_name).collect()
+}
+
+/// Which key signs for each algorithm and which are published: `SigningKeys` is rebuilt only
+/// when this changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Selection {
-    active: String,
+    /// One kid per algorithm, in the order of `Config::signing_algorithms` (`SIGNING_ALG`'s
+    /// first).
+    active: Vec<String>,
     published: Vec<String>,
 }
 
@@ -127,12 +145,12 @@ const BOOTSTRAP_SKEW_SECONDS: i64 = 60;
 /// its key or replaces a spent salt, and racing requests agree after one replacement.
 const BOOTSTRAP_ROUNDS: usize = 4;
 
-/// The instant, shortly after `now`, at which a bootstrap key of the configured algorithm
-/// (active from its publication, unlike a rotated key) starts: concurrent first requests take
-/// their instants as they start, so the one that won the bootstrap may be a second ahead of
-/// the others, which then sign with its key rather than add their own.
-fn bootstrapped_ahead(table: &Table, config: &Config, now: i64) -> Option<i64> {
-    let alg = config.signing_alg.jws_name();
+/// The instant, shortly after `now`, at which a bootstrap key of `alg` (active from its
+/// publication, unlike a rotated key) starts: concurrent first requests take their instants as
+/// they start, so the one that won the bootstrap may be a second ahead of the others, which
+/// then sign with its key rather than add their own.
+fn bootstrapped_ahead(table: &Table, alg: SigningAlg, now: i64) -> Option<i64> {
+    let alg = alg.jws_name();
     table
         .records
         .iter()
@@ -149,18 +167,40 @@ fn longest_token_lifetime(config: &Config) -> i64 {
     config.access_token_ttl_seconds + LEEWAY_SECONDS
 }
 
-/// The key that signs at `now` and those published then. A key marked compromised is neither;
-/// one that no configured key-encryption key opens is published (like a retired key) but never
-/// signs.
-fn select(table: &Table, config: &Config, now: i64) -> Option<Selection> {
-    let alg = config.signing_alg.jws_name();
-    // Records come newest activation first, so the first live one of our algorithm signs.
-    let active = table.records.iter().find(|key| {
+/// The key of `alg` that signs at `at`: not marked compromised, openable here, activated and
+/// not yet retired. Records come newest activation first, so the first such one signs.
+fn active_key(table: &Table, alg: SigningAlg, at: i64) -> Option<&SigningKeyRecord> {
+    let alg = alg.jws_name();
+    table.records.iter().find(|key| {
         key.alg == alg
-            && key.activates_at <= now
-            && key.retired_at.is_none_or(|retired| retired > now)
+            && key.activates_at <= at
+            && key.retired_at.is_none_or(|retired| retired > at)
             && table.can_sign(key)
-    })?;
+    })
+}
+
+/// The key of `alg` that signs at `now`, or at the start of a bootstrap key that a racing
+/// request, whose clock is a little ahead, has just added.
+fn active_or_ahead(table: &Table, alg: SigningAlg, now: i64) -> Option<&SigningKeyRecord> {
+    active_key(table, alg, now).or_else(|| active_key(table, alg, bootstrapped_ahead(table, alg, now)?))
+}
+
+/// The algorithms edgeid signs with that have no key signing at `now`: those to bootstrap.
+fn without_active_key(table: &Table, config: &Config, now: i64) -> Vec<SigningAlg> {
+    config.signing_algorithms().into_iter().filter(|&alg| active_key(table, alg, now).is_none()).collect()
+}
+
+/// The key of each algorithm that signs at `now` (or at the start of a racer's bootstrap key,
+/// see [`active_or_ahead`]) and the keys published then, of every algorithm; `None` unless
+/// every algorithm edgeid signs with has a key. A key marked compromised neither signs nor is
+/// published; one that no configured key-encryption key opens is published (like a retired
+/// key) but never signs.
+fn select_or_ahead(table: &Table, config: &Config, now: i64) -> Option<Selection> {
+    let active = config
+        .signing_algorithms()
+        .into_iter()
+        .map(|alg| active_or_ahead(table, alg, now).map(|key| key.kid.clone()))
+        .collect::<Option<Vec<String>>>()?;
     let published = table
         .records
         .iter()
@@ -171,13 +211,7 @@ fn select(table: &Table, config: &Config, now: i64) -> Option<Selection> {
         })
         .map(|key| key.kid.clone())
         .collect();
-    Some(Selection { active: active.kid.clone(), published })
-}
-
-/// The selection at `now`, or at the start of a bootstrap key that a racing request, whose clock
-/// is a little ahead, has just added.
-fn select_or_ahead(table: &Table, config: &Config, now: i64) -> Option<Selection> {
-    select(table, config, now).or_else(|| select(table, config, bootstrapped_ahead(table, config, now)?))
+    Some(Selection { active, published })
 }
 
 impl Keyring {
@@ -185,10 +219,11 @@ impl Keyring {
         Keyring { max_cache_seconds, reads: Cell::new(0), cache: RefCell::new(None) }
     }
 
-    /// The keys in force at `now`. If no key of the configured algorithm can sign (a fresh
-    /// installation, a new `SIGNING_ALG`, the active key marked compromised or sealed under a
-    /// key-encryption key no longer configured), a bootstrap key is added first, active at once;
-    /// concurrent requests all end up with the same one.
+    /// The keys in force at `now`. For each algorithm edgeid signs with that has no key that
+    /// can sign (a fresh installation, a new `SIGNING_ALG`, its active key marked compromised
+    /// or sealed under a key-encryption key no longer configured), a bootstrap key is added
+    /// first, active at once; concurrent requests all end up with the same one. With every
+    /// algorithm's key in place this is one read of the key table per cache period.
     pub async fn signing_keys(
         &self,
         db: &impl Database,
@@ -201,10 +236,13 @@ impl Keyring {
         // A second round only if the first bootstrap judged from a cached read that missed a
         // newer key (one this worker cannot open, added by a deployment with another key).
         for _ in 0..2 {
-            if select(&table, config, now.timestamp()).is_some() {
+            let missing = without_active_key(&table, config, now.timestamp());
+            if missing.is_empty() {
                 break;
             }
-            bootstrap(db, config, crypto, now, &table).await?;
+            for alg in missing {
+                bootstrap(db, config, crypto, alg, now, &table).await?;
+            }
             table = self.table(db, config, now, 0).await?;
         }
         let selection = select_or_ahead(&table, config, now.timestamp()).ok_or(KeyringError::NoActiveKey)?;
@@ -284,20 +322,27 @@ impl Keyring {
     }
 }
 
-fn assemble(records: &[SigningKeyRecord], selection: &Selection, config: &Config) -> Result<SigningKeys, KeyError> {
-    let active = records
-        .iter()
-        .find(|key| key.kid == selection.active)
-        .ok_or_else(|| KeyError::Sealed(selection.active.clone()))?;
-    let alg = SigningAlg::from_jws_name(&active.alg).unwrap_or(config.signing_alg);
-    let (private, _) = open_private(active, config).ok_or_else(|| KeyError::Sealed(active.kid.clone()))?;
-    let material = KeyMaterial::from_private_jwk(alg, &active.kid, &private)?;
+/// Opens the selected signing keys (one per algorithm; an RSA key is only parsed, its private
+/// operations are the platform's) and gathers the published public keys.
+fn assemble(records: &[SigningKeyRecord], selection: &Selection, config: &Config) -> Result<SigningKeys, KeyringError> {
+    let mut signing = selection.active.iter().map(|kid| {
+        let active = records.iter().find(|key| key.kid == *kid).ok_or_else(|| KeyError::Sealed(kid.clone()))?;
+        let alg = SigningAlg::from_jws_name(&active.alg).ok_or_else(|| KeyError::Unusable {
+            kid: active.kid.clone(),
+            alg: active.alg.clone(),
+            reason: "not an algorithm edgeid signs with".to_owned(),
+        })?;
+        let (private, _) = open_private(active, config).ok_or_else(|| KeyError::Sealed(active.kid.clone()))?;
+        KeyMaterial::from_private_jwk(alg, &active.kid, &private)
+    });
+    let primary = signing.next().ok_or(KeyringError::NoActiveKey)??;
+    let others = signing.collect::<Result<Vec<KeyMaterial>, KeyError>>()?;
     let published: Vec<Map<String, Value>> = records
         .iter()
         .filter(|key| selection.published.contains(&key.kid))
         .filter_map(|key| serde_json::from_str(&key.public_jwk).ok())
         .collect();
-    Ok(SigningKeys::new(material, &published))
+    Ok(SigningKeys::new(primary, others, &published))
 }
 
 fn record(
@@ -320,24 +365,34 @@ fn record(
     })
 }
 
-/// Adds a bootstrap key for the configured algorithm, active at once: nothing can have cached a
-/// JWKS without it. ES256 and EdDSA keys are derived (see [`bootstrap_derived`]). An RS256 key
-/// cannot be derived (WebCrypto generates it), so racing requests each generate one and a
-/// conditional insert lets exactly one in; `table` says which keys cannot sign here.
+/// Adds a bootstrap key for `alg`, active at once: nothing can have cached a JWKS without it.
+/// ES256 and EdDSA keys are derived (see [`bootstrap_derived`]). An RS256 key cannot be derived
+/// (WebCrypto generates it), so racing requests each generate one and a conditional insert lets
+/// exactly one in; `table` says which keys cannot sign here.
 async fn bootstrap(
     db: &impl Database,
     config: &Config,
     crypto: &impl Crypto,
+    alg: SigningAlg,
     now: DateTime<Utc>,
     table: &Table,
 ) -> Result<(), KeyringError> {
-    if config.signing_alg != SigningAlg::Rs256 {
-        return bootstrap_derived(db, config, crypto, now).await;
+    if alg != SigningAlg::Rs256 {
+        return bootstrap_derived(db, config, crypto, alg, now).await;
     }
     let at = now.timestamp();
-    let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
+    let key = KeyMaterial::generate(alg, crypto).await?;
     let record = record(&key, config, crypto, at, at)?;
-    if store::add_signing_key_unless_one_is_active(db, &record, now, BOOTSTRAP_SKEW_SECONDS, &table.cannot_open).await?
+    let signed = signed_algorithms(config);
+    if store::add_signing_key_unless_one_is_active(
+        db,
+        &record,
+        &signed,
+        now,
+        BOOTSTRAP_SKEW_SECONDS,
+        &table.cannot_open,
+    )
+    .await?
     {
         log::info!("bootstrapped signing key {} ({})", key.kid(), key.alg().jws_name());
     }
@@ -355,26 +410,26 @@ async fn bootstrap_derived(
     db: &impl Database,
     config: &Config,
     crypto: &impl Crypto,
+    signing_alg: SigningAlg,
     now: DateTime<Utc>,
 ) -> Result<(), KeyringError> {
-    let alg = config.signing_alg.jws_name();
+    let alg = signing_alg.jws_name();
     let at = now.timestamp();
+    let signed = signed_algorithms(config);
     for _ in 0..BOOTSTRAP_ROUNDS {
         let (salt, records) = store::bootstrap_salt(db, alg, &fresh_salt(crypto)?, now).await?;
         // The same snapshot as the salt: a key a racer has just added is seen with its salt.
         let table = Table::new(records, config);
-        if select_or_ahead(&table, config, at).is_some() {
+        if active_or_ahead(&table, signing_alg, at).is_some() {
             return Ok(());
         }
         match salt.kid {
             None => {
-                let key = KeyMaterial::derive_bootstrap(
-                    config.signing_alg,
-                    &config.key_encryption_key.0,
-                    salt.salt.as_bytes(),
-                )
-                .ok_or(KeyringError::NoActiveKey)?;
-                if store::add_bootstrap_key(db, &record(&key, config, crypto, at, at)?, &salt.salt, now).await? {
+                let key =
+                    KeyMaterial::derive_bootstrap(signing_alg, &config.key_encryption_key.0, salt.salt.as_bytes())
+                        .ok_or(KeyringError::NoActiveKey)?;
+                let record = record(&key, config, crypto, at, at)?;
+                if store::add_bootstrap_key(db, &record, &salt.salt, &signed, now).await? {
                     log::info!("bootstrapped signing key {} ({alg})", key.kid());
                 }
             }
@@ -395,10 +450,12 @@ fn fresh_salt(crypto: &impl Crypto) -> Result<String, EntropyError> {
     Ok(base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, salt))
 }
 
-/// The scheduled maintenance: bootstraps if needed, publishes the next key when the active one
-/// is due to be replaced within the lead time (or at once with `force`), re-seals under
-/// `KEY_ENCRYPTION_KEY` the keys that open only with `KEY_ENCRYPTION_KEY_PREVIOUS`, and deletes
-/// keys retired or marked compromised whose tokens have all expired.
+/// The scheduled maintenance, for each algorithm edgeid signs with: bootstraps it if needed,
+/// publishes its next key when its active one is due to be replaced within the lead time (or
+/// at once with `force`). Then retires the keys of algorithms edgeid no longer signs with,
+/// re-seals under `KEY_ENCRYPTION_KEY` the keys that open only with
+/// `KEY_ENCRYPTION_KEY_PREVIOUS`, and deletes keys retired or marked compromised whose tokens
+/// have all expired.
 pub async fn maintain(
     db: &impl Database,
     config: &Config,
@@ -408,27 +465,35 @@ pub async fn maintain(
 ) -> Result<Maintenance, KeyringError> {
     let mut report = Maintenance::default();
     let at = now.timestamp();
+    let signed = signed_algorithms(config);
     let mut table = Table::new(store::list_signing_keys(db).await?, config);
-    if select(&table, config, at).is_none() {
-        bootstrap(db, config, crypto, now, &table).await?;
+    let missing = without_active_key(&table, config, at);
+    if !missing.is_empty() {
+        for alg in missing {
+            bootstrap(db, config, crypto, alg, now, &table).await?;
+        }
         table = Table::new(store::list_signing_keys(db).await?, config);
     }
-    let alg = config.signing_alg.jws_name();
-    let pending = table
-        .records
-        .iter()
-        .any(|key| key.alg == alg && key.activates_at > at && key.retired_at.is_none() && table.can_sign(key));
-    let due = select(&table, config, at)
-        .and_then(|selection| table.records.iter().find(|key| key.kid == selection.active))
-        .is_some_and(|active| {
+    for alg in config.signing_algorithms() {
+        let name = alg.jws_name();
+        let pending = table
+            .records
+            .iter()
+            .any(|key| key.alg == name && key.activates_at > at && key.retired_at.is_none() && table.can_sign(key));
+        let due = active_key(&table, alg, at).is_some_and(|active| {
             active.activates_at + config.key_rotation_interval_seconds - config.key_publication_lead_seconds <= at
         });
-    if !pending && (due || force) {
-        let key = KeyMaterial::generate(config.signing_alg, crypto).await?;
-        let activates_at = at + config.key_publication_lead_seconds;
-        store::add_signing_key(db, &record(&key, config, crypto, at, activates_at)?, now).await?;
-        log::info!("published signing key {}; it signs from {activates_at}", key.kid());
-        report.published = Some((key.kid().to_owned(), activates_at));
+        if !pending && (due || force) {
+            let key = KeyMaterial::generate(alg, crypto).await?;
+            let activates_at = at + config.key_publication_lead_seconds;
+            store::add_signing_key(db, &record(&key, config, crypto, at, activates_at)?, &signed, now).await?;
+            log::info!("published signing key {} ({name}); it signs from {activates_at}", key.kid());
+            report.published.push((key.kid().to_owned(), activates_at));
+        }
+    }
+    report.retired = store::retire_signing_keys_of_other_algorithms(db, &signed, now).await?;
+    if report.retired > 0 {
+        log::info!("retired {} signing keys of algorithms no longer signed with", report.retired);
     }
     report.resealed = reseal(db, config, crypto, &table.records).await?;
     report.removed = store::remove_retired_signing_keys(db, at - longest_token_lifetime(config)).await?;

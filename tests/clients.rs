@@ -127,3 +127,31 @@ fn bad_metadata_is_a_clear_error_and_stores_nothing() {
     app.request("GET", "/oauth/register", None, b"").assert_error(405, "method_not_allowed");
     assert_eq!(app.db.count("SELECT count(*) FROM clients"), 0);
 }
+
+/// A client may only ask for ID tokens edgeid can sign: `SIGNING_ALG` or RS256
+/// (`Config::signing_algorithms`), never another algorithm it only knows the name of.
+#[test]
+fn the_id_token_algorithm_must_be_one_edgeid_signs_with() {
+    let body =
+        |alg: &str| json!({"redirect_uris": ["https://app.example.com/cb"], "id_token_signed_response_alg": alg});
+    let registered = |app: &App, alg: &str| {
+        let reply = register(app, Some(TOKEN), body(alg));
+        assert_eq!(reply.status, 201, "{alg}: {}", reply.text());
+        assert_eq!(reply.json["id_token_signed_response_alg"], alg);
+    };
+    let es256 = app("token");
+    registered(&es256, "RS256");
+    registered(&es256, "ES256");
+    register(&es256, Some(TOKEN), body("EdDSA")).assert_error(400, "invalid_client_metadata");
+
+    let rs256_only = App::with_config(test_config(&[
+        ("CLIENT_REGISTRATION", "token"),
+        ("CLIENT_REGISTRATION_TOKEN", TOKEN),
+        ("SIGNING_ALG", "RS256"),
+    ]));
+    registered(&rs256_only, "RS256");
+    for alg in ["ES256", "EdDSA"] {
+        register(&rs256_only, Some(TOKEN), body(alg)).assert_error(400, "invalid_client_metadata");
+    }
+    assert_eq!(rs256_only.db.count("SELECT count(*) FROM clients"), 1);
+}

@@ -462,7 +462,9 @@ fn end_to_end_eddsa_through_webcrypto() {
     let sink = MailSink::start();
     let worker = Worker::start_with(&sink, &["SIGNING_ALG:EdDSA"]);
     let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
-    assert_eq!((jwks["keys"][0]["kty"].as_str(), jwks["keys"][0]["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+    // The EdDSA key, beside the RS256 key edgeid keeps for relying parties.
+    let eddsa = jwks["keys"].as_array().unwrap().iter().find(|key| key["alg"] == "EdDSA").unwrap();
+    assert_eq!((eddsa["kty"].as_str(), eddsa["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
     sign_in_and_check_with_jose(&worker, &sink, "EdDSA");
     assert!(!worker.log().contains("WebCrypto cannot sign"), "signed in WebCrypto, not in wasm");
 }
@@ -842,6 +844,18 @@ pub(crate) fn jwks_kids(worker: &Worker) -> Vec<String> {
     jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
 }
 
+/// The kids of `alg`'s keys in the JWKS.
+pub(crate) fn jwks_kids_of(worker: &Worker, alg: &str) -> Vec<String> {
+    let jwks: Value = client().get(worker.url("/.well-known/jwks.json")).send().unwrap().json().unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|key| key["alg"] == alg)
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub(crate) fn access_kid(tokens: &Value) -> String {
     UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap().header().key_id.clone().unwrap()
 }
@@ -854,17 +868,19 @@ fn key_rotation_by_cron(worker: &Worker, sink: &MailSink) {
     post(worker, "/v1/email/verify", json!({"token": token}));
     let (_, before) = post(worker, "/v1/login", json!({"email": email, "password": "first passphrase"}));
     let old_kid = access_kid(&before);
-    assert_eq!(jwks_kids(worker), vec![old_kid.clone()]);
+    assert_eq!(jwks_kids_of(worker, "ES256"), vec![old_kid.clone()]);
+    assert_eq!(jwks_kids_of(worker, "RS256").len(), 1, "the RS256 key beside it");
 
-    // What an administrator runs for a rotation on demand (README: Signing keys).
+    // What an administrator runs for a rotation on demand (README: Signing keys): the next key
+    // of each algorithm.
     let rotate = client().get(worker.url("/cdn-cgi/local/scheduled?cron=rotate")).send().unwrap();
     assert!(rotate.status().is_success(), "{}", rotate.status());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while jwks_kids(worker).len() < 2 {
-        assert!(Instant::now() < deadline, "the new key was never published");
+    while jwks_kids_of(worker, "ES256").len() < 2 || jwks_kids_of(worker, "RS256").len() < 2 {
+        assert!(Instant::now() < deadline, "the new keys were never published");
         thread::sleep(Duration::from_millis(200));
     }
-    let published = jwks_kids(worker);
+    let published = jwks_kids_of(worker, "ES256");
     let new_kid = published.iter().find(|kid| **kid != old_kid).unwrap().clone();
 
     // After the lead, new tokens carry the new kid; tokens signed before still verify.

@@ -1,8 +1,9 @@
 //! End to end against `wrangler dev`, restarting one installation (one `--persist-to` state)
 //! with other key-encryption keys: a rotation through `KEY_ENCRYPTION_KEY_PREVIOUS` and the
-//! cron's re-sealing keeps the signing key; a key-encryption key that opens nothing gives a
-//! fresh key and no error; the operator's compromise command takes a key out of the JWKS within
-//! the key cache and out of `/userinfo` at once.
+//! cron's re-sealing keeps the signing keys (ES256 and the RS256 key beside it); a
+//! key-encryption key that opens nothing gives a fresh key of each algorithm and no error; the
+//! operator's compromise command takes a key out of the JWKS within the key cache and out of
+//! `/userinfo` at once, and leaves the other algorithm's key alone.
 
 use std::path::Path;
 use std::thread;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::e2e::{access_kid, client, fresh_state_dir, jwks_kids, migrate, npx, post, MailSink, Worker};
+use crate::e2e::{access_kid, client, fresh_state_dir, jwks_kids, jwks_kids_of, migrate, npx, post, MailSink, Worker};
 use crate::support::token_in_link;
 
 const PASSWORD: &str = "correct horse battery";
@@ -28,6 +29,11 @@ fn login(worker: &Worker) -> Value {
 fn userinfo_status(worker: &Worker, tokens: &Value) -> u16 {
     let access = tokens["access_token"].as_str().unwrap();
     client().get(worker.url("/userinfo")).bearer_auth(access).send().unwrap().status().as_u16()
+}
+
+fn sorted(mut kids: Vec<String>) -> Vec<String> {
+    kids.sort();
+    kids
 }
 
 fn status(worker: &Worker, path: &str) -> u16 {
@@ -61,14 +67,17 @@ fn end_to_end_key_encryption_key_rotation_and_compromise() {
     let kek = |name: &str, value: &str| format!("{name}:{value}");
 
     // KEK A: an account and a login; `--var` wins over the .dev.vars of the checkout.
-    let first_kid = {
+    let (first_kid, first_rs256) = {
         let worker = Worker::start_in(&sink, Some(&state), &[&kek("KEY_ENCRYPTION_KEY", KEK_A)]);
         let mut seen = 0;
         assert_eq!(post(&worker, "/v1/signup", json!({"email": EMAIL, "password": PASSWORD})).0, 202);
         let token = token_in_link(sink.wait_for(EMAIL, &mut seen).text(), "/verify-email");
         assert_eq!(post(&worker, "/v1/email/verify", json!({"token": token})).0, 200);
-        access_kid(&login(&worker))
+        let rs256 = jwks_kids_of(&worker, "RS256");
+        assert_eq!(rs256.len(), 1, "an RS256 key beside the ES256 one: {rs256:?}");
+        (access_kid(&login(&worker)), rs256[0].clone())
     };
+    let both = sorted(vec![first_kid.clone(), first_rs256.clone()]);
 
     // KEK B with A as the previous one: the same key signs; the cron re-seals it under B.
     {
@@ -80,29 +89,37 @@ fn end_to_end_key_encryption_key_rotation_and_compromise() {
         assert_eq!(access_kid(&login(&worker)), first_kid);
         let cron = client().get(worker.url("/cdn-cgi/local/scheduled?cron=17+*+*+*+*")).send().unwrap();
         assert!(cron.status().is_success(), "{}", cron.status());
-        wait_for_log(&worker, "resealed: 1");
-        assert_eq!(jwks_kids(&worker), vec![first_kid.clone()], "nothing published, nothing new");
+        wait_for_log(&worker, "resealed: 2");
+        assert_eq!(sorted(jwks_kids(&worker)), both, "nothing published, nothing new");
     }
 
-    // KEK B alone: the same key still signs, so it was re-sealed.
+    // KEK B alone: the same keys still sign, so they were re-sealed.
     {
         let worker = Worker::start_in(&sink, Some(&state), &[&kek("KEY_ENCRYPTION_KEY", KEK_B)]);
         assert_eq!(access_kid(&login(&worker)), first_kid);
+        assert_eq!(sorted(jwks_kids(&worker)), both);
         assert!(!worker.log().contains("no configured key-encryption key"), "{}", worker.log());
     }
 
-    // An unrelated KEK C (B lost): no error anywhere, a fresh key signs, the old one stays
-    // published. Then the compromise command on the fresh key.
+    // An unrelated KEK C (B lost): no error anywhere, a fresh key of each algorithm signs, the
+    // old ones stay published. Then the compromise command on the fresh ES256 key.
     let worker = Worker::start_in(&sink, Some(&state), &[&kek("KEY_ENCRYPTION_KEY", KEK_C)]);
     assert_eq!(status(&worker, "/healthz"), 200);
     assert_eq!(status(&worker, "/.well-known/openid-configuration"), 200);
     let published = jwks_kids(&worker);
-    assert!(published.contains(&first_kid) && published.len() == 2, "{published:?}");
+    assert!(
+        published.contains(&first_kid) && published.contains(&first_rs256) && published.len() == 4,
+        "{published:?}"
+    );
     let tokens = login(&worker);
     let second_kid = access_kid(&tokens);
     assert_ne!(second_kid, first_kid);
+    let second_rs256: Vec<String> =
+        jwks_kids_of(&worker, "RS256").into_iter().filter(|kid| *kid != first_rs256).collect();
+    assert_eq!(second_rs256.len(), 1, "one fresh RS256 key, however many requests: {second_rs256:?}");
     assert_eq!(userinfo_status(&worker, &tokens), 200);
     wait_for_log(&worker, &format!("signing key {first_kid} opens with no configured key-encryption key"));
+    wait_for_log(&worker, &format!("signing key {first_rs256} opens with no configured key-encryption key"));
 
     compromise(&state, &second_kid);
     assert_eq!(userinfo_status(&worker, &tokens), 401, "refused at once");
@@ -117,4 +134,7 @@ fn end_to_end_key_encryption_key_rotation_and_compromise() {
     assert!(third_kid != first_kid && third_kid != second_kid);
     assert!(jwks_kids(&worker).contains(&third_kid));
     assert_eq!(userinfo_status(&worker, &tokens), 401);
+    // The RS256 key was not the one compromised: still the same, still published.
+    let rs256_now: Vec<String> = jwks_kids_of(&worker, "RS256").into_iter().filter(|kid| *kid != first_rs256).collect();
+    assert_eq!(rs256_now, second_rs256, "the compromise of the ES256 key left the RS256 key alone");
 }

@@ -346,17 +346,18 @@ fn eddsa_when_configured() {
     app.verified_account("ed@example.com", PASSWORD);
     let login = app.post("/v1/login", json!({"email": "ed@example.com", "password": PASSWORD}));
     let jwks = app.get("/.well-known/jwks.json").json;
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
-    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
-    let key = ed25519_compact::PublicKey::try_from(
-        &serde_json::from_value::<JsonWebKey<'_>>(jwks["keys"][0].clone()).unwrap(),
-    )
-    .unwrap();
+    // The EdDSA key, and the RS256 key edgeid signs with beside it.
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let eddsa = keys.iter().find(|key| key["alg"] == "EdDSA").unwrap();
+    assert!(keys.iter().any(|key| key["alg"] == "RS256"));
+    let key = ed25519_compact::PublicKey::try_from(&serde_json::from_value::<JsonWebKey<'_>>(eddsa.clone()).unwrap())
+        .unwrap();
     let token = UntrustedToken::new(login.json["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(token.algorithm(), "EdDSA");
     jwt_compact::alg::Ed25519.validator::<AccessTokenClaims>(&key).validate(&token).unwrap();
     let discovery = app.get("/.well-known/openid-configuration").json;
-    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["EdDSA", "RS256"]));
 }
 
 /// (method, path, content type, body) → (status, error code)
@@ -551,20 +552,27 @@ fn discovery_and_jwks_are_cacheable_and_public() {
     }
     assert_eq!(discovery.json["issuer"], "https://id.example.test");
     assert_eq!(discovery.json["jwks_uri"], "https://id.example.test/.well-known/jwks.json");
-    assert_eq!(discovery.json["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(discovery.json["id_token_signing_alg_values_supported"], json!(["ES256", "RS256"]));
     assert_eq!(discovery.json["code_challenge_methods_supported"], json!(["S256"]));
 
     let jwks = app.get("/.well-known/jwks.json");
     assert_eq!(jwks.status, 200);
     let keys = jwks.json["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
+    assert_eq!(keys.len(), 2, "an ES256 key and the RS256 key beside it");
+    let es256 = keys.iter().find(|key| key["alg"] == "ES256").unwrap();
     for member in ["kid", "kty", "alg", "use", "crv", "x", "y"] {
-        assert!(keys[0].get(member).is_some(), "{member}");
+        assert!(es256.get(member).is_some(), "{member}");
     }
-    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-        assert!(keys[0].get(private).is_none(), "{private}");
+    let rs256 = keys.iter().find(|key| key["alg"] == "RS256").unwrap();
+    for member in ["kid", "kty", "alg", "use", "n", "e"] {
+        assert!(rs256.get(member).is_some(), "{member}");
     }
-    assert_eq!(keys[0]["use"], "sig");
+    for key in keys {
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            assert!(key.get(private).is_none(), "{private}");
+        }
+        assert_eq!(key["use"], "sig");
+    }
     assert!(jwks.response.header("cache-control").unwrap().starts_with("public, max-age="));
     assert_eq!(jwks.response.header("access-control-allow-origin"), Some("*"));
 

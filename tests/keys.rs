@@ -1,8 +1,9 @@
-//! Signing keys over simulated time: race-free bootstrap, publication before use, retirement,
-//! removal after the last token expires, on-demand rotation and a change of algorithm; and
-//! keys that survive a compromise: rotation of the key-encryption key, keys no configured
-//! key-encryption key opens, salted bootstrap keys that never come back, and the operator's
-//! compromise command.
+//! Signing keys over simulated time, one active key per algorithm (`SIGNING_ALG` and RS256
+//! beside it): race-free bootstrap, publication before use, retirement, removal after the last
+//! token expires, on-demand rotation and a change of algorithm; and keys that survive a
+//! compromise: rotation of the key-encryption key, keys no configured key-encryption key opens,
+//! salted bootstrap keys that never come back, and the operator's compromise command, which
+//! stops one algorithm's key and never another's.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -13,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use edgeid::api::ApiRequest;
 use edgeid::domain::sealing;
-use edgeid::domain::signing::SigningKeys;
+use edgeid::domain::signing::{SigningAlg, SigningKeys};
 use edgeid::keyring::Keyring;
 use serde_json::{json, Value};
 
@@ -37,9 +38,42 @@ fn keys_of(app: &App, keyring: &Keyring) -> Rc<SigningKeys> {
 const PASSWORD: &str = "correct horse battery";
 const DAY: i64 = 86_400;
 
+/// Every kid in the JWKS, in its order.
 fn kids(app: &App) -> Vec<String> {
     let jwks = app.get("/.well-known/jwks.json").json;
     jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+/// The kids of `alg`'s keys in the JWKS, in its order.
+fn kids_of(app: &App, alg: &str) -> Vec<String> {
+    let jwks = app.get("/.well-known/jwks.json").json;
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|key| key["alg"] == alg)
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The key that signs for `alg` at the app's instant (its own keyring).
+fn signing_kid(app: &App, alg: SigningAlg) -> String {
+    keys_of(app, &app.keyring).active_kid_of(alg).unwrap_or_else(|| panic!("no {alg:?} key signs")).to_owned()
+}
+
+fn count_of(app: &App, alg: &str) -> i64 {
+    app.db.count(&format!("SELECT count(*) FROM signing_keys WHERE alg = '{alg}'"))
+}
+
+/// The key a cron run published for the algorithm at `position` of `Config::signing_algorithms`.
+fn published(report: &edgeid::keyring::Maintenance, position: usize) -> (String, i64) {
+    report.published.get(position).cloned().unwrap_or_else(|| panic!("nothing published at {position}: {report:?}"))
+}
+
+/// A token signed with the keys' RS256 key, as an ID token for a relying party would be.
+fn rs256_token(app: &App, keys: &SigningKeys) -> String {
+    let claims = jwt_compact::Claims::new(json!({"sub": "relying-party-user"}));
+    pollster::block_on(keys.sign_with(SigningAlg::Rs256, "JWT", &claims, &app.crypto)).unwrap()
 }
 
 fn login(app: &App, email: &str) -> Value {
@@ -64,17 +98,56 @@ fn userinfo_status(app: &App, token: &Value) -> u16 {
 }
 
 #[test]
-fn the_first_key_is_bootstrapped_exactly_once() {
+fn the_first_key_of_each_algorithm_is_bootstrapped_exactly_once() {
     let app = App::new();
     assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 0);
     assert_eq!(app.get("/healthz").status, 200);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
-    // Other isolates (their own keyrings, empty caches) find it.
+    assert_eq!((count_of(&app, "ES256"), count_of(&app, "RS256")), (1, 1));
+    let (es256, rs256) = (kids_of(&app, "ES256")[0].clone(), kids_of(&app, "RS256")[0].clone());
+    // Other isolates (their own keyrings, empty caches) find them.
     for _ in 0..5 {
-        assert_eq!(keys_of(&app, &Keyring::new(60)).active_kid(), kids(&app)[0]);
+        let keys = keys_of(&app, &Keyring::new(60));
+        assert_eq!(keys.active_kid(), es256, "SIGNING_ALG's key signs by default");
+        assert_eq!(keys.active_kid_of(SigningAlg::Rs256), Some(rs256.as_str()));
     }
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_key_salts"), 1);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2);
+    // Only the derived bootstrap keeps a salt.
+    assert_eq!(app.db.text("SELECT group_concat(alg) FROM signing_key_salts"), "ES256");
+}
+
+/// Both algorithms publish and sign from the first request: the JWKS lists both, discovery
+/// names both (`SIGNING_ALG` first), access tokens stay ES256, and the RS256 key signs tokens
+/// that verify against the JWKS; an algorithm edgeid does not sign with is an error.
+#[test]
+fn rs256_signs_beside_signing_alg_from_the_first_request() {
+    let app = App::new();
+    app.verified_account("beside@example.com", PASSWORD);
+    let tokens = login(&app, "beside@example.com");
+    let jwks = app.get("/.well-known/jwks.json").json;
+    let mut algorithms: Vec<&str> =
+        jwks["keys"].as_array().unwrap().iter().map(|key| key["alg"].as_str().unwrap()).collect();
+    algorithms.sort();
+    assert_eq!(algorithms, ["ES256", "RS256"]);
+    let discovery = app.get("/.well-known/openid-configuration").json;
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["ES256", "RS256"]));
+    assert_eq!(
+        jwt_compact::UntrustedToken::new(tokens["access_token"].as_str().unwrap()).unwrap().algorithm(),
+        "ES256"
+    );
+    assert_eq!(kid_of(&tokens), kids_of(&app, "ES256")[0]);
+
+    let keys = keys_of(&app, &app.keyring);
+    let token = rs256_token(&app, &keys);
+    let header = edgeid::domain::signing::token_header(&token).unwrap();
+    assert_eq!(
+        (header["alg"].as_str(), header["kid"].as_str()),
+        (Some("RS256"), Some(kids_of(&app, "RS256")[0].as_str()))
+    );
+    // Verified by what the JWKS publishes, as a relying party would.
+    let published = edgeid_verifier::keys::PublishedKeys::from_jwks_json(&jwks.to_string()).unwrap();
+    assert!(published.verify::<Value>(&token, "JWT").is_ok());
+    let claims = jwt_compact::Claims::new(json!({}));
+    assert!(pollster::block_on(keys.sign_with(SigningAlg::EdDsa, "JWT", &claims, &app.crypto)).is_err());
 }
 
 /// A database whose batches each wait for a turn that the test hands out: concurrent requests'
@@ -116,47 +189,60 @@ fn one_round_trip<F: Future>(db: &Turns<'_>, future: Pin<&mut F>) -> Poll<F::Out
 
 /// Two requests (two isolates) bootstrap at once, each round trip of the one answered right
 /// after the same of the other: both read the table without a usable key, both read the salt
-/// before either inserts, both insert. Exactly one key goes in and both sign with it.
-fn race_two_bootstraps(app: &App) -> String {
+/// before either inserts, both insert (the ES256 key derived, the RS256 key each its own).
+/// Exactly one key per algorithm goes in and both sign with them: `(ES256 kid, RS256 kid)`.
+fn race_two_bootstraps(app: &App) -> (String, String) {
     let (keyring_a, keyring_b) = (Keyring::new(60), Keyring::new(60));
     let (db_a, db_b) = (Turns::new(&app.db), Turns::new(&app.db));
     let now = app.now.get();
     let mut a = std::pin::pin!(keyring_a.signing_keys(&db_a, &app.config, &app.crypto, now));
     let mut b = std::pin::pin!(keyring_b.signing_keys(&db_b, &app.config, &app.crypto, now));
     let (mut done_a, mut done_b) = (None, None);
-    for _ in 0..12 {
+    let kids = |keys: Rc<SigningKeys>| {
+        (keys.active_kid().to_owned(), keys.active_kid_of(SigningAlg::Rs256).unwrap().to_owned())
+    };
+    for _ in 0..24 {
         if done_a.is_none() {
             if let Poll::Ready(keys) = one_round_trip(&db_a, a.as_mut()) {
-                done_a = Some(keys.unwrap().active_kid().to_owned());
+                done_a = Some(kids(keys.unwrap()));
             }
         }
         if done_b.is_none() {
             if let Poll::Ready(keys) = one_round_trip(&db_b, b.as_mut()) {
-                done_b = Some(keys.unwrap().active_kid().to_owned());
+                done_b = Some(kids(keys.unwrap()));
             }
         }
     }
-    let (kid_a, kid_b) = (done_a.expect("a finished"), done_b.expect("b finished"));
-    assert_eq!(kid_a, kid_b, "both sign with the one key inserted");
-    kid_a
+    let (kids_a, kids_b) = (done_a.expect("a finished"), done_b.expect("b finished"));
+    assert_eq!(kids_a, kids_b, "both sign with the one key of each algorithm inserted");
+    kids_a
 }
 
 #[test]
-fn concurrent_bootstraps_insert_exactly_one_key() {
+fn concurrent_bootstraps_insert_exactly_one_key_per_algorithm() {
     let app = App::new();
-    let kid = race_two_bootstraps(&app);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
-    assert_eq!(app.db.text("SELECT kid FROM signing_key_salts WHERE alg = 'ES256'"), kid);
-    assert_eq!(kids(&app), vec![kid.clone()]);
+    let (es256, rs256) = race_two_bootstraps(&app);
+    assert_eq!((count_of(&app, "ES256"), count_of(&app, "RS256")), (1, 1));
+    assert_eq!(app.db.text("SELECT kid FROM signing_key_salts WHERE alg = 'ES256'"), es256);
+    assert_eq!((kids_of(&app, "ES256"), kids_of(&app, "RS256")), (vec![es256.clone()], vec![rs256.clone()]));
 
-    // The same after a compromise: both find the salt spent, one replaces it, both derive the
-    // key of the new salt, one inserts it.
-    compromise(&app, &kid);
-    let fresh = race_two_bootstraps(&app);
-    assert_ne!(fresh, kid);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys WHERE compromised_at IS NULL"), 1);
+    // The same after a compromise of the ES256 key: both find the salt spent, one replaces it,
+    // both derive the key of the new salt, one inserts it. The RS256 key is left alone.
+    compromise(&app, &es256);
+    let (fresh, same_rs256) = race_two_bootstraps(&app);
+    assert_ne!(fresh, es256);
+    assert_eq!(same_rs256, rs256);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys WHERE compromised_at IS NULL"), 2);
     assert_eq!(app.db.text("SELECT kid FROM signing_key_salts WHERE alg = 'ES256'"), fresh);
-    assert_eq!(kids(&app), vec![fresh]);
+    assert_eq!(kids_of(&app, "ES256"), vec![fresh.clone()]);
+
+    // And of the RS256 key: each racer generates its own, one goes in; ES256 is left alone.
+    compromise(&app, &rs256);
+    let (same_es256, fresh_rs256) = race_two_bootstraps(&app);
+    assert_eq!(same_es256, fresh);
+    assert_ne!(fresh_rs256, rs256);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys WHERE compromised_at IS NULL AND alg = 'RS256'"), 1);
+    assert_eq!(kids_of(&app, "RS256"), vec![fresh_rs256]);
 }
 
 /// "Never comes back": no key, once it stops signing (retired, compromised, deleted), ever
@@ -167,14 +253,14 @@ fn concurrent_bootstraps_insert_exactly_one_key() {
 fn a_bootstrap_key_needs_the_stored_salt_and_never_comes_back() {
     let mut app = App::new();
     app.get("/healthz");
-    let first = kids(&app)[0].clone();
+    let first = kids_of(&app, "ES256")[0].clone();
     let first_salt = app.db.text("SELECT salt FROM signing_key_salts WHERE alg = 'ES256'");
     // The same key-encryption key on another database (another salt): another key. Knowing
     // the key-encryption key alone yields no signing key.
     let mut elsewhere = App::new();
     elsewhere.crypto = SeededCrypto::new(7);
     elsewhere.get("/healthz");
-    assert_ne!(kids(&elsewhere)[0], first);
+    assert_ne!(kids_of(&elsewhere, "ES256")[0], first);
 
     let mut seen = BTreeSet::from([first.clone()]);
     let mut fresh = |app: &App, why: &str| {
@@ -214,25 +300,36 @@ fn a_bootstrap_key_needs_the_stored_salt_and_never_comes_back() {
     let duplicate = app.db.text("SELECT kid FROM signing_keys LIMIT 1");
     let record = pollster::block_on(edgeid::store::list_signing_keys(&app.db)).unwrap().remove(0);
     assert_eq!(record.kid, duplicate);
-    assert!(pollster::block_on(edgeid::store::add_signing_key(&app.db, &record, app.now.get())).is_err());
+    let signed = ["ES256", "RS256"];
+    assert!(pollster::block_on(edgeid::store::add_signing_key(&app.db, &record, &signed, app.now.get())).is_err());
     assert_eq!(app.db.count("SELECT count(*) FROM signing_keys WHERE retired_at IS NULL OR retired_at != 1"), 0);
 }
 
 /// RS256 keys cannot be derived, so racing first requests each generate one and exactly one
-/// goes in, even when their instants straddle a second and the later one inserts first.
+/// goes in, even when their instants straddle a second and the later one inserts first: alone
+/// (`SIGNING_ALG=RS256`) and beside ES256.
 #[test]
 fn an_rs256_bootstrap_is_exactly_once_across_a_second_boundary() {
-    let app = App::with_config(test_config(&[("SIGNING_ALG", "RS256")]));
-    app.advance(1);
-    assert_eq!(app.get("/healthz").status, 200);
-    let winner = app.db.text("SELECT kid FROM signing_keys");
-    // A request that started a second earlier (its own isolate) bootstraps after that.
-    app.advance(-1);
-    let isolate = Keyring::new(60);
-    let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
-    assert_eq!(keys.active_kid(), winner, "it signs with the key that won");
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
-    assert_eq!(kids(&app), vec![winner]);
+    for config in [test_config(&[("SIGNING_ALG", "RS256")]), test_config(&[])] {
+        let app = App::with_config(config);
+        let algorithms = app.config.signing_algorithms();
+        app.advance(1);
+        assert_eq!(app.get("/healthz").status, 200);
+        let winners: Vec<String> = algorithms.iter().map(|&alg| signing_kid(&app, alg)).collect();
+        // A request that started a second earlier (its own isolate) bootstraps after that.
+        app.advance(-1);
+        let isolate = Keyring::new(60);
+        let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
+        for (alg, winner) in algorithms.iter().zip(&winners) {
+            assert_eq!(keys.active_kid_of(*alg), Some(winner.as_str()), "{alg:?}: it signs with the key that won");
+        }
+        assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), algorithms.len() as i64);
+        let mut published = kids(&app);
+        published.sort();
+        let mut expected = winners.clone();
+        expected.sort();
+        assert_eq!(published, expected);
+    }
 }
 
 /// A database whose first batch takes its snapshot at once but answers only when opened: a
@@ -267,44 +364,52 @@ fn a_slow_earlier_read_never_replaces_a_newer_one() {
     let mut context = Context::from_waker(Waker::noop());
     let started = app.now.get();
     let mut first = std::pin::pin!(keyring.signing_keys(&slow, &app.config, &app.crypto, started));
-    assert!(first.as_mut().poll(&mut context).is_pending(), "the first read has its snapshot: one key");
+    assert!(first.as_mut().poll(&mut context).is_pending(), "the first read has its snapshot: a key per algorithm");
 
-    // A key is published; a request a second later reads the table with it and caches it.
+    // A key per algorithm is published; a request a second later reads the table with them and
+    // caches it.
     app.maintain_keys(true);
     app.advance(1);
     let second = pollster::block_on(keyring.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
-    assert_eq!(second.jwks_json().matches("\"kid\"").count(), 2);
+    assert_eq!(second.jwks_json().matches("\"kid\"").count(), 4);
 
     slow.open.set(true);
     let Poll::Ready(first) = first.as_mut().poll(&mut context) else { panic!("the first read was answered") };
-    assert_eq!(first.unwrap().jwks_json().matches("\"kid\"").count(), 2, "the newer read serves the older request");
+    assert_eq!(first.unwrap().jwks_json().matches("\"kid\"").count(), 4, "the newer read serves the older request");
     let third = pollster::block_on(keyring.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
-    assert_eq!(third.jwks_json().matches("\"kid\"").count(), 2, "the cache still holds the newer read");
+    assert_eq!(third.jwks_json().matches("\"kid\"").count(), 4, "the cache still holds the newer read");
 }
 
 #[test]
 fn private_keys_are_sealed_at_rest() {
     let app = App::new();
     app.get("/healthz");
-    let stored = app.db.text("SELECT public_jwk || ' ' || private_sealed FROM signing_keys");
+    let stored = app.db.text("SELECT group_concat(public_jwk || ' ' || private_sealed, ' ') FROM signing_keys");
+    assert!(stored.contains("\"RSA\"") && stored.contains("\"EC\""), "both algorithms' keys");
     let private = crate::support::bootstrap_p256_key(&app);
     let d = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, private.to_bytes());
     assert!(!stored.contains(&d), "the private scalar is stored in the clear");
+    // Nor the RSA key's private exponent (the first key the tests' crypto "generates").
+    let rsa: Vec<Value> = serde_json::from_str(include_str!("fixtures/rsa-keys.json")).unwrap();
+    assert!(stored.contains(rsa[0]["n"].as_str().unwrap()), "the RS256 key is the first fixture");
+    assert!(!stored.contains(rsa[0]["d"].as_str().unwrap()), "the RSA private exponent is stored in the clear");
     assert!(!stored.contains("\"d\""));
     let salt = app.db.text("SELECT salt FROM signing_key_salts");
     assert!(!stored.contains(&salt));
 }
 
 /// Rotating the key-encryption key: with the old one in `KEY_ENCRYPTION_KEY_PREVIOUS`, keys
-/// sealed under it keep signing (no new key is made); the cron re-seals them under the new
-/// one; afterwards they open without the old key.
+/// of both algorithms sealed under it keep signing (no new key is made); the cron re-seals them
+/// all under the new one; afterwards they open without the old key.
 #[test]
 fn keys_sealed_under_the_previous_key_encryption_key_work_and_are_resealed() {
     let mut app = App::new();
     app.verified_account("kek@example.com", PASSWORD);
     let before = login(&app, "kek@example.com");
     let kid = kid_of(&before);
-    let (pending, _) = app.maintain_keys(true).published.unwrap();
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+    let report = app.maintain_keys(true);
+    let ((pending, _), (pending_rs256, _)) = (published(&report, 0), published(&report, 1));
     let sealed = |app: &App| app.db.text("SELECT group_concat(private_sealed, ' ') FROM signing_keys ORDER BY kid");
     let sealed_under_old = sealed(&app);
 
@@ -312,40 +417,46 @@ fn keys_sealed_under_the_previous_key_encryption_key_work_and_are_resealed() {
         test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK), ("KEY_ENCRYPTION_KEY_PREVIOUS", TEST_KEY_ENCRYPTION_KEY)]);
     app.keyring = Keyring::new(0);
     assert_eq!(kid_of(&login(&app, "kek@example.com")), kid);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), rs256);
     assert_eq!(userinfo_status(&app, &before), 200);
-    assert_eq!(kids(&app), [pending.clone(), kid.clone()]);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2, "no new key");
+    assert_eq!(kids_of(&app, "ES256"), [pending.clone(), kid.clone()]);
+    assert_eq!(kids_of(&app, "RS256"), [pending_rs256.clone(), rs256.clone()]);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 4, "no new key");
 
     let report = app.maintain_keys(false);
-    assert_eq!((report.resealed, report.published), (2, None));
+    assert_eq!((report.resealed, report.published), (4, vec![]));
     assert_ne!(sealed(&app), sealed_under_old);
     assert_eq!(app.maintain_keys(false).resealed, 0, "nothing left to re-seal");
     // Each key now opens with the new key-encryption key, and not with the old one.
-    for kid in [&kid, &pending] {
+    for kid in [&kid, &pending, &rs256, &pending_rs256] {
         let stored = app.db.text(&format!("SELECT private_sealed FROM signing_keys WHERE kid = '{kid}'"));
         assert!(sealing::open(&app.config.key_encryption_key.0, kid.as_bytes(), &stored).is_some());
         let old = test_config(&[]).key_encryption_key;
         assert!(sealing::open(&old.0, kid.as_bytes(), &stored).is_none());
     }
 
-    // The old key removed: the same keys sign, and the pending one takes over on time.
+    // The old key removed: the same keys sign, and the pending ones take over on time.
     app.config = test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK)]);
     assert_eq!(kid_of(&login(&app, "kek@example.com")), kid);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), rs256);
     app.advance(app.config.key_publication_lead_seconds);
     assert_eq!(kid_of(&login(&app, "kek@example.com")), pending);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), pending_rs256);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 4);
 }
 
 /// Deployed with a key-encryption key that opens none of the stored keys (the old one lost):
-/// every endpoint answers as usual, a fresh key signs at once, and the old ones, which cannot
-/// sign, stay published until the tokens they signed have expired.
+/// every endpoint answers as usual, a fresh key of each algorithm signs at once, and the old
+/// ones, which cannot sign, stay published until the tokens they signed have expired.
 #[test]
 fn a_key_no_configured_key_encryption_key_opens_is_treated_as_absent() {
-    for alg in ["ES256", "RS256"] {
+    for (alg, algorithms) in [("ES256", json!(["ES256", "RS256"])), ("RS256", json!(["RS256"]))] {
         let mut app = App::with_config(test_config(&[("SIGNING_ALG", alg)]));
+        let signed = app.config.signing_algorithms();
         app.verified_account("lost@example.com", PASSWORD);
         let before = login(&app, "lost@example.com");
-        let old_kid = kid_of(&before);
+        let old_kids: Vec<String> = signed.iter().map(|&alg| signing_kid(&app, alg)).collect();
+        assert_eq!(kid_of(&before), old_kids[0]);
 
         app.config = test_config(&[("SIGNING_ALG", alg), ("KEY_ENCRYPTION_KEY", UNRELATED_KEK)]);
         app.keyring = Keyring::new(60);
@@ -353,31 +464,44 @@ fn a_key_no_configured_key_encryption_key_opens_is_treated_as_absent() {
         let discovery = app.get("/.well-known/openid-configuration");
         assert_eq!(
             (discovery.status, discovery.json["id_token_signing_alg_values_supported"].clone()),
-            (200, json!([alg]))
+            (200, algorithms)
         );
         let published = kids(&app);
-        assert_eq!(published.len(), 2, "{alg}: {published:?}");
-        assert!(published.contains(&old_kid), "{alg}: still published");
-        let fresh_kid = published.iter().find(|kid| **kid != old_kid).unwrap().clone();
+        assert_eq!(published.len(), 2 * signed.len(), "{alg}: {published:?}");
+        let mut fresh_kids = Vec::new();
+        for (&signing_alg, old_kid) in signed.iter().zip(&old_kids) {
+            assert!(published.contains(old_kid), "{alg}: {old_kid} still published");
+            let fresh_kid = signing_kid(&app, signing_alg);
+            assert!(fresh_kid != *old_kid && published.contains(&fresh_kid), "{alg}: a fresh {signing_alg:?} key");
+            fresh_kids.push(fresh_kid);
+        }
         let after = login(&app, "lost@example.com");
-        assert_eq!(kid_of(&after), fresh_kid, "{alg}: the fresh key signs");
+        assert_eq!(kid_of(&after), fresh_kids[0], "{alg}: the fresh key signs");
         assert_eq!(userinfo_status(&app, &before), 200, "{alg}: the old key's tokens still verify");
         assert_eq!(userinfo_status(&app, &after), 200, "{alg}");
         // Another isolate (no cache) agrees, and nothing more is added.
-        assert_eq!(keys_of(&app, &Keyring::new(0)).active_kid(), fresh_kid, "{alg}");
-        assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2, "{alg}");
-        // The cron cannot re-seal it, and deletes it with the others retired once its tokens expire.
+        let elsewhere = keys_of(&app, &Keyring::new(0));
+        for (&signing_alg, fresh_kid) in signed.iter().zip(&fresh_kids) {
+            assert_eq!(elsewhere.active_kid_of(signing_alg), Some(fresh_kid.as_str()), "{alg}");
+        }
+        assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2 * signed.len() as i64, "{alg}");
+        // The cron cannot re-seal them, and deletes them with the others retired once their
+        // tokens expire.
         assert_eq!(app.maintain_keys(false).resealed, 0);
         app.advance(931);
         app.keyring = Keyring::new(0);
-        assert_eq!(kids(&app), vec![fresh_kid.clone()], "{alg}");
-        assert_eq!(app.maintain_keys(false).removed, 1, "{alg}");
+        let mut left = kids(&app);
+        left.sort();
+        fresh_kids.sort();
+        assert_eq!(left, fresh_kids, "{alg}");
+        assert_eq!(app.maintain_keys(false).removed, signed.len() as u64, "{alg}");
     }
 }
 
 /// The compromise command: the key leaves the JWKS and discovery at the isolate's next read of
 /// the key table, never signs again, and `/userinfo` refuses its tokens at once, even while the
-/// isolate's keyring still caches it; a fresh key (of a new salt) signs.
+/// isolate's keyring still caches it; a fresh key (of a new salt) signs. The RS256 key beside
+/// it is untouched throughout, until it is compromised too.
 #[test]
 fn a_compromised_key_is_retired_at_once() {
     let mut app = App::with_config(test_config(&[("KEY_PUBLICATION_LEAD_SECONDS", "200")]));
@@ -385,6 +509,7 @@ fn a_compromised_key_is_retired_at_once() {
     app.verified_account("compromise@example.com", PASSWORD);
     let token = login(&app, "compromise@example.com");
     let kid = kid_of(&token);
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
     assert_eq!(userinfo_status(&app, &token), 200);
     let read_at = app.now.get().timestamp();
     let until = app.get("/.well-known/jwks.json").response.same_until_ms.unwrap();
@@ -399,28 +524,64 @@ fn a_compromised_key_is_retired_at_once() {
     let fresh = login(&app, "compromise@example.com");
     let fresh_kid = kid_of(&fresh);
     assert_ne!(fresh_kid, kid);
-    assert_eq!(kids(&app), vec![fresh_kid.clone()]);
+    assert_eq!(kids_of(&app, "ES256"), vec![fresh_kid.clone()]);
+    assert_eq!((kids_of(&app, "RS256"), signing_kid(&app, SigningAlg::Rs256)), (vec![rs256.clone()], rs256.clone()));
     assert_eq!(userinfo_status(&app, &fresh), 200);
     assert_eq!(userinfo_status(&app, &token), 401);
     let discovery = app.get("/.well-known/openid-configuration").json;
-    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["ES256", "RS256"]));
 
     // A compromised key that was only published (not yet signing) leaves too, and does not hold
-    // up the rotation: the next run publishes another.
+    // up the rotation: the next run publishes another (of its algorithm only: the RS256 key
+    // published beside it is still pending).
     app.advance(1);
-    let (pending, _) = app.maintain_keys(true).published.unwrap();
+    let (pending, _) = published(&app.maintain_keys(true), 0);
     compromise(&app, &pending);
     app.keyring = Keyring::new(0);
-    assert_eq!(kids(&app), vec![fresh_kid.clone()]);
-    let (next, activates_at) = app.maintain_keys(true).published.expect("not held up by the compromised key");
+    assert_eq!(kids_of(&app, "ES256"), vec![fresh_kid.clone()]);
+    let report = app.maintain_keys(true);
+    assert_eq!(report.published.len(), 1, "{report:?}");
+    let (next, activates_at) = published(&report, 0);
     app.advance(activates_at - app.now.get().timestamp());
     assert_eq!(kid_of(&login(&app, "compromise@example.com")), next);
 
-    // Every key at once (a copy of D1 and the key-encryption key leaked): a fresh one signs.
+    // Every key at once (a copy of D1 and the key-encryption key leaked): a fresh one of each
+    // algorithm signs.
+    let rs256_before: Vec<String> = kids_of(&app, "RS256");
     app.db.execute("UPDATE signing_keys SET compromised_at = unixepoch() WHERE compromised_at IS NULL");
     let last = login(&app, "compromise@example.com");
     assert!(![kid.as_str(), pending.as_str(), next.as_str(), fresh_kid.as_str()].contains(&kid_of(&last).as_str()));
-    assert_eq!(kids(&app), vec![kid_of(&last)]);
+    assert_eq!(kids_of(&app, "ES256"), vec![kid_of(&last)]);
+    let rs256_after = kids_of(&app, "RS256");
+    assert!(rs256_after.len() == 1 && !rs256_before.contains(&rs256_after[0]), "{rs256_before:?} {rs256_after:?}");
+}
+
+/// A compromised RS256 key is replaced by a fresh RS256 key at the next read, while the
+/// `SIGNING_ALG` key goes on signing; `/userinfo` refuses nothing it signed.
+#[test]
+fn a_compromised_rs256_key_does_not_stop_the_signing_alg_key() {
+    let app = App::with_config(test_config(&[("KEY_PUBLICATION_LEAD_SECONDS", "200")]));
+    app.verified_account("rsa-compromise@example.com", PASSWORD);
+    let token = login(&app, "rsa-compromise@example.com");
+    let es256 = kid_of(&token);
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+
+    compromise(&app, &rs256);
+    let fresh_rs256 = signing_kid(&app, SigningAlg::Rs256);
+    assert_ne!(fresh_rs256, rs256);
+    assert_eq!(signing_kid(&app, SigningAlg::Es256), es256, "the ES256 key still signs");
+    assert_eq!(kids_of(&app, "RS256"), vec![fresh_rs256.clone()]);
+    assert_eq!(kids_of(&app, "ES256"), vec![es256.clone()]);
+    assert_eq!(userinfo_status(&app, &token), 200);
+    assert_eq!(kid_of(&login(&app, "rsa-compromise@example.com")), es256);
+    // The fresh RS256 key signs what verifies against the JWKS.
+    let jwks = app.get("/.well-known/jwks.json").text();
+    let published = edgeid_verifier::keys::PublishedKeys::from_jwks_json(&jwks).unwrap();
+    let keys = keys_of(&app, &app.keyring);
+    assert!(published.verify::<Value>(&rs256_token(&app, &keys), "JWT").is_ok());
+    assert_eq!(count_of(&app, "RS256"), 2, "one fresh key, whatever the reads");
+    // The rotation of either is unaffected: both publish their next key.
+    assert_eq!(app.maintain_keys(true).published.len(), 2);
 }
 
 /// An installation upgraded from a release whose bootstrap key was a function of the
@@ -434,8 +595,8 @@ fn an_upgrade_rotates_a_bootstrap_key_made_from_the_key_encryption_key_alone() {
     let donor = App::new();
     donor.get("/healthz");
     let (kid, row) = (
-        kids(&donor)[0].clone(),
-        donor.db.text("SELECT alg || '|' || public_jwk || '|' || private_sealed FROM signing_keys"),
+        kids_of(&donor, "ES256")[0].clone(),
+        donor.db.text("SELECT alg || '|' || public_jwk || '|' || private_sealed FROM signing_keys WHERE alg = 'ES256'"),
     );
     let mut app = App::new();
     app.db = Sqlite::with_migrations_before("0007");
@@ -450,12 +611,19 @@ fn an_upgrade_rotates_a_bootstrap_key_made_from_the_key_encryption_key_alone() {
 
     app.advance(60);
     assert_eq!(keys_of(&app, &app.keyring).active_kid(), kid, "it still signs after the upgrade");
-    let (successor, activates_at) = app.maintain_keys(false).published.expect("due at the first cron run");
+    // An RS256 key came in beside it at that first request, and is not due.
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+    let report = app.maintain_keys(false);
+    assert_eq!(report.published.len(), 1, "only the old ES256 key is due: {report:?}");
+    let (successor, activates_at) = published(&report, 0);
     assert_eq!(activates_at, app.now.get().timestamp() + app.config.key_publication_lead_seconds);
     app.advance(app.config.key_publication_lead_seconds);
     assert_eq!(keys_of(&app, &app.keyring).active_kid(), successor);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), rs256);
 }
 
+/// Each algorithm's key rotates on the same schedule: published by the cron a lead before it
+/// signs, the old one published until its last token expires, then deleted.
 #[test]
 fn keys_rotate_publish_first_and_retire_after_their_tokens_expire() {
     let app = App::with_config(test_config(&[
@@ -465,41 +633,51 @@ fn keys_rotate_publish_first_and_retire_after_their_tokens_expire() {
     app.verified_account("rotate@example.com", PASSWORD);
     let first_token = login(&app, "rotate@example.com");
     let first_kid = kid_of(&first_token);
-    assert_eq!(kids(&app), vec![first_kid.clone()]);
+    let first_rs256 = signing_kid(&app, SigningAlg::Rs256);
+    assert_eq!(kids_of(&app, "ES256"), vec![first_kid.clone()]);
+    assert_eq!(kids_of(&app, "RS256"), vec![first_rs256.clone()]);
 
     // Not due yet: nothing happens.
     app.advance(28 * DAY);
-    assert_eq!(app.maintain_keys(false).published, None);
-    // Due (30 days minus the one-day lead): the next key is published, not yet signing.
+    assert_eq!(app.maintain_keys(false).published, vec![]);
+    // Due (30 days minus the one-day lead): the next key of each algorithm is published, not
+    // yet signing.
     app.advance(DAY + 1);
-    let published = app.maintain_keys(false).published.expect("a key is published");
-    let second_kid = published.0;
-    assert_eq!(published.1, app.now.get().timestamp() + DAY);
-    assert_eq!(kids(&app), [second_kid.clone(), first_kid.clone()]);
+    let report = app.maintain_keys(false);
+    let ((second_kid, activates_at), (second_rs256, rs256_activates_at)) =
+        (published(&report, 0), published(&report, 1));
+    assert_eq!((activates_at, rs256_activates_at), (app.now.get().timestamp() + DAY, app.now.get().timestamp() + DAY));
+    assert_eq!(kids_of(&app, "ES256"), [second_kid.clone(), first_kid.clone()]);
+    assert_eq!(kids_of(&app, "RS256"), [second_rs256.clone(), first_rs256.clone()]);
     assert_eq!(app.get("/.well-known/jwks.json").response.header("cache-control"), Some("public, max-age=300"));
     let before_switch = login(&app, "rotate@example.com");
     assert_eq!(kid_of(&before_switch), first_kid);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), first_rs256);
     // Running again while a key is pending publishes nothing more.
-    assert_eq!(app.maintain_keys(false).published, None);
+    assert_eq!(app.maintain_keys(false).published, vec![]);
 
-    // The lead passes: the new key signs; the old one still verifies what it signed.
+    // The lead passes: the new keys sign; the old ones still verify what they signed.
     app.advance(DAY - 60);
     let last_of_first = login(&app, "rotate@example.com");
     assert_eq!(kid_of(&last_of_first), first_kid);
+    let last_rs256_token = rs256_token(&app, &keys_of(&app, &app.keyring));
     app.advance(60);
     let after_switch = login(&app, "rotate@example.com");
     assert_eq!(kid_of(&after_switch), second_kid);
+    assert_eq!(signing_kid(&app, SigningAlg::Rs256), second_rs256);
     assert_eq!(userinfo_status(&app, &last_of_first), 200);
-    assert_eq!(kids(&app), [second_kid.clone(), first_kid.clone()]);
+    assert!(keys_of(&app, &app.keyring).published().verify::<Value>(&last_rs256_token, "JWT").is_ok());
+    assert_eq!(kids_of(&app, "ES256"), [second_kid.clone(), first_kid.clone()]);
+    assert_eq!(kids_of(&app, "RS256"), [second_rs256.clone(), first_rs256.clone()]);
 
-    // Once the last token the old key signed has expired (900 s + 30 s leeway), it is gone.
+    // Once the last token the old keys signed has expired (900 s + 30 s leeway), they are gone.
     app.advance(929);
-    assert_eq!(kids(&app).len(), 2);
+    assert_eq!(kids(&app).len(), 4);
     assert_eq!(app.maintain_keys(false).removed, 0);
     app.advance(1);
-    assert_eq!(kids(&app), vec![second_kid.clone()]);
-    assert_eq!(app.maintain_keys(false).removed, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 1);
+    assert_eq!((kids_of(&app, "ES256"), kids_of(&app, "RS256")), (vec![second_kid.clone()], vec![second_rs256]));
+    assert_eq!(app.maintain_keys(false).removed, 2);
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2);
     assert_eq!(userinfo_status(&app, &after_switch), 200);
 }
 
@@ -536,7 +714,7 @@ fn the_documents_say_until_when_they_stay_the_same() {
     // A key published at +10 signs from +210. Read again at +200, the documents last until +210
     // (when the old key retires), not until the end of the read at +250.
     app.advance(10);
-    assert_eq!(app.maintain_keys(true).published.unwrap().1, start + 210);
+    assert_eq!(published(&app.maintain_keys(true), 0).1, start + 210);
     app.advance(190);
     assert_eq!(app.get(JWKS).response.same_until_ms, Some((start + 210) * 1000));
     app.advance(10);
@@ -545,7 +723,7 @@ fn the_documents_say_until_when_they_stay_the_same() {
     // A request that started a second before that read (a slow login) uses it too, rather
     // than reading again and moving the read back: the documents' instant stays.
     app.advance(-11);
-    assert_eq!(kids(&app).len(), 2);
+    assert_eq!(kids(&app).len(), 4);
     app.advance(11);
     assert_eq!(app.get(JWKS).response.same_until_ms, Some((start + 250) * 1000));
 }
@@ -554,12 +732,16 @@ fn the_documents_say_until_when_they_stay_the_same() {
 fn an_administrator_can_rotate_on_demand() {
     let app = App::new();
     app.get("/healthz");
-    let first = kids(&app);
+    let first = (kids_of(&app, "ES256"), kids_of(&app, "RS256"));
     let report = app.maintain_keys(true);
-    let (kid, activates_at) = report.published.expect("forced rotation publishes");
-    assert_eq!(activates_at, app.now.get().timestamp() + app.config.key_publication_lead_seconds);
-    assert_eq!(kids(&app), [kid.clone(), first[0].clone()]);
-    assert_eq!(app.maintain_keys(true).published, None, "one pending key at a time");
+    assert_eq!(report.published.len(), 2, "forced rotation publishes a key per algorithm");
+    let lead = app.config.key_publication_lead_seconds;
+    for (position, (alg, first)) in [("ES256", &first.0), ("RS256", &first.1)].into_iter().enumerate() {
+        let (kid, activates_at) = published(&report, position);
+        assert_eq!(activates_at, app.now.get().timestamp() + lead);
+        assert_eq!(kids_of(&app, alg), [kid.clone(), first[0].clone()], "{alg}");
+    }
+    assert_eq!(app.maintain_keys(true).published, vec![], "one pending key at a time");
 }
 
 #[test]
@@ -574,19 +756,40 @@ fn changing_the_algorithm_keeps_old_tokens_verifiable() {
     assert_eq!(userinfo_status(&app, &es256_token), 200);
     assert_eq!(userinfo_status(&app, &eddsa_token), 200);
     let discovery = app.get("/.well-known/openid-configuration").json;
-    // Both keys activated at this instant: listed in kid order, which the random salts decide.
-    let mut algorithms: Vec<&str> = discovery["id_token_signing_alg_values_supported"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|alg| alg.as_str().unwrap())
-        .collect();
-    algorithms.sort();
-    assert_eq!(algorithms, ["ES256", "EdDSA"]);
+    // The algorithms that sign first (SIGNING_ALG leading), then the retired ES256 key's.
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["EdDSA", "RS256", "ES256"]));
     app.advance(931);
     assert_eq!(
         app.get("/.well-known/openid-configuration").json["id_token_signing_alg_values_supported"],
-        json!(["EdDSA"])
+        json!(["EdDSA", "RS256"])
+    );
+}
+
+/// `SIGNING_ALG` changed to RS256, whose key is there already: no bootstrap, RS256 signs
+/// everything at once, and the cron retires the ES256 key, which stays published until its
+/// tokens have expired and then goes.
+#[test]
+fn switching_to_rs256_retires_the_old_algorithm_through_the_cron() {
+    let mut app = App::new();
+    app.verified_account("to-rsa@example.com", PASSWORD);
+    let es256_token = login(&app, "to-rsa@example.com");
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+
+    app.config = test_config(&[("SIGNING_ALG", "RS256")]);
+    let rs256_token = login(&app, "to-rsa@example.com");
+    assert_eq!(kid_of(&rs256_token), rs256, "the RS256 key beside it signs");
+    assert_eq!(app.db.count("SELECT count(*) FROM signing_keys"), 2, "no bootstrap");
+    assert_eq!(userinfo_status(&app, &es256_token), 200);
+    let report = app.maintain_keys(false);
+    assert_eq!((report.retired, report.published), (1, vec![]));
+    assert_eq!(app.maintain_keys(false).retired, 0, "retired once");
+    assert_eq!(kids(&app).len(), 2, "still published for its tokens");
+    app.advance(931);
+    assert_eq!(kids(&app), vec![rs256.clone()]);
+    assert_eq!(app.maintain_keys(false).removed, 1);
+    assert_eq!(
+        app.get("/.well-known/openid-configuration").json["id_token_signing_alg_values_supported"],
+        json!(["RS256"])
     );
 }
 
@@ -622,8 +825,10 @@ fn rs256_keys_sign_through_the_crypto_port_and_bootstrap_once() {
     let discovery = app.get("/.well-known/openid-configuration").json;
     assert_eq!(discovery["id_token_signing_alg_values_supported"], json!(["RS256"]));
 
-    // Rotation generates the next RSA key the same way.
-    let (next, _) = app.maintain_keys(true).published.unwrap();
+    // Rotation generates the next RSA key the same way, and only it: one algorithm.
+    let report = app.maintain_keys(true);
+    assert_eq!(report.published.len(), 1);
+    let (next, _) = published(&report, 0);
     app.advance(app.config.key_publication_lead_seconds);
     assert_eq!(kid_of(&login(&app, "rsa@example.com")), next);
     assert_eq!(userinfo_status(&app, &tokens), 401, "the first token has long expired");

@@ -36,9 +36,6 @@ fn register(app: &App, metadata: Value) -> Client {
     for (key, value) in metadata.as_object().unwrap() {
         body[key] = value.clone();
     }
-    if body.get("id_token_signed_response_alg").is_none() {
-        body["id_token_signed_response_alg"] = json!("ES256");
-    }
     let reply = app.send(ApiRequest {
         method: "POST".into(),
         path: "/oauth/register".into(),

@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::domain::signing::SigningAlg;
+
 /// How a client authenticates at the token endpoint (RFC 7591 §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -33,8 +35,6 @@ impl AuthMethod {
 pub const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 /// The scopes a client may register.
 pub const SCOPES: [&str; 3] = ["openid", "email", "offline_access"];
-/// The ID token algorithms a client may ask for (`id_token_signed_response_alg`).
-pub const ID_TOKEN_ALGS: [&str; 3] = ["RS256", "ES256", "EdDSA"];
 
 /// Metadata that passed every rule, ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,10 +96,13 @@ const MAX_CLIENT_NAME_CHARS: usize = 200;
 impl ClientMetadata {
     /// Checks a registration request's JSON object. Unknown members are ignored (RFC 7591 §2);
     /// known ones must have the right type and a value edgeid serves. `with_registration_token`
-    /// says whether the request carried `CLIENT_REGISTRATION_TOKEN` (only then `skip_consent`).
+    /// says whether the request carried `CLIENT_REGISTRATION_TOKEN` (only then `skip_consent`);
+    /// `signing_algorithms` are those edgeid signs with (`Config::signing_algorithms`), the only
+    /// ones an `id_token_signed_response_alg` may name.
     pub fn parse(
         body: &Map<String, Value>,
         with_registration_token: bool,
+        signing_algorithms: &[SigningAlg],
     ) -> Result<ClientMetadata, ClientMetadataError> {
         let auth_method = match optional_string(body, "token_endpoint_auth_method")?.as_deref() {
             None | Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
@@ -162,15 +165,17 @@ impl ClientMetadata {
                 dedup(scopes.into_iter().map(str::to_owned).collect()).join(" ")
             }
         };
-        let id_token_signed_response_alg = match optional_string(body, "id_token_signed_response_alg")? {
-            None => "RS256".to_owned(),
-            Some(alg) if ID_TOKEN_ALGS.contains(&alg.as_str()) => alg,
-            Some(alg) => {
-                return Err(InvalidClientMetadata(format!(
-                    "id_token_signed_response_alg {alg:?} is not one of RS256, ES256, EdDSA"
-                )))
-            }
-        };
+        // RS256 by default (OIDC Registration §2); only an algorithm edgeid has a key of, so
+        // every registered client can be issued its ID tokens.
+        let id_token_signed_response_alg = optional_string(body, "id_token_signed_response_alg")?
+            .unwrap_or_else(|| SigningAlg::Rs256.jws_name().to_owned());
+        if !signing_algorithms.iter().any(|signed| signed.jws_name() == id_token_signed_response_alg) {
+            let offered: Vec<&str> = signing_algorithms.iter().map(|alg| alg.jws_name()).collect();
+            return Err(InvalidClientMetadata(format!(
+                "id_token_signed_response_alg {id_token_signed_response_alg:?} is not one of {}",
+                offered.join(", ")
+            )));
+        }
         let skip_consent = match body.get("skip_consent") {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
             Some(Value::Bool(true)) if with_registration_token => true,
@@ -262,7 +267,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(body: Value, with_token: bool) -> Result<ClientMetadata, ClientMetadataError> {
-        ClientMetadata::parse(body.as_object().unwrap(), with_token)
+        ClientMetadata::parse(body.as_object().unwrap(), with_token, &[SigningAlg::Es256, SigningAlg::Rs256])
     }
 
     #[test]
@@ -334,6 +339,24 @@ mod tests {
         ] {
             assert!(matches!(parse(body.clone(), true), Err(ClientMetadataError::InvalidClientMetadata(_))), "{body}");
         }
+    }
+
+    /// Only an algorithm edgeid signs with: with `SIGNING_ALG=ES256`, RS256 and ES256 but not
+    /// EdDSA; with `SIGNING_ALG=RS256`, RS256 alone.
+    #[test]
+    fn the_id_token_algorithm_is_one_edgeid_signs_with() {
+        let body =
+            |alg: &str| json!({"redirect_uris": ["https://app.example.com/cb"], "id_token_signed_response_alg": alg});
+        let with = |signed: &[SigningAlg], alg: &str| {
+            ClientMetadata::parse(body(alg).as_object().unwrap(), false, signed)
+                .map(|metadata| metadata.id_token_signed_response_alg)
+        };
+        let es256 = [SigningAlg::Es256, SigningAlg::Rs256];
+        assert_eq!(with(&es256, "RS256").as_deref(), Ok("RS256"));
+        assert_eq!(with(&es256, "ES256").as_deref(), Ok("ES256"));
+        assert!(matches!(with(&es256, "EdDSA"), Err(ClientMetadataError::InvalidClientMetadata(_))));
+        assert!(matches!(with(&[SigningAlg::Rs256], "ES256"), Err(ClientMetadataError::InvalidClientMetadata(_))));
+        assert_eq!(with(&[SigningAlg::EdDsa, SigningAlg::Rs256], "EdDSA").as_deref(), Ok("EdDSA"));
     }
 
     #[test]

@@ -238,10 +238,14 @@ impl KeyMaterial {
     }
 }
 
-/// The keys in force at one instant: the one that signs, and every published one (it among
-/// them), which verify.
+/// The keys in force at one instant: the one of each algorithm edgeid signs with, and every
+/// published one (they among them), which verify.
 pub struct SigningKeys {
-    active: KeyMaterial,
+    /// `SIGNING_ALG`'s: access tokens and first-party ID tokens.
+    primary: KeyMaterial,
+    /// Those of the other algorithms (RS256 beside ES256 or EdDSA), for relying parties'
+    /// `id_token_signed_response_alg`.
+    others: Vec<KeyMaterial>,
     published: PublishedKeys,
     jwks_json: String,
     algorithms: Vec<&'static str>,
@@ -260,25 +264,54 @@ pub struct PublicDocuments {
 
 impl fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKeys").field("active", &self.active).field("published", &self.published).finish()
+        f.debug_struct("SigningKeys")
+            .field("primary", &self.primary)
+            .field("others", &self.others)
+            .field("published", &self.published)
+            .finish()
     }
 }
 
 impl SigningKeys {
-    /// `active` signs; `published` (public JWKs, `active`'s among them or not) go in the JWKS.
-    pub fn new(active: KeyMaterial, published: &[Map<String, Value>]) -> SigningKeys {
-        let mut jwks: Vec<Map<String, Value>> = published.to_vec();
-        if !jwks.iter().any(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(active.kid())) {
-            jwks.insert(0, active.public_jwk().clone());
-        }
+    /// `primary` signs by default and `others` each for its own algorithm (one key per
+    /// algorithm, the primary's excluded); `published` (public JWKs, the signing keys' among
+    /// them or not) go in the JWKS, with every signing key that is not among them first.
+    pub fn new(primary: KeyMaterial, others: Vec<KeyMaterial>, published: &[Map<String, Value>]) -> SigningKeys {
+        let others: Vec<KeyMaterial> = others.into_iter().filter(|other| other.alg != primary.alg).collect();
+        let is_published =
+            |key: &KeyMaterial| published.iter().any(|jwk| jwk.get("kid").and_then(Value::as_str) == Some(key.kid()));
+        let jwks: Vec<Map<String, Value>> = std::iter::once(&primary)
+            .chain(&others)
+            .filter(|key| !is_published(key))
+            .map(|key| key.public_jwk().clone())
+            .chain(published.iter().cloned())
+            .collect();
         let published = PublishedKeys::from_jwks(&jwks);
-        let algorithms = published.algorithms().into_iter().map(SigningAlg::jws_name).collect();
+        // The signing algorithms first, `SIGNING_ALG` leading, then those of keys that only
+        // verify: the same key set always gives the same discovery document.
+        let mut algorithms: Vec<&'static str> =
+            std::iter::once(&primary).chain(&others).map(|key| key.alg.jws_name()).collect();
+        for alg in published.algorithms() {
+            if !algorithms.contains(&alg.jws_name()) {
+                algorithms.push(alg.jws_name());
+            }
+        }
         let jwks_json = json!({ "keys": jwks }).to_string();
-        SigningKeys { active, published, jwks_json, algorithms, documents: std::cell::OnceCell::new() }
+        SigningKeys { primary, others, published, jwks_json, algorithms, documents: std::cell::OnceCell::new() }
     }
 
+    /// The kid of the `SIGNING_ALG` key.
     pub fn active_kid(&self) -> &str {
-        self.active.kid()
+        self.primary.kid()
+    }
+
+    /// The kid of the key that signs for `alg`, if one does.
+    pub fn active_kid_of(&self, alg: SigningAlg) -> Option<&str> {
+        self.active(alg).map(KeyMaterial::kid)
+    }
+
+    fn active(&self, alg: SigningAlg) -> Option<&KeyMaterial> {
+        std::iter::once(&self.primary).chain(&self.others).find(|key| key.alg == alg)
     }
 
     /// The JWKS document (`{"keys": [...]}`), public parts only.
@@ -291,7 +324,8 @@ impl SigningKeys {
         self.documents.get_or_init(|| make(self))
     }
 
-    /// The algorithms of the published keys, for the discovery document.
+    /// The algorithms of the published keys, each once, for the discovery document: those that
+    /// sign (`SIGNING_ALG` first), then those of keys that only verify.
     pub fn algorithms(&self) -> &[&'static str] {
         &self.algorithms
     }
@@ -300,20 +334,18 @@ impl SigningKeys {
         &self.published
     }
 
-    /// Signs `claims` with the active key; `typ` goes into the header with the key's `kid`.
+    /// Signs `claims` with the `SIGNING_ALG` key; `typ` goes into the header with its `kid`.
     pub async fn sign<T: Serialize>(
         &self,
         typ: &str,
         claims: &Claims<T>,
         crypto: &impl Crypto,
     ) -> Result<String, SigningError> {
-        self.active.sign(typ, claims, crypto).await
+        self.primary.sign(typ, claims, crypto).await
     }
-}
 
-impl SigningKeys {
-    /// Signs with the active key of `alg`. Until the keyring keeps a key per algorithm, only
-    /// the configured one has an active key.
+    /// Signs `claims` with the key that signs for `alg` (a client's
+    /// `id_token_signed_response_alg`); an error if edgeid signs with no key of `alg`.
     pub async fn sign_with<T: Serialize>(
         &self,
         alg: SigningAlg,
@@ -321,10 +353,8 @@ impl SigningKeys {
         claims: &Claims<T>,
         crypto: &impl Crypto,
     ) -> Result<String, SigningError> {
-        if self.active.alg() != alg {
-            return Err(SigningError(format!("no active {} key", alg.jws_name())));
-        }
-        self.active.sign(typ, claims, crypto).await
+        let key = self.active(alg).ok_or_else(|| SigningError(format!("no {} key signs", alg.jws_name())))?;
+        key.sign(typ, claims, crypto).await
     }
 }
 
@@ -376,13 +406,45 @@ mod tests {
             let key = KeyMaterial::derive_bootstrap(alg, &[3; 32], &[4; 32]).unwrap();
             let again = KeyMaterial::from_private_jwk(alg, key.kid(), &key.private_jwk()).unwrap();
             assert_eq!(again.kid(), key.kid());
-            let keys = SigningKeys::new(key, &[]);
+            let keys = SigningKeys::new(key, Vec::new(), &[]);
             let jwks: Value = serde_json::from_str(keys.jwks_json()).unwrap();
             let published = jwks["keys"][0].as_object().unwrap();
             assert!(!published.contains_key("d"));
             assert_eq!(published["use"], "sig");
             assert_eq!(keys.algorithms(), [alg.jws_name()]);
         }
+    }
+
+    /// One key per algorithm: `sign` uses the primary, `sign_with` the key of the algorithm
+    /// asked for, and an algorithm without a key is an error, not a panic.
+    #[test]
+    fn each_algorithm_signs_with_its_own_key() {
+        let es256 = KeyMaterial::derive_bootstrap(SigningAlg::Es256, &[3; 32], &[4; 32]).unwrap();
+        let eddsa = KeyMaterial::derive_bootstrap(SigningAlg::EdDsa, &[3; 32], &[4; 32]).unwrap();
+        let (es256_kid, eddsa_kid) = (es256.kid().to_owned(), eddsa.kid().to_owned());
+        // A published key that only verifies, listed after the signing ones.
+        let retired = KeyMaterial::derive_bootstrap(SigningAlg::EdDsa, &[5; 32], &[6; 32]).unwrap();
+        let keys = SigningKeys::new(es256, vec![eddsa], &[retired.public_jwk().clone()]);
+        assert_eq!(keys.algorithms(), ["ES256", "EdDSA"]);
+        let jwks: Value = serde_json::from_str(keys.jwks_json()).unwrap();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap()).collect();
+        assert_eq!(kids, [es256_kid.as_str(), eddsa_kid.as_str(), retired.kid()]);
+        assert_eq!(keys.active_kid(), es256_kid);
+        assert_eq!(keys.active_kid_of(SigningAlg::EdDsa), Some(eddsa_kid.as_str()));
+        assert_eq!(keys.active_kid_of(SigningAlg::Rs256), None);
+
+        let crypto = crate::ports::TestCrypto(|buffer: &mut [u8]| buffer.fill(7));
+        let claims = Claims::new(json!({"sub": "someone"}));
+        let kid_and_alg = |token: &str| {
+            let header = token_header(token).unwrap();
+            (header["kid"].as_str().unwrap().to_owned(), header["alg"].as_str().unwrap().to_owned())
+        };
+        let signed = pollster::block_on(keys.sign("JWT", &claims, &crypto)).unwrap();
+        assert_eq!(kid_and_alg(&signed), (es256_kid.clone(), "ES256".to_owned()));
+        let signed = pollster::block_on(keys.sign_with(SigningAlg::EdDsa, "JWT", &claims, &crypto)).unwrap();
+        assert_eq!(kid_and_alg(&signed), (eddsa_kid, "EdDSA".to_owned()));
+        assert!(keys.published().verify::<Value>(&signed, "JWT").is_ok());
+        assert!(pollster::block_on(keys.sign_with(SigningAlg::Rs256, "JWT", &claims, &crypto)).is_err());
     }
 
     #[test]

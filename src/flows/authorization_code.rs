@@ -42,6 +42,14 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         Some(_) => return Err(CodeGrantError::InvalidGrant("the code_verifier is malformed")),
         None => None,
     };
+    // The key the ID token needs, before the code is spent: a failure to sign never leaves a
+    // consumed code behind (registration accepts only algorithms with a key, so this is a
+    // keyring in trouble, not the client's mistake).
+    let keys = ctx.signing_keys().await?;
+    let alg = id_token_alg(ctx, client);
+    if keys.active_kid_of(alg).is_none() {
+        return Err(Internal::from(crate::keyring::KeyringError::NoActiveKey).into());
+    }
     let grant_id = ctx.new_id()?;
     let refresh_token = match client.may_use("refresh_token") {
         true => Some(ctx.new_token()?),
@@ -84,7 +92,7 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
     let has_offline_access = record.scope.split(' ').any(|scope| scope == "offline_access");
     let signed = issue_grant_tokens(
         ctx.config,
-        &*ctx.signing_keys().await?,
+        &keys,
         ctx.crypto,
         ctx.now,
         grant_jti(&grant_id, &ctx.new_id()?),
@@ -96,7 +104,7 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
             auth_time,
             nonce: record.nonce.as_deref(),
         },
-        &Grant { client_id: &client.client_id, scope: &record.scope, id_token_alg: id_token_alg(ctx, client) },
+        &Grant { client_id: &client.client_id, scope: &record.scope, id_token_alg: alg },
     )
     .await
     .map_err(Internal::from)?;

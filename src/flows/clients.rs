@@ -53,7 +53,7 @@ pub async fn register<D: Database, E: Crypto, H: HttpClient>(
     if ctx.config.client_registration == ClientRegistration::Token && !with_token {
         return Err(RegisterError::InvalidToken);
     }
-    let metadata = ClientMetadata::parse(body, with_token)?;
+    let metadata = ClientMetadata::parse(body, with_token, &ctx.config.signing_algorithms())?;
     let client_id = ctx.new_id()?;
     let secret = match metadata.auth_method.is_confidential() {
         true => Some(ctx.new_token()?),

@@ -50,19 +50,34 @@ pub async fn list_signing_keys(db: &impl Database) -> Result<Vec<SigningKeyRecor
     signing_key_records(outcomes.first())
 }
 
-/// Adds a (random) key that activates at `key.activates_at`; every key not yet retired retires
-/// then. A kid already in the table fails the batch, leaving everything as it was: no key is
-/// ever inserted twice, so a retired one never comes back.
+/// The algorithms edgeid signs with, as a JSON array for `json_each`.
+fn algorithms_json(signed_algorithms: &[&str]) -> String {
+    serde_json::Value::from(signed_algorithms.to_vec()).to_string()
+}
+
+/// Adds a (random) key that activates at `key.activates_at`; every key it replaces that is not
+/// yet retired retires then: the others of its algorithm (each algorithm has its own active
+/// key) and those of algorithms edgeid no longer signs with, so that a change of `SIGNING_ALG`
+/// retires the old algorithm's keys (the same in both bootstraps). A kid already in the table fails the
+/// batch, leaving everything as it was: no key is ever inserted twice, so a retired one never
+/// comes back. `signed_algorithms` are those edgeid signs with.
 pub async fn add_signing_key(
     db: &impl Database,
     key: &SigningKeyRecord,
+    signed_algorithms: &[&str],
     now: DateTime<Utc>,
 ) -> Result<(), DatabaseError> {
     db.batch(vec![
         Statement::new(
             "UPDATE signing_keys SET retired_at = ?2
-             WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?2)",
-            [key.kid.as_str().into(), key.activates_at.into()],
+             WHERE kid != ?1 AND (alg = ?3 OR alg NOT IN (SELECT value FROM json_each(?4)))
+               AND (retired_at IS NULL OR retired_at > ?2)",
+            [
+                key.kid.as_str().into(),
+                key.activates_at.into(),
+                key.alg.as_str().into(),
+                algorithms_json(signed_algorithms).into(),
+            ],
         ),
         Statement::new(
             "INSERT INTO signing_keys (kid, alg, public_jwk, private_sealed, created_at, published_at, activates_at)
@@ -82,6 +97,24 @@ pub async fn add_signing_key(
     .map(drop)
 }
 
+/// Retires at `now` every key not yet retired of an algorithm edgeid no longer signs with (not in
+/// `signed_algorithms`): the cron's part of a change of `SIGNING_ALG` that needed no bootstrap
+/// (to RS256, whose key was there already). Returns how many keys it retired.
+pub async fn retire_signing_keys_of_other_algorithms(
+    db: &impl Database,
+    signed_algorithms: &[&str],
+    now: DateTime<Utc>,
+) -> Result<u64, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "UPDATE signing_keys SET retired_at = ?2
+             WHERE alg NOT IN (SELECT value FROM json_each(?1)) AND (retired_at IS NULL OR retired_at > ?2)",
+            [algorithms_json(signed_algorithms).into(), now.timestamp().into()],
+        )])
+        .await?;
+    Ok(changes(&outcomes, 0))
+}
+
 /// Deletes keys retired, or marked compromised, before `before`: no unexpired token can carry
 /// their kid (and a token that does is refused for naming no published key).
 pub async fn remove_retired_signing_keys(db: &impl Database, before: i64) -> Result<u64, DatabaseError> {
@@ -97,13 +130,15 @@ pub async fn remove_retired_signing_keys(db: &impl Database, before: i64) -> Res
 
 /// Adds `key`, active at once, only if no key of its algorithm is active at `now`, nor another
 /// bootstrap key (active from its publication) starting within `skew_seconds` after `now`;
-/// then retires the others. Keys marked compromised, and those named in `cannot_sign` (whose
-/// private part this worker cannot open), count as absent. Of concurrent calls with different
-/// (random) keys exactly one inserts, even when their instants straddle a second: the RS256
-/// bootstrap, whose key cannot be derived. Returns whether this call's key went in.
+/// then retires those it replaces (as [`add_signing_key`]). Keys marked compromised, and those named
+/// in `cannot_sign` (whose private part this worker cannot open), count as absent. Of
+/// concurrent calls with different (random) keys exactly one inserts, even when their instants
+/// straddle a second: the RS256 bootstrap, whose key cannot be derived. Keys of other
+/// algorithms neither stop nor are stopped by it. Returns whether this call's key went in.
 pub async fn add_signing_key_unless_one_is_active(
     db: &impl Database,
     key: &SigningKeyRecord,
+    signed_algorithms: &[&str],
     now: DateTime<Utc>,
     skew_seconds: i64,
     cannot_sign: &[String],
@@ -132,9 +167,15 @@ pub async fn add_signing_key_unless_one_is_active(
             ),
             Statement::new(
                 "UPDATE signing_keys SET retired_at = ?2
-                 WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?2)
+                 WHERE kid != ?1 AND (alg = ?3 OR alg NOT IN (SELECT value FROM json_each(?4)))
+                   AND (retired_at IS NULL OR retired_at > ?2)
                    AND EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?1 AND created_at = ?2)",
-                [key.kid.as_str().into(), now.timestamp().into()],
+                [
+                    key.kid.as_str().into(),
+                    now.timestamp().into(),
+                    key.alg.as_str().into(),
+                    algorithms_json(signed_algorithms).into(),
+                ],
             ),
         ])
         .await?;
@@ -178,7 +219,7 @@ pub async fn bootstrap_salt(
 }
 
 /// Adds the bootstrap key derived from `salt`, active at once, if that salt has yielded no key
-/// yet; then retires the others and records the key as the salt's. Concurrent callers with the
+/// yet; then retires those it replaces (as [`add_signing_key`]) and records the key as the salt's. Concurrent callers with the
 /// same salt derive the same key: exactly one batch inserts it. A kid already in the table is
 /// never brought back (the salt is spent all the same, so the next bootstrap replaces it).
 /// Returns whether this call's key went in.
@@ -186,6 +227,7 @@ pub async fn add_bootstrap_key(
     db: &impl Database,
     key: &SigningKeyRecord,
     salt: &str,
+    signed_algorithms: &[&str],
     now: DateTime<Utc>,
 ) -> Result<bool, DatabaseError> {
     let params = || -> Vec<SqlValue> {
@@ -198,6 +240,8 @@ pub async fn add_bootstrap_key(
             salt.into(),
         ]
     };
+    let mut retire_params = params();
+    retire_params.push(algorithms_json(signed_algorithms).into());
     let outcomes = db
         .batch(vec![
             Statement::new(
@@ -210,10 +254,11 @@ pub async fn add_bootstrap_key(
             // Only after this batch's own insert: its sealed form has a fresh random nonce.
             Statement::new(
                 "UPDATE signing_keys SET retired_at = ?5
-                 WHERE kid != ?1 AND (retired_at IS NULL OR retired_at > ?5)
+                 WHERE kid != ?1 AND (alg = ?2 OR alg NOT IN (SELECT value FROM json_each(?7)))
+                   AND (retired_at IS NULL OR retired_at > ?5)
                    AND EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?1 AND private_sealed = ?4 AND created_at = ?5)
                    AND EXISTS (SELECT 1 FROM signing_key_salts WHERE alg = ?2 AND salt = ?6 AND kid IS NULL)",
-                params(),
+                retire_params,
             ),
             Statement::new(
                 "UPDATE signing_key_salts SET kid = ?1 WHERE alg = ?2 AND salt = ?3 AND kid IS NULL",
