@@ -243,6 +243,7 @@ fn oidcc_server_the_code_flow_with_login_consent_and_tokens() {
         page(follow(&browser, browser.submit(&login, &[("email", "alice@example.com"), ("password", PASSWORD)])));
     assert!(is_consent_page(&consent), "{}", consent.text());
     assert!(consent.text().contains("Acme Notes"));
+    assert!(consent.text().contains("goes back to app.example.test"), "the page names where the answer goes");
     assert!(consent.text().contains("data-scope=\"email\"") && consent.text().contains("data-scope=\"openid\""));
     assert_eq!(consent.response.header("x-frame-options"), Some("DENY"));
     assert!(consent.response.header("content-security-policy").unwrap().contains("frame-ancestors 'none'"));

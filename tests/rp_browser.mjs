@@ -37,7 +37,8 @@ function assert(condition, message) {
   if (!condition) throw new Error(message);
 }
 
-const random = () => randomBytes(24).toString("base64url");
+// 32 bytes: 43 base64url characters, the shortest verifier RFC 7636 §4.1 allows.
+const random = () => randomBytes(32).toString("base64url");
 const discovery = await (await fetch(`${issuer}/.well-known/openid-configuration`)).json();
 
 const browser = await chromium.launch({

@@ -157,14 +157,14 @@ async fn answer<D: Database, E: Crypto, H: HttpClient>(
                 form_urlencoded::Serializer::new(String::new()).append_pair(interaction::FIELD, &interaction).finish();
             browser::redirect(&format!("/login?{query}"))
         }
-        Authorized::Consent { interaction, client_name, scopes, account } => {
+        Authorized::Consent { interaction, client_name, scopes, account, destination } => {
             let cookie = match browser::csrf_cookie(ctx, request) {
                 Ok(cookie) => cookie,
                 Err(err) => return ApiError::from(err).into(),
             };
             let mut form = browser::form_context(ctx, &cookie, None);
             form.interaction = Some(interaction);
-            let page = pages::consent_form(&form, &client_name, &scopes, &account);
+            let page = pages::consent_form(&form, &client_name, &scopes, &account, &destination);
             let targets: Vec<String> = parameters.get("redirect_uri").map(str::to_owned).into_iter().collect();
             browser::respond_with(
                 ctx,

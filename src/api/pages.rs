@@ -414,7 +414,13 @@ fn linkify(text: &str) -> String {
 }
 
 /// The consent page (API.md v2): the client by name, the scopes in words, allow or deny.
-pub fn consent_form(form: &FormContext, client_name: &str, scopes: &[String], account: &str) -> Page {
+pub fn consent_form(
+    form: &FormContext,
+    client_name: &str,
+    scopes: &[String],
+    account: &str,
+    destination: &str,
+) -> Page {
     let items: String = scopes
         .iter()
         .map(|scope| {
@@ -432,12 +438,13 @@ pub fn consent_form(form: &FormContext, client_name: &str, scopes: &[String], ac
         "Allow access?",
         format!(
             "<p><strong class=\"client\">{client}</strong> asks to:</p><ul class=\"scopes\">{items}</ul>\
-             <p class=\"meta\">Signed in as {account}.</p>\
+             <p class=\"meta\">Signed in as {account}. Your answer goes back to {destination}.</p>\
              <form method=\"post\" action=\"/oauth/authorize/consent\">{hidden}\
              <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
              <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button></form>",
             client = escape_html(client_name),
             account = escape_html(account),
+            destination = escape_html(destination),
             hidden = form.hidden_fields(),
         ),
     )

@@ -32,7 +32,7 @@ pub enum Authorized {
     /// The person must sign in first: the login page, with the request sealed.
     Login { interaction: String, login_hint: Option<String> },
     /// The person must approve the client: the consent page.
-    Consent { interaction: String, client_name: String, scopes: Vec<String>, account: String },
+    Consent { interaction: String, client_name: String, scopes: Vec<String>, account: String, destination: String },
 }
 
 impl From<Refused> for Authorized {
@@ -126,6 +126,11 @@ pub async fn authorize<D: Database, E: Crypto, H: HttpClient>(
             client_name: client.display_name().to_owned(),
             scopes: request.scopes.clone(),
             account: session.email.clone(),
+            // The name is the client's own choice; where the browser goes is not.
+            destination: url::Url::parse(&request.redirect_uri)
+                .ok()
+                .and_then(|url| url.host_str().map(str::to_owned))
+                .unwrap_or_else(|| request.redirect_uri.clone()),
         });
     }
     Ok(Authorized::Code(issue_code(ctx, &request, session, None).await?))
