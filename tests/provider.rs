@@ -1122,3 +1122,72 @@ fn review_provider_the_login_page_after_a_wrong_password_keeps_the_clients_form_
     let csp = wrong.response.header("content-security-policy").unwrap();
     assert!(csp.contains("https://app.example.test"), "{csp}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security review 12b of the fixes (c7026d5, 3293729, 8842b5f, c1773cd): each test asserts the
+// behaviour the fix should have, and fails on this branch (the finding).
+// ---------------------------------------------------------------------------------------------
+
+/// Finding (low): end-session compares only the hint's `sub` with the browser's user, not its
+/// `sid`. Any ID token the user was ever issued — by any client, in a session long ended,
+/// expired, seen in a log or a Referer (the hint travels in a URL) — logs that user out of
+/// every later browser session with a cross-site GET, no confirmation. A hint whose `sid` is
+/// not this browser session proves no RP holds a current session here: ask first.
+#[test]
+fn review_provider_a_hint_from_an_ended_session_asks_before_ending_this_one() {
+    let app = app();
+    app.verified_account("oldhint@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true}));
+    let browser = Browser::new(&app);
+    let code = code_of(&code_for(&browser, &client, &[], "oldhint@example.com"));
+    let old_hint = redeem(&app, &client, Auth::Basic, &code, &[]).json["id_token"].as_str().unwrap().to_owned();
+    // The user signs out and, a day later, in again: a new browser session.
+    let confirm = end_session(&browser, &[]);
+    assert_eq!(browser.submit(&confirm, &[("decision", "logout")]).status, 200);
+    app.advance(86_400);
+    let code = code_of(&code_for(&browser, &client, &[], "oldhint@example.com"));
+    let new_hint = redeem(&app, &client, Auth::Basic, &code, &[]).json["id_token"].as_str().unwrap().to_owned();
+    assert_ne!(claims(&old_hint)["sid"], claims(&new_hint)["sid"], "two browser sessions");
+
+    // Whoever kept the day-old hint: a link on any site.
+    let reply = end_session(&browser, &[("id_token_hint", &old_hint)]);
+    assert!(
+        reply.status == 200 && reply.text().contains("value=\"logout\""),
+        "a hint of an ended session logged this one out without asking: {} {:?}",
+        reply.status,
+        reply.response.header("set-cookie"),
+    );
+    let still = back_at_client(follow(&browser, browser.get(&authorize_path(&client, &[("prompt", "none")]))));
+    assert!(parameter(&still, "code").is_some(), "{still:?}");
+}
+
+/// Finding (low): "codes are spent only when their ID token can be signed" (8842b5f) guards the
+/// code grant only. The refresh grant rotates the refresh token first and signs after, so a
+/// client whose `id_token_signed_response_alg` has no signing key (registered with ES256, then
+/// `SIGNING_ALG` moved to EdDSA, which the keyring supports) gets a 500 *and* loses its
+/// refresh token: its retry after the grace window is "reuse", and the family is revoked.
+#[test]
+fn review_provider_a_refresh_that_cannot_sign_spends_nothing() {
+    let app = app();
+    app.verified_account("refresh-alg@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true, "id_token_signed_response_alg": "ES256"}));
+    let browser = Browser::new(&app);
+    let code = code_of(&code_for(&browser, &client, &[("scope", "openid offline_access")], "refresh-alg@example.com"));
+    let tokens = redeem(&app, &client, Auth::Basic, &code, &[]);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    let refresh = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_with = |app: &App| {
+        token_request(app, &client, Auth::Basic, &[("grant_type", "refresh_token"), ("refresh_token", &refresh)])
+    };
+
+    // The operator moves SIGNING_ALG: no key signs ES256 any more.
+    let app = App { config: test_config(&[("SIGNING_ALG", "EdDSA")]), ..app };
+    let failed = refresh_with(&app);
+    assert!(failed.status >= 500, "expected the keyring's 500 here: {} {}", failed.status, failed.text());
+
+    // Back to ES256 (or the client re-registers its algorithm); the client retries later.
+    let app = App { config: test_config(&[]), ..app };
+    app.advance(60);
+    let retried = refresh_with(&app);
+    assert_eq!(retried.status, 200, "the refresh token was spent by a refresh that could not sign: {}", retried.text());
+}

@@ -313,10 +313,13 @@ pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
     // A valid hint skips the question only when it names the user this browser is signed in
     // as: a hint proves what an RP holds, not which browser asks, so it never ends another
     // session than the cookie's (anyone can hold an old ID token, an attacker their own).
-    let hinted_subject = hint.as_ref().and_then(|claims| claims.get("sub")).and_then(serde_json::Value::as_str);
+    // Its `sid` must be this browser session's too: an ID token from an ended session, long
+    // kept in some log, does not speak for the session the user has now.
+    let hinted = |name: &str| hint.as_ref().and_then(|claims| claims.get(name)).and_then(serde_json::Value::as_str);
+    let (hinted_subject, hinted_session) = (hinted("sub"), hinted("sid"));
     let browser_session = session::browser_session(ctx, browser::session_cookie(ctx, request)).await?;
     let confirmed_by_hint = match (&browser_session, hinted_subject) {
-        (Some(session), Some(subject)) => session.user_id == subject,
+        (Some(session), Some(subject)) => session.user_id == subject && hinted_session == Some(session.id.as_str()),
         // Signed out already: nothing to end, and the hint names the client to go back to.
         (None, Some(_)) => true,
         (_, None) => false,

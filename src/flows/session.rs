@@ -59,6 +59,12 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
             _ => return Err(RefreshError::InvalidGrant("unknown, or another client's")),
         }
     }
+    // The key a client's ID token needs, before the token is spent (as the code grant does).
+    if let Caller::Client(client) = caller {
+        if ctx.signing_keys().await?.active_kid_of(id_token_alg(ctx, client)).is_none() {
+            return Err(Internal::from(crate::keyring::KeyringError::NoActiveKey).into());
+        }
+    }
     let successor = ctx.new_token()?;
     let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;
     let sliding_expiry = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
