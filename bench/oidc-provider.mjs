@@ -3,7 +3,11 @@
 // refresh grant, refresh-token rotation — on an unbounded in-memory adapter (its own LRU holds
 // 1000 entries, which would evict pre-minted tokens). `POST /__bench/refresh-tokens?n=N` mints
 // refresh tokens through its own models, the way its code exchange saves them, so the refresh
-// grant can be driven without a browser; it exists only in this benchmark process.
+// grant can be driven without a browser; it exists only in this benchmark process. Codes for
+// its authorization-code grant go through its real flow (bench/lib.mjs `peerCodes`): `/auth`,
+// the interaction, which this server finishes at once with `provider.interactionFinished`
+// (login and consent: the documented way an application ends an interaction), `/auth/:uid`,
+// then the confidential client `edgeid-code` redeems them (client_secret_basic, PKCE).
 import { createServer } from "node:http";
 import { generateKeyPairSync } from "node:crypto";
 import Provider from "oidc-provider";
@@ -66,6 +70,14 @@ export async function startPeer(port) {
       redirect_uris: ["http://127.0.0.1/callback"],
       token_endpoint_auth_method: "none",
       id_token_signed_response_alg: "ES256",
+    }, {
+      client_id: "edgeid-code",
+      client_secret: "bench-peer-client-secret-0123456789",
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      redirect_uris: ["http://127.0.0.1/callback"],
+      token_endpoint_auth_method: "client_secret_basic",
+      id_token_signed_response_alg: "ES256",
     }],
     jwks: { keys: [{ ...key, alg: "ES256", use: "sig", kid: "bench" }] },
     findAccount: async (_ctx, id) => ({
@@ -91,7 +103,8 @@ export async function startPeer(port) {
     },
     rotateRefreshToken: true,
     issueRefreshToken: () => true,
-    ttl: { AccessToken: 900, IdToken: 900, RefreshToken: 30 * 24 * 3600, Grant: 30 * 24 * 3600 },
+    // AuthorizationCode: ten minutes, so that a round's codes outlive its minting.
+    ttl: { AuthorizationCode: 600, AccessToken: 900, IdToken: 900, RefreshToken: 30 * 24 * 3600, Grant: 30 * 24 * 3600 },
   });
   provider.proxy = false;
 
@@ -121,11 +134,24 @@ export async function startPeer(port) {
   }
 
   const callback = provider.callback();
+  let interactions = 0;
   const server = createServer(async (request, response) => {
     if (request.method === "POST" && request.url.startsWith("/__bench/refresh-tokens")) {
       const n = Number(new URL(request.url, issuer).searchParams.get("n") ?? 100);
       const body = JSON.stringify({ refresh_tokens: await mint(n) });
       response.writeHead(200, { "content-type": "application/json" }).end(body);
+      return;
+    }
+    if (request.method === "GET" && request.url.startsWith("/interaction/")) {
+      // The application's side of an interaction: the person signs in and consents at once.
+      const details = await provider.interactionDetails(request, response);
+      const accountId = `bench-${interactions++ % 1000}`;
+      const grant = new provider.Grant({ accountId, clientId: details.params.client_id });
+      // "api" is in `scopes`, so the authorization request counts it among the OIDC scopes too.
+      grant.addOIDCScope("openid email offline_access api");
+      grant.addResourceScope(RESOURCE, "api");
+      const grantId = await grant.save();
+      await provider.interactionFinished(request, response, { login: { accountId }, consent: { grantId } }, { mergeWithLastSubmission: false });
       return;
     }
     callback(request, response);

@@ -4,14 +4,14 @@
 // shares of edgeid's samples by part (wasm functions by Rust crate, the JavaScript glue, the
 // runtime's own JavaScript such as D1's client) and its hottest functions; writes the same to
 // target/bench/profile.md. scripts/bench.sh runs it after the benchmark.
-//   node bench/profile.mjs [refresh|jwks|discovery|login|userinfo|constant ...]   (all without arguments)
+//   node bench/profile.mjs [refresh|code|authorize|jwks|discovery|login|userinfo|constant ...]   (the default set without arguments)
 import { mkdirSync, writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { fixed, freePort, json, load, refreshRequests, refreshTokens, root, start } from "./lib.mjs";
+import { codeRequests, edgeidCodeSetup, edgeidCodes, fixed, freePort, json, load, refreshRequests, refreshTokens, root, start } from "./lib.mjs";
 
 const SAMPLING_INTERVAL_US = Number(process.env.PROFILE_INTERVAL_US ?? 200);
 const TOP = Number(process.env.PROFILE_TOP ?? 15);
-const scenarios = process.argv.slice(2).length ? process.argv.slice(2) : ["constant", "jwks", "refresh", "login"];
+const scenarios = process.argv.slice(2).length ? process.argv.slice(2) : ["constant", "jwks", "refresh", "code", "login"];
 
 /// A Chrome DevTools Protocol session with one isolate.
 async function connect(url) {
@@ -79,6 +79,16 @@ async function scenario(server, name) {
     case "refresh": {
       const tokens = await refreshTokens(server, 3000);
       return () => load(server, { ...refreshRequests(server, "/oauth/token", "", tokens), connections: 1 });
+    }
+    case "code": {
+      // Codes live a minute: 2000 are redeemed one at a time well within it.
+      const setup = await edgeidCodeSetup(server);
+      const { codes } = await edgeidCodes(server, setup, 2000);
+      return () => load(server, { ...codeRequests(server, "/oauth/token", setup, codes), connections: 1 });
+    }
+    case "authorize": {
+      const setup = await edgeidCodeSetup(server);
+      return async () => (await edgeidCodes(server, { ...setup }, 2000, 1)).result;
     }
     case "jwks":
       return () => load(server, { url: `${server.url}/.well-known/jwks.json`, duration: 5, connections: 1 });

@@ -10,7 +10,7 @@ import { gzipSync } from "node:zlib";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
-import { ROUNDS, SECONDS, REFRESHES, SERVER_CORE, fixed, json, median, medianLoad, refreshLoad, root, start } from "./lib.mjs";
+import { CODES, ROUNDS, SECONDS, REFRESHES, SERVER_CORE, edgeidCodeLoad, fixed, json, median, medianLoad, peerCodeLoad, refreshLoad, root, start } from "./lib.mjs";
 
 const started = performance.now();
 const rows = [];
@@ -52,6 +52,10 @@ const rustFloor = await medianLoad(edgeid, { url: `${edgeid.url}/__bench/constan
 const jwks = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/jwks.json`, duration: SECONDS });
 const discovery = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/openid-configuration`, duration: SECONDS });
 const refresh = await refreshLoad(edgeid, "/oauth/token", "");
+// The authorization-code grant: per round, codes minted at GET /oauth/authorize with the
+// browser session's cookie (a skip_consent client), then redeemed with client_secret_basic
+// and PKCE; the authorization endpoint's own figures come from the minting.
+const code = await edgeidCodeLoad(edgeid);
 // What one D1 batch costs here: Miniflare simulates D1 inside the same workerd process
 // group, so its CPU is in every figure above (in production D1 runs on its own servers).
 // /healthz is one batch (SELECT 1) on top of what the static security.txt costs.
@@ -102,6 +106,9 @@ mkdirSync(`${root}target/bench`, { recursive: true });
 writeFileSync(`${root}target/bench/jwks.json`, jwksBody);
 const native = JSON.parse(execFileSync(`${root}target/bench-native/examples/bench_native`, [edgeid.url, "edgeid", accessToken, `${root}target/bench/jwks.json`]).toString());
 const edgeidStartup = edgeid.startupMs;
+// Sequential D1 round trips per flow, counted natively: the same code on SQLite behind the
+// Database port, every batch counted (examples/bench_native.rs, `round-trips`).
+const trips = JSON.parse(execFileSync(nativeBinary, ["round-trips"]).toString()).round_trips;
 edgeid.stop();
 
 // The floors the refresh and login goals meet on this runtime: a JavaScript Worker that does
@@ -112,6 +119,12 @@ edgeid.stop();
 // local D1 in the measured process group, so its CPU counts here as in edgeid's figures.
 const d1 = await start("d1");
 const d1Floor = await medianLoad(d1, { url: `${d1.url}/?batches=3`, duration: SECONDS });
+// The code grant's: the client lookup (one read), then the redemption's batch (the code's
+// conditional UPDATE, the grant's and the refresh token's INSERTs, the code's read). The
+// signing keys are cached in the isolate (a minute), so no key read. The authorization
+// endpoint's: one batch of three reads (client, session, consent), one INSERT of the code.
+const codeFloor = await medianLoad(d1, { url: `${d1.url}/?batches=r,wwwr`, duration: SECONDS });
+const authorizeFloor = await medianLoad(d1, { url: `${d1.url}/?batches=rrr,w`, duration: SECONDS });
 const spin = Math.round(argon2);
 const floorBeyondHash = [];
 for (let i = 0; i < 60; i++) {
@@ -126,6 +139,7 @@ d1.stop();
 const peer = await start("oidc-provider");
 const peerJwks = await medianLoad(peer, { url: `${peer.url}/jwks`, duration: SECONDS });
 const peerRefresh = await refreshLoad(peer, "/token", "&client_id=edgeid");
+const peerCode = await peerCodeLoad(peer);
 peer.stop();
 
 const met = (ok) => (ok ? "met" : "not met");
@@ -141,6 +155,14 @@ const belowFloor = (goalMet, floorMeets) => (goalMet ? "" : floorMeets ? "" : "t
 row("refresh grant's floor: a JS Worker running its D1 batch, CPU µs", fixed(d1Floor.cpuUs), `0.75 × oidc-provider = ${fixed(0.75 * peerRefresh.cpuUs)}`, `${fixed(d1Floor.cpuUs / peerRefresh.cpuUs, 2)}×`, "", belowFloor(refresh.cpuUs / peerRefresh.cpuUs <= 0.75, d1Floor.cpuUs / peerRefresh.cpuUs <= 0.75));
 row("refresh grant, req/s", fixed(refresh.rps, 0), `oidc-provider ${fixed(peerRefresh.rps, 0)}`, `${fixed(refresh.rps / peerRefresh.rps, 2)}×`, "≥ 1.3×", met(refresh.rps / peerRefresh.rps >= 1.3));
 row("refresh grant's floor (as above), req/s", fixed(d1Floor.rps, 0), `1.3 × oidc-provider = ${fixed(1.3 * peerRefresh.rps, 0)}`, `${fixed(d1Floor.rps / peerRefresh.rps, 2)}×`, "", belowFloor(refresh.rps / peerRefresh.rps >= 1.3, d1Floor.rps / peerRefresh.rps >= 1.3));
+const codeAbove = code.grant.cpuUs - codeFloor.cpuUs;
+row("authorization-code grant (client_secret_basic, PKCE, refresh token), CPU µs per request", fixed(code.grant.cpuUs), `oidc-provider ${fixed(peerCode.cpuUs)}`, `${fixed(code.grant.cpuUs / peerCode.cpuUs, 2)}×`, "", "");
+row("code grant's floor: a JS Worker running its D1 batches (a read; three writes and a read), CPU µs", fixed(codeFloor.cpuUs), `oidc-provider ${fixed(peerCode.cpuUs)}`, `${fixed(codeFloor.cpuUs / peerCode.cpuUs, 2)}×`, "", "");
+row("code grant above its floor, CPU µs", fixed(codeAbove), `0.75 × oidc-provider = ${fixed(0.75 * peerCode.cpuUs)}`, `${fixed(codeAbove / peerCode.cpuUs, 2)}×`, "≤ 0.75×", met(codeAbove / peerCode.cpuUs <= 0.75));
+row("code grant, req/s", fixed(code.grant.rps, 0), `oidc-provider ${fixed(peerCode.rps, 0)}; floor ${fixed(codeFloor.rps, 0)}`, `${fixed(code.grant.rps / peerCode.rps, 2)}×`, "", "");
+row("authorization endpoint with a session (303 with a code), CPU µs per request", fixed(code.authorize.cpuUs), `floor (three reads; a write) ${fixed(authorizeFloor.cpuUs)}`, `${fixed(code.authorize.cpuUs / authorizeFloor.cpuUs, 2)}×`, "", "");
+row("authorization endpoint with a session, req/s", fixed(code.authorize.rps, 0), `floor ${fixed(authorizeFloor.rps, 0)}`, "", "", "");
+row("sequential D1 round trips: authorize with a session / code grant (keys cached; an isolate's first) / refresh grant (first-party; a client's)", `${trips.authorize_with_session} / ${trips.code_grant_keys_cached} (${trips.code_grant_first_in_isolate}) / ${trips.refresh_grant_first_party} (${trips.refresh_grant_client})`, "counted natively (SQLite behind the same port)", "", "", "");
 row("login latency minus hash, p50 / p99 ms", `${fixed(loginP50)} / ${fixed(loginP99)}`, `hash ${fixed(argon2)} ms`, "", "≤ 3 / 10 ms", met(loginP50 <= 3 && loginP99 <= 10));
 const floorP50 = median(floorBeyondHash);
 const floorP99 = percentile(floorBeyondHash, 0.99);
@@ -152,7 +174,7 @@ row("JWKS / discovery / constant, req/s", `${fixed(jwks.rps, 0)} / ${fixed(disco
 
 const cpuModel = cpus()[0]?.model ?? "unknown CPU";
 const lines = [
-  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
+  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants; code: ${CODES} codes minted, then redeemed) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
   "",
   "| measure | edgeid | reference | ratio | goal | |",
   "| --- | ---: | --- | ---: | --- | --- |",

@@ -46,6 +46,8 @@ if (kind === "edgeid") {
       KEY_ENCRYPTION_KEY: "YmVuY2htYXJrLWtleS1lbmNyeXB0aW9uLWtleS0zMmI",
       BREACHED_PASSWORD_CHECK: "off",
       BENCH_ENDPOINTS: "true",
+      // The registration token of bench/lib.mjs: the code grant's skip_consent client.
+      CLIENT_REGISTRATION_TOKEN: "bench-registration-token-0123456789abcdef",
       ...vars,
     },
   });
@@ -65,8 +67,10 @@ if (kind === "edgeid") {
 } else if (kind === "d1") {
   // The least a Worker can do with D1: `/?batches=5,3` runs a batch of 5 statements, then one
   // of 3, and answers "ok". The statements alternate between an upsert and a read of one row
-  // (a rate-limit budget, a token's rotation, a lookup), as edgeid's batches do. `&spin=MS`
-  // keeps the CPU busy for MS ms after the first batch, as a login's Argon2id does.
+  // (a rate-limit budget, a token's rotation, a lookup), as edgeid's batches do; a batch
+  // spelled in letters says which is which (`/?batches=r,wwwr`: one read, then three writes
+  // and a read). `&spin=MS` keeps the CPU busy for MS ms after the first batch, as a login's
+  // Argon2id does.
   const mf = await miniflare({
     modules: true,
     d1Databases: { DB: "bench-d1-floor" },
@@ -77,14 +81,15 @@ if (kind === "edgeid") {
     export default {
       async fetch(request, env) {
         const query = new URL(request.url).searchParams;
-        const sizes = (query.get("batches") ?? "").split(",").filter(Boolean).map(Number);
+        const shapes = (query.get("batches") ?? "").split(",").filter(Boolean)
+          .map((spec) => (/^[rw]+$/.test(spec) ? [...spec] : Array.from({ length: Number(spec) }, (_, i) => (i % 2 === 0 ? "w" : "r"))));
         let spin = Number(query.get("spin") ?? 0);
-        for (const size of sizes) {
+        for (const shape of shapes) {
           const statements = [];
-          for (let i = 0; i < size; i++) {
-            statements.push(i % 2 === 0
+          for (let i = 0; i < shape.length; i++) {
+            statements.push(shape[i] === "w"
               ? env.DB.prepare("INSERT INTO floor (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v").bind(i, Date.now())
-              : env.DB.prepare("SELECT v FROM floor WHERE k = ?1").bind(i - 1));
+              : env.DB.prepare("SELECT v FROM floor WHERE k = ?1").bind(Math.max(i - 1, 0)));
           }
           await env.DB.batch(statements);
           busy(spin);

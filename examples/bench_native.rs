@@ -4,14 +4,29 @@
 //! - `verify_us_per_token`: edgeid-verifier checking an access token against a cached JWKS,
 //!   as a downstream Rust service does.
 //!
+//! - with `round-trips`, `round_trips`: the sequential D1 round trips (batches) of each
+//!   provider flow, counted on the tests' SQLite behind the same `Database` port
+//!   (tests/support), requests going through `api::handle` as in the worker.
+//!
 //! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`, or
 //! `… -- argon2 N` for `argon2_ms_per_hash` alone over N hashes (the benchmark interleaves
-//! these runs with the worker's, on the same core).
+//! these runs with the worker's, on the same core), or `… -- round-trips`.
 
 use std::time::Instant;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use edgeid::api::ApiRequest;
 use edgeid::domain::password::{hash_password, HashParams, Password};
+use edgeid::flows::{Context, Outbox};
+use edgeid::keyring::Keyring;
 use edgeid_verifier::{FetchError, JwksFetcher, JwksResponse, Verifier, VerifierConfig};
+use serde_json::json;
+
+// The tests' SQLite `Database` (every batch counted), seeded crypto and app driver.
+#[allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// Serves the JWKS the benchmark fetched from the worker, as the issuer would.
 struct CachedJwks(String);
@@ -32,8 +47,183 @@ fn argon2_ms(hashes: u32) -> Result<f64, String> {
     Ok(started.elapsed().as_secs_f64() * 1000.0 / f64::from(hashes))
 }
 
+const REGISTRATION_TOKEN: &str = "registration-token-for-the-benchmark-0123456789";
+const REDIRECT: &str = "https://app.example.test/callback";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        serializer.append_pair(key, value);
+    }
+    serializer.finish()
+}
+
+/// The D1 round trips (batches) one request makes, and its answer.
+fn counted(app: &support::App, request: ApiRequest) -> (usize, support::Reply) {
+    let before = app.db.batches.get();
+    let reply = app.send(request);
+    (app.db.batches.get() - before, reply)
+}
+
+fn token_request(client_id: &str, secret: &str, fields: &[(&str, &str)]) -> ApiRequest {
+    let credentials = STANDARD.encode(format!("{client_id}:{secret}"));
+    ApiRequest {
+        method: "POST".into(),
+        path: "/oauth/token".into(),
+        headers: vec![
+            ("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+            ("Authorization".to_owned(), format!("Basic {credentials}")),
+        ],
+        body: form(fields).into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// Round trips of the provider's flows, as the benchmark drives them: a skip_consent
+/// confidential client (client_secret_basic), a browser session from the hosted login's
+/// sign-in, `GET /oauth/authorize` with its cookie, the code redeemed with PKCE (first with an
+/// empty key cache, as an isolate's first grant, then warm), the refresh grant of that client,
+/// and the first-party refresh grant of `/v1/login` (the one bench/run.mjs loads). The key
+/// cache lasts a minute, as the worker's does.
+fn round_trips() -> Result<serde_json::Value, String> {
+    let mut app = support::App::with_config(support::test_config(&[
+        ("CLIENT_REGISTRATION", "token"),
+        ("CLIENT_REGISTRATION_TOKEN", REGISTRATION_TOKEN),
+    ]));
+    let (email, password) = ("bench-codes@example.com", "a benchmark passphrase");
+    app.verified_account(email, password);
+    // The key table as a running installation has it (the first read makes the bootstrap
+    // key), then an isolate's empty key cache.
+    app.get("/.well-known/jwks.json");
+    app.keyring = Keyring::new(60);
+    let registered = app.send(ApiRequest {
+        method: "POST".into(),
+        path: "/oauth/register".into(),
+        headers: vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("Authorization".to_owned(), format!("Bearer {REGISTRATION_TOKEN}")),
+        ],
+        body: json!({
+            "redirect_uris": [REDIRECT],
+            "client_name": "Benchmark",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "id_token_signed_response_alg": "ES256",
+            "skip_consent": true,
+        })
+        .to_string()
+        .into_bytes(),
+        ..Default::default()
+    });
+    let field = |name: &str| {
+        registered.json[name].as_str().map(str::to_owned).ok_or(format!("no {name}: {}", registered.text()))
+    };
+    let (client_id, secret) = (field("client_id")?, field("client_secret")?);
+    let outbox = Outbox::default();
+    let ctx = Context {
+        config: &app.config,
+        keyring: &app.keyring,
+        db: &app.db,
+        crypto: &app.crypto,
+        http: &app.http,
+        now: app.now.get(),
+        client_ip: None,
+        accept_language: None,
+        outbox: &outbox,
+    };
+    let signed_in = pollster::block_on(edgeid::flows::login::sign_in_browser(&ctx, email, password))
+        .map_err(|err| format!("browser sign-in: {err}"))?;
+    let authorize = || {
+        let query = form(&[
+            ("response_type", "code"),
+            ("client_id", &client_id),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid email offline_access"),
+            ("state", "s"),
+            ("nonce", "n"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ]);
+        let (trips, reply) = counted(
+            &app,
+            ApiRequest {
+                method: "GET".into(),
+                path: "/oauth/authorize".into(),
+                query,
+                headers: vec![("Cookie".to_owned(), format!("__Host-edgeid-session={}", signed_in.cookie))],
+                ..Default::default()
+            },
+        );
+        let location = reply.response.header("location").unwrap_or_default().to_owned();
+        let code = form_urlencoded::parse(location.split_once('?').map(|(_, q)| q).unwrap_or_default().as_bytes())
+            .find(|(key, _)| key == "code")
+            .map(|(_, value)| value.into_owned())
+            .ok_or(format!("authorize: {} {location} {}", reply.status, reply.text()))?;
+        Ok::<_, String>((trips, code))
+    };
+    let redeem = |code: &str| {
+        let (trips, reply) = counted(
+            &app,
+            token_request(
+                &client_id,
+                &secret,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", VERIFIER),
+                ],
+            ),
+        );
+        match reply.json["refresh_token"].as_str() {
+            Some(refresh) if reply.status == 200 => Ok((trips, refresh.to_owned())),
+            _ => Err(format!("code grant: {} {}", reply.status, reply.text())),
+        }
+    };
+    let (authorize_trips, first_code) = authorize()?;
+    let (_, second_code) = authorize()?;
+    // The key cache is empty for the first grant that signs (the authorizations did not sign).
+    let (cold_trips, _) = redeem(&first_code)?;
+    let (warm_trips, refresh_token) = redeem(&second_code)?;
+    let (client_refresh_trips, reply) = counted(
+        &app,
+        token_request(&client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)]),
+    );
+    if reply.status != 200 {
+        return Err(format!("client refresh: {} {}", reply.status, reply.text()));
+    }
+    let login = app.post("/v1/login", json!({"email": email, "password": password}));
+    let first_party = login.json["refresh_token"].as_str().ok_or(format!("login: {}", login.text()))?;
+    let (first_party_trips, reply) = counted(
+        &app,
+        ApiRequest {
+            method: "POST".into(),
+            path: "/oauth/token".into(),
+            headers: vec![("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned())],
+            body: form(&[("grant_type", "refresh_token"), ("refresh_token", first_party)]).into_bytes(),
+            ..Default::default()
+        },
+    );
+    if reply.status != 200 {
+        return Err(format!("first-party refresh: {} {}", reply.status, reply.text()));
+    }
+    Ok(json!({
+        "authorize_with_session": authorize_trips,
+        "code_grant_keys_cached": warm_trips,
+        "code_grant_first_in_isolate": cold_trips,
+        "refresh_grant_client": client_refresh_trips,
+        "refresh_grant_first_party": first_party_trips,
+    }))
+}
+
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|mode| mode == "round-trips") {
+        println!("{{\"round_trips\": {}}}", round_trips()?);
+        return Ok(());
+    }
     if let [mode, hashes] = args.as_slice() {
         if mode == "argon2" {
             let hashes = hashes.parse::<u32>().map_err(|err| err.to_string())?.max(1);
