@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use edgeid::api::ApiRequest;
 use edgeid::domain::password::{hash_password, HashParams, Password};
-use edgeid::flows::{Context, Outbox};
+use edgeid::flows::Outbox;
 use edgeid::keyring::Keyring;
 use edgeid_verifier::{FetchError, JwksFetcher, JwksResponse, Verifier, VerifierConfig};
 use serde_json::json;
@@ -122,17 +122,7 @@ fn round_trips() -> Result<serde_json::Value, String> {
     };
     let (client_id, secret) = (field("client_id")?, field("client_secret")?);
     let outbox = Outbox::default();
-    let ctx = Context {
-        config: &app.config,
-        keyring: &app.keyring,
-        db: &app.db,
-        crypto: &app.crypto,
-        http: &app.http,
-        now: app.now.get(),
-        client_ip: None,
-        accept_language: None,
-        outbox: &outbox,
-    };
+    let ctx = app.context(&outbox);
     let signed_in = pollster::block_on(edgeid::flows::login::sign_in_browser(&ctx, email, password))
         .map_err(|err| format!("browser sign-in: {err}"))?;
     let authorize = || {

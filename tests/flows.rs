@@ -669,17 +669,7 @@ fn addresses_stored_before_idna_mapping_are_normalised() {
     app.post("/v1/login", json!({"email": "anna@bücher.example", "password": PASSWORD}))
         .assert_error(401, "invalid_credentials");
     let outbox = edgeid::flows::Outbox::default();
-    let ctx = edgeid::flows::Context {
-        config: &app.config,
-        keyring: &app.keyring,
-        db: &app.db,
-        crypto: &app.crypto,
-        http: &app.http,
-        now: app.now.get(),
-        client_ip: None,
-        accept_language: None,
-        outbox: &outbox,
-    };
+    let ctx = app.context(&outbox);
     let report = pollster::block_on(edgeid::flows::normalise_stored_addresses(&ctx)).unwrap();
     assert_eq!(report, edgeid::flows::Normalised { rewritten: 1, collisions: 1, refused: 1 });
     for spelling in ["anna@bücher.example", "anna@xn--bcher-kva.example", "anna@BU\u{308}CHER.example"] {

@@ -8,7 +8,9 @@ use chrono::{DateTime, Duration, Utc};
 use crate::domain::authorization::{is_pkce_value, s256_challenge};
 use crate::domain::client::RegisteredClient;
 use crate::domain::opaque_token::TokenHash;
-use crate::domain::signing::SigningAlg;
+use std::rc::Rc;
+
+use crate::domain::signing::{SigningAlg, SigningKeys};
 use crate::domain::tokens::{issue_grant_tokens, Grant, Subject};
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
@@ -42,14 +44,7 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         Some(_) => return Err(CodeGrantError::InvalidGrant("the code_verifier is malformed")),
         None => None,
     };
-    // The key the ID token needs, before the code is spent: a failure to sign never leaves a
-    // consumed code behind (registration accepts only algorithms with a key, so this is a
-    // keyring in trouble, not the client's mistake).
-    let keys = ctx.signing_keys().await?;
-    let alg = id_token_alg(ctx, client);
-    if keys.active_kid_of(alg).is_none() {
-        return Err(Internal::from(crate::keyring::KeyringError::NoActiveKey).into());
-    }
+    let (keys, alg) = keys_for_id_tokens_of(ctx, client).await?;
     let grant_id = ctx.new_id()?;
     let refresh_token = match client.may_use("refresh_token") {
         true => Some(ctx.new_token()?),
@@ -122,6 +117,22 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
 /// that grant has ended (a reused code, a logout) whatever other grants the client holds.
 pub fn grant_jti(grant_id: &str, random: &str) -> String {
     format!("{grant_id}.{random}")
+}
+
+/// The signing keys and the client's ID-token algorithm, checked to have an active key before
+/// a grant spends its code or refresh token: a failure to sign never leaves either consumed
+/// (registration accepts only algorithms with a key, so this is a keyring in trouble, not the
+/// client's mistake).
+pub async fn keys_for_id_tokens_of<D: Database, E: Crypto, H: HttpClient>(
+    ctx: &Context<'_, D, E, H>,
+    client: &RegisteredClient,
+) -> Result<(Rc<SigningKeys>, SigningAlg), Internal> {
+    let keys = ctx.signing_keys().await?;
+    let alg = id_token_alg(ctx, client);
+    match keys.active_kid_of(alg) {
+        Some(_) => Ok((keys, alg)),
+        None => Err(crate::keyring::KeyringError::NoActiveKey.into()),
+    }
 }
 
 /// The client's registered ID token algorithm (registration accepts only those we sign with).

@@ -7,7 +7,7 @@ use crate::domain::authorization::covers;
 use crate::domain::opaque_token::{open_successor, seal_successor, TokenHash};
 use crate::domain::signing::{token_header, TokenRejected};
 use crate::domain::tokens::{issue_grant_tokens, issue_tokens, verify_access_token, Grant, Subject, LOGIN_SCOPE};
-use crate::flows::authorization_code::{grant_jti, id_token_alg};
+use crate::flows::authorization_code::{grant_jti, id_token_alg, keys_for_id_tokens_of};
 use crate::flows::client_auth::Caller;
 use crate::flows::login::LoginTokens;
 use crate::flows::{Context, Internal};
@@ -61,9 +61,7 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     }
     // The key a client's ID token needs, before the token is spent (as the code grant does).
     if let Caller::Client(client) = caller {
-        if ctx.signing_keys().await?.active_kid_of(id_token_alg(ctx, client)).is_none() {
-            return Err(Internal::from(crate::keyring::KeyringError::NoActiveKey).into());
-        }
+        keys_for_id_tokens_of(ctx, client).await?;
     }
     let successor = ctx.new_token()?;
     let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;

@@ -327,6 +327,22 @@ impl App {
         self.now.set(self.now.get() + Duration::seconds(seconds));
     }
 
+    /// A flow context on this app's ports at its current instant, with no client address or
+    /// language, for tests that call a flow directly.
+    pub fn context<'a>(&'a self, outbox: &'a Outbox) -> Context<'a, Sqlite, SeededCrypto, FakeHttp> {
+        Context {
+            config: &self.config,
+            keyring: &self.keyring,
+            db: &self.db,
+            crypto: &self.crypto,
+            http: &self.http,
+            now: self.now.get(),
+            client_ip: None,
+            accept_language: None,
+            outbox,
+        }
+    }
+
     /// Requests reach the app at 127.0.0.1:8787 unless they name another host.
     pub fn send(&self, mut request: ApiRequest) -> Reply {
         if request.host.is_empty() {
