@@ -62,9 +62,9 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// The D1 round trips (batches) one request makes, and its answer.
 fn counted(app: &support::App, request: ApiRequest) -> (usize, support::Reply) {
-    let before = app.db.batches.get();
+    let before = app.round_trips();
     let reply = app.send(request);
-    (app.db.batches.get() - before, reply)
+    (app.round_trips() - before, reply)
 }
 
 fn token_request(client_id: &str, secret: &str, fields: &[(&str, &str)]) -> ApiRequest {

@@ -11,7 +11,18 @@ const root = join(import.meta.dirname, "..");
 const outdir = join(root, "target", "deploy-dry-run");
 // The Workers Free plan's limit on the compressed upload (Paid: 10 MB): stay deployable on both.
 const MAX_GZIP_KIB = 3 * 1024;
-const BINDINGS = ["DB", "KV", "MAIL_QUEUE", "MAIL_DEAD_LETTERS", "RATE_LIMITER", "RATE_LIMITER_SITE"];
+const BINDINGS = [
+  "DB",
+  "USERS_0",
+  "USERS_1",
+  "USERS_2",
+  "USERS_3",
+  "KV",
+  "MAIL_QUEUE",
+  "MAIL_DEAD_LETTERS",
+  "RATE_LIMITER",
+  "RATE_LIMITER_SITE",
+];
 
 rmSync(outdir, { recursive: true, force: true });
 const vars = [

@@ -1,12 +1,12 @@
 #!/bin/sh
 # README's dev command: installs what is missing, applies the D1 migrations to the local
-# database and serves the worker at http://127.0.0.1:8787 (extra arguments go to wrangler dev).
+# databases (DB and the user shards) and serves the worker at http://127.0.0.1:8787 (extra arguments go to wrangler dev).
 set -eu
 . "$(dirname -- "$0")/toolchain.sh"
 cd "$EDGEID_ROOT"
 ensure_toolchain
 node scripts/dev-vars.mjs
-npx wrangler d1 migrations apply DB --local
+node scripts/migrate-local.mjs
 token=$(sed -n 's/^CLIENT_REGISTRATION_TOKEN="\(.*\)"$/\1/p' .dev.vars)
 cat <<EOF
 edgeid: to register an app (a relying party) with this server:

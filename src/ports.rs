@@ -66,6 +66,22 @@ pub struct StatementOutcome {
 #[error("database error: {0}")]
 pub struct DatabaseError(pub String);
 
+/// How [`DatabaseError::moving`] starts: what the API answers `503` (try again) rather than
+/// `500`.
+const MOVING: &str = "user bucket moving: ";
+
+impl DatabaseError {
+    /// A user bucket is being moved between shards (`store::routing`): its requests wait for
+    /// the move, a second or so.
+    pub fn moving(bucket: crate::domain::shard::UserBucket) -> DatabaseError {
+        DatabaseError(format!("{MOVING}{bucket} is between shards"))
+    }
+
+    pub fn is_moving(&self) -> bool {
+        self.0.starts_with(MOVING)
+    }
+}
+
 /// A SQL database with D1's semantics: a batch runs as one transaction, all or nothing.
 // Workers are single-threaded and their futures are not `Send`: no `Send` bounds here.
 #[allow(async_fn_in_trait)]

@@ -36,8 +36,13 @@ pub(crate) fn tool_path() -> String {
 }
 
 pub(crate) fn npx(args: &[&str]) -> Command {
+    tool("npx", args)
+}
+
+/// `program` (on the tools' PATH) with wrangler's offline environment.
+pub(crate) fn tool(program: &str, args: &[&str]) -> Command {
     let root = repository();
-    let mut command = Command::new("npx");
+    let mut command = Command::new(program);
     command
         .args(args)
         .current_dir(root)
@@ -61,11 +66,10 @@ pub(crate) fn fresh_state_dir(name: &str) -> PathBuf {
     state
 }
 
-/// Applies `migrations/` to the local D1 in `state`.
+/// Applies `migrations/` to every local D1 in `state` (`DB` and the user shards).
 pub(crate) fn migrate(state: &Path) {
     let state_arg = state.to_str().unwrap();
-    let migrate =
-        npx(&["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", state_arg]).output().unwrap();
+    let migrate = tool("node", &["scripts/migrate-local.mjs", "--persist-to", state_arg]).output().unwrap();
     assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
 }
 

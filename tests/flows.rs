@@ -47,18 +47,18 @@ fn whole_lifecycle_from_signup_to_password_reset() {
     assert_eq!(login.response.header("cache-control"), Some("no-store"));
     assert_eq!(login.json["token_type"], "Bearer");
     assert_eq!(login.json["expires_in"], 900);
-    assert_eq!(login.json["refresh_token"].as_str().unwrap().len(), 43);
+    assert_eq!(login.json["refresh_token"].as_str().unwrap().len(), 46);
     let (access, id) = verify_tokens(&app, &login.json);
     assert_eq!(id.email.as_deref(), Some("alice@example.com"));
     assert_eq!(id.email_verified, Some(true));
     assert_eq!(id.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
     assert_eq!(access.sub, id.sub);
     assert_eq!(access.sid, id.sid);
-    assert_eq!(app.db.count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL"), 1);
     // Only the hash of the refresh token is stored.
     let refresh = login.json["refresh_token"].as_str().unwrap();
-    assert_eq!(app.db.count(&format!("SELECT count(*) FROM refresh_tokens WHERE token_hash = '{refresh}'")), 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens WHERE length(token_hash) = 64"), 1);
+    assert_eq!(app.users_count(&format!("SELECT count(*) FROM refresh_tokens WHERE token_hash = '{refresh}'")), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM refresh_tokens WHERE length(token_hash) = 64"), 1);
 
     let forgot = app.post("/v1/password/forgot", json!({"email": "alice@example.com"}));
     assert_eq!((forgot.status, &forgot.json), (202, &json!({"status": "reset_email_sent"})));
@@ -78,8 +78,8 @@ fn whole_lifecycle_from_signup_to_password_reset() {
         .assert_error(400, "invalid_token");
 
     // Every session and refresh token of the user is revoked.
-    assert_eq!(app.db.count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL"), 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL"), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"), 0);
     app.post("/v1/login", json!({"email": "alice@example.com", "password": PASSWORD}))
         .assert_error(401, "invalid_credentials");
     assert_eq!(
@@ -166,7 +166,7 @@ fn signing_up_with_a_registered_email_mails_its_owner_instead() {
     assert_eq!(app.post("/v1/login", json!({"email": "owner@example.com", "password": PASSWORD})).status, 200);
     app.post("/v1/login", json!({"email": "owner@example.com", "password": "attacker password"}))
         .assert_error(401, "invalid_credentials");
-    assert_eq!(app.db.count("SELECT count(*) FROM users"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM users"), 1);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn a_pre_registered_address_cannot_be_hijacked() {
     );
     app.post("/v1/login", json!({"email": "victim@example.com", "password": "squatter password"}))
         .assert_error(401, "invalid_credentials");
-    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'victim@example.com'"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM users WHERE email = 'victim@example.com'"), 1);
 
     // Once verified, a sign-up changes nothing: the owner gets an "already registered" mail
     // with a reset link, and the password stays theirs.
@@ -250,9 +250,9 @@ fn where_unverified_accounts_sign_in_a_sign_up_never_replaces_one() {
     );
     assert_eq!(refreshed.status, 200, "{}", refreshed.text());
     app.advance(30 * 86_400);
-    let purged = pollster::block_on(edgeid::store::purge(&app.db, app.now.get(), None)).unwrap();
+    let purged = app.purge(None);
     assert_eq!(purged.unverified_accounts, 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'live@example.com'"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM users WHERE email = 'live@example.com'"), 1);
 }
 
 #[test]
@@ -472,7 +472,7 @@ fn bad_input_gets_the_contract_error() {
             "POST",
             "/v1/email/verify",
             json,
-            format!("{{\"token\": \"{}\"}}", "A".repeat(43)).into_bytes(),
+            format!("{{\"token\": \"000{}\"}}", "A".repeat(43)).into_bytes(),
             400,
             "invalid_token",
         ),
@@ -480,7 +480,7 @@ fn bad_input_gets_the_contract_error() {
             "POST",
             "/v1/password/reset",
             json,
-            format!("{{\"token\": \"{}\", \"password\": \"new passphrase\"}}", "A".repeat(43)).into_bytes(),
+            format!("{{\"token\": \"000{}\", \"password\": \"new passphrase\"}}", "A".repeat(43)).into_bytes(),
             400,
             "invalid_token",
         ),
@@ -506,7 +506,7 @@ fn bad_input_gets_the_contract_error() {
         reply.assert_error(status, code);
     }
     // Nothing half-written: still exactly one account, and no mail.
-    assert_eq!(app.db.count("SELECT count(*) FROM users"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM users"), 1);
     assert!(app.take_mails().is_empty());
     let not_allowed = app.request("GET", "/v1/signup", None, b"");
     assert_eq!(not_allowed.response.header("allow"), Some("POST"));
@@ -515,7 +515,7 @@ fn bad_input_gets_the_contract_error() {
 #[test]
 fn a_broken_store_is_a_server_error_without_details() {
     let app = App::new();
-    app.db.broken.set(true);
+    app.break_databases(true);
     for reply in [app.post("/v1/login", json!({"email": "x@example.com", "password": PASSWORD})), app.get("/healthz")] {
         reply.assert_error(500, "server_error");
         assert!(!reply.text().contains("disk"), "{}", reply.text());
@@ -525,8 +525,13 @@ fn a_broken_store_is_a_server_error_without_details() {
     assert_eq!(app.post("/v1/signup", json!({"email": "x@example.com", "password": PASSWORD})).status, 202);
     assert_eq!(app.deferred_failures.borrow().len(), 1);
     assert!(app.take_mails().is_empty());
-    app.db.broken.set(false);
+    app.break_databases(false);
     assert_eq!(app.get("/healthz").json, json!({"status": "ok"}));
+    // Only the user shards broken: `DB` answers, the account's shard does not.
+    app.user_shards().for_each(|shard| shard.broken.set(true));
+    let login = app.post("/v1/login", json!({"email": "x@example.com", "password": PASSWORD}));
+    login.assert_error(500, "server_error");
+    assert!(!login.text().contains("disk"), "{}", login.text());
 }
 
 #[test]
@@ -653,19 +658,20 @@ fn resend_requests_have_the_documented_shape() {
 }
 
 /// Addresses stored before domains were mapped to A-labels are brought into that form by the
-/// cron, so their owners still sign in (with any spelling) and a new sign-up finds them.
+/// cron, so their owners still sign in (with any spelling) and a new sign-up finds them. Such
+/// addresses are a single-database installation's (v1 stored them): one shard.
 #[test]
 fn addresses_stored_before_idna_mapping_are_normalised() {
-    let app = App::new();
+    let app = App::with_shards(test_config(&[]), 1);
     app.verified_account("anna@example.com", PASSWORD);
     app.verified_account("bob@example.com", PASSWORD);
     app.verified_account("cyril@example.com", PASSWORD);
     // As v1 stored them: the domain in U-labels; one whose normal form another account has;
     // one whose domain mixes scripts (refused today).
-    app.db.execute("UPDATE users SET email = 'anna@bücher.example' WHERE email = 'anna@example.com'");
-    app.db.execute("INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at) SELECT 'twin', 'bob@xn--bcher-kva.example', password_hash, 0, 0, 0 FROM users WHERE email = 'bob@example.com'");
-    app.db.execute("UPDATE users SET email = 'bob@bücher.example' WHERE email = 'bob@example.com'");
-    app.db.execute("UPDATE users SET email = 'cyril@\u{430}pple.com' WHERE email = 'cyril@example.com'");
+    app.users_execute("UPDATE users SET email = 'anna@bücher.example' WHERE email = 'anna@example.com'");
+    app.users_execute("INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at) SELECT 'twin', 'bob@xn--bcher-kva.example', password_hash, 0, 0, 0 FROM users WHERE email = 'bob@example.com'");
+    app.users_execute("UPDATE users SET email = 'bob@bücher.example' WHERE email = 'bob@example.com'");
+    app.users_execute("UPDATE users SET email = 'cyril@\u{430}pple.com' WHERE email = 'cyril@example.com'");
     app.post("/v1/login", json!({"email": "anna@bücher.example", "password": PASSWORD}))
         .assert_error(401, "invalid_credentials");
     let outbox = edgeid::flows::Outbox::default();
@@ -676,4 +682,24 @@ fn addresses_stored_before_idna_mapping_are_normalised() {
         assert_eq!(app.post("/v1/login", json!({"email": spelling, "password": PASSWORD})).status, 200, "{spelling}");
     }
     assert_eq!(pollster::block_on(edgeid::flows::normalise_stored_addresses(&ctx)).unwrap().rewritten, 0);
+    let bucket =
+        |email: &str| edgeid::domain::shard::UserBucket::of_email(&edgeid::domain::email::Email::parse(email).unwrap());
+    assert_eq!(
+        app.users_count("SELECT bucket FROM users WHERE email = 'anna@xn--bcher-kva.example'"),
+        i64::from(bucket("anna@bücher.example").index()),
+        "filed under its new form's bucket"
+    );
+}
+
+/// With shards, an address whose normal form hashes to another bucket would have to move: the
+/// cron leaves it as it is and says so, rather than file it where no login looks.
+#[test]
+fn with_shards_an_address_whose_normal_form_is_in_another_bucket_is_kept() {
+    let app = App::new();
+    app.verified_account("anna@example.com", PASSWORD);
+    app.users_execute("UPDATE users SET email = 'anna@bücher.example' WHERE email = 'anna@example.com'");
+    let outbox = edgeid::flows::Outbox::default();
+    let report = pollster::block_on(edgeid::flows::normalise_stored_addresses(&app.context(&outbox))).unwrap();
+    assert_eq!(report, edgeid::flows::Normalised { rewritten: 0, collisions: 0, refused: 1 });
+    assert_eq!(app.users_count("SELECT count(*) FROM users WHERE email = 'anna@bücher.example'"), 1);
 }

@@ -153,6 +153,6 @@ proptest! {
         ] {
             prop_assert!(reply.status < 500, "{path}: {} {}", reply.status, reply.text());
         }
-        prop_assert_eq!(app.db.count("SELECT count(*) FROM users"), 0);
+        prop_assert_eq!(app.users_count("SELECT count(*) FROM users"), 0);
     }
 }

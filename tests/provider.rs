@@ -1092,7 +1092,7 @@ fn review_provider_head_of_authorize_stores_no_code() {
     let client = register(&app, json!({"skip_consent": true}));
     let browser = Browser::new(&app);
     code_for(&browser, &client, &[], "head@example.com");
-    let before = app.db.count("SELECT count(*) FROM authorization_codes");
+    let before = app.users_count("SELECT count(*) FROM authorization_codes");
     let path = authorize_path(&client, &[]);
     let (path, query) = path.split_once('?').unwrap();
     let cookie = format!("__Host-edgeid-session={}", browser.cookie("__Host-edgeid-session").unwrap());
@@ -1104,7 +1104,7 @@ fn review_provider_head_of_authorize_stores_no_code() {
         ..Default::default()
     });
     assert!(reply.status < 500);
-    assert_eq!(app.db.count("SELECT count(*) FROM authorization_codes"), before, "HEAD stored a code");
+    assert_eq!(app.users_count("SELECT count(*) FROM authorization_codes"), before, "HEAD stored a code");
 }
 
 /// Functional (CSP): after a wrong password the login page is rendered again without the

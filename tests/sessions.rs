@@ -59,7 +59,7 @@ fn refresh_rotates_and_a_reused_token_revokes_the_family() {
     refresh(&app, first).assert_error(400, "invalid_grant");
     refresh(&app, &token(&third, "refresh_token")).assert_error(400, "invalid_grant");
     userinfo(&app, &token(&third, "access_token")).assert_error(401, "invalid_token");
-    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL"), 0);
 }
 
 #[test]
@@ -73,12 +73,12 @@ fn a_retry_within_the_grace_window_gets_the_same_successor() {
     assert_eq!(retried.status, 200, "{}", retried.text());
     assert_eq!(token(&retried, "refresh_token"), token(&lost, "refresh_token"));
     // One branch: exactly two refresh tokens exist, the consumed first and its one successor.
-    assert_eq!(app.db.count("SELECT count(*) FROM refresh_tokens"), 2);
+    assert_eq!(app.users_count("SELECT count(*) FROM refresh_tokens"), 2);
     assert_eq!(refresh(&app, &token(&retried, "refresh_token")).status, 200);
 
     // Once the successor has been used, the retry is no longer benign.
     refresh(&app, first).assert_error(400, "invalid_grant");
-    assert_eq!(app.db.count("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL"), 1);
+    assert_eq!(app.users_count("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL"), 1);
 }
 
 #[test]
@@ -125,7 +125,7 @@ fn token_endpoint_speaks_rfc_6749() {
     form(&app, "/oauth/token", "refresh_token=x").assert_error(400, "invalid_request");
     form(&app, "/oauth/token", "grant_type=refresh_token").assert_error(400, "invalid_request");
     refresh(&app, "not-a-token").assert_error(400, "invalid_grant");
-    refresh(&app, &"A".repeat(43)).assert_error(400, "invalid_grant");
+    refresh(&app, &format!("000{}", "A".repeat(43))).assert_error(400, "invalid_grant");
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn logout_and_revocation_end_the_session() {
     assert_eq!(userinfo(&app, second["access_token"].as_str().unwrap()).status, 200);
 
     // RFC 7009: 200 for a valid token, an unknown one, and garbage alike.
-    for token_value in [second["refresh_token"].as_str().unwrap(), "unknown-token", &"B".repeat(43)] {
+    for token_value in [second["refresh_token"].as_str().unwrap(), "unknown-token", &format!("3ff{}", "B".repeat(43))] {
         let revoked = form(&app, "/oauth/revoke", &format!("token={token_value}&token_type_hint=refresh_token"));
         assert_eq!(revoked.status, 200, "{token_value}");
     }
@@ -336,11 +336,11 @@ fn the_cron_purges_what_has_ended_and_keeps_what_lives() {
     app.take_mails();
     let purge = |app: &App| {
         let unverified_before = app.now.get().timestamp() - app.config.unverified_account_ttl_seconds;
-        pollster::block_on(edgeid::store::purge(&app.db, app.now.get(), Some(unverified_before))).unwrap()
+        app.purge(Some(unverified_before))
     };
     let first = purge(&app);
     assert_eq!((first.sessions, first.refresh_tokens, first.unverified_accounts), (1, 1, 0), "{first:?}");
-    assert_eq!(app.db.count("SELECT count(*) FROM users"), 2);
+    assert_eq!(app.users_count("SELECT count(*) FROM users"), 2);
 
     // Six days on the abandoned sign-up is still there (its link died after one), even signed
     // up again (which does not move its age); on day seven it goes, with its tokens, and the
@@ -353,8 +353,8 @@ fn the_cron_purges_what_has_ended_and_keeps_what_lives() {
     assert!(second.one_time_tokens >= 1, "{second:?}");
     app.advance(86_400);
     assert_eq!(purge(&app).unverified_accounts, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM users WHERE email = 'abandoned@example.com'"), 0);
-    assert_eq!(app.db.count("SELECT count(*) FROM one_time_tokens WHERE purpose = 'verify_email'"), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM users WHERE email = 'abandoned@example.com'"), 0);
+    assert_eq!(app.users_count("SELECT count(*) FROM one_time_tokens WHERE purpose = 'verify_email'"), 0);
     let refreshed = app.request(
         "POST",
         "/oauth/token",

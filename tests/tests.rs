@@ -18,5 +18,6 @@ mod properties;
 mod provider;
 mod races;
 mod sessions;
+mod shards;
 mod support;
 mod verifier;

@@ -266,8 +266,8 @@ async fn reset_account<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     token: &str,
 ) -> Result<Option<String>, Internal> {
-    let Ok(hash) = crate::domain::opaque_token::TokenHash::of_presented(token) else { return Ok(None) };
-    let owner = store::live_token_owner(ctx.db, &hash, store::Purpose::ResetPassword, ctx.now).await?;
+    let Ok((bucket, hash)) = crate::domain::opaque_token::TokenHash::routed(token) else { return Ok(None) };
+    let owner = store::live_token_owner(&ctx.users(bucket), &hash, store::Purpose::ResetPassword, ctx.now).await?;
     Ok(owner
         .map(|(_, email)| crate::domain::email::Email::parse(&email).map_or_else(|_| email.clone(), |e| e.masked())))
 }

@@ -90,6 +90,16 @@ impl ApiError {
     }
 
     /// Logs the detail, answers without it.
+    /// 503 with `Retry-After: 1`: the account's bucket is between two user shards (a move
+    /// takes a second or so), and nothing was changed.
+    pub fn moving(detail: &dyn std::fmt::Display) -> ApiError {
+        log::warn!("temporarily_unavailable: {detail}");
+        ApiError {
+            retry_after_seconds: Some(1),
+            ..ApiError::new(503, "temporarily_unavailable", "the account is being moved; try again in a second")
+        }
+    }
+
     pub fn server_error(detail: &dyn std::fmt::Display) -> ApiError {
         log::error!("server_error: {detail}");
         ApiError::new(500, "server_error", "the server could not complete the request; try again later")
@@ -110,7 +120,10 @@ impl ApiError {
 
 impl From<Internal> for ApiError {
     fn from(err: Internal) -> ApiError {
-        ApiError::server_error(&err)
+        match &err {
+            Internal::Database(database) if database.is_moving() => ApiError::moving(database),
+            _ => ApiError::server_error(&err),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::domain::email::Email;
 use crate::domain::opaque_token::{random_id, OpaqueToken};
 use crate::domain::password::{hash_password, Password};
+use crate::domain::shard::UserBucket;
 use crate::domain::signing::SigningAlg;
 use crate::domain::tokens::{issue_tokens, Subject};
 use crate::flows::{Context, Internal};
@@ -121,17 +122,19 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
     n: usize,
 ) -> Result<Vec<String>, Internal> {
     let Ok(email) = Email::parse("bench-refresh@example.com") else { return Ok(Vec::new()) };
-    let user = match store::find_user_by_email(ctx.db, &email).await? {
+    let bucket = UserBucket::of_email(&email);
+    let users = ctx.users(bucket);
+    let user = match store::find_user_by_email(&users, &email).await? {
         Some(user) => user,
         None => {
             let id = random_id(ctx.crypto)?;
             let hash =
                 hash_password(&Password::presented("a benchmark passphrase"), &[7; 16], &ctx.config.password_hash)?;
-            let verification = OpaqueToken::generate(ctx.crypto)?;
-            let reset = OpaqueToken::generate(ctx.crypto)?;
+            let verification = OpaqueToken::generate(ctx.crypto, bucket)?;
+            let reset = OpaqueToken::generate(ctx.crypto, bucket)?;
             let expires_at = ctx.now + Duration::hours(1);
             store::create_user(
-                ctx.db,
+                &users,
                 &NewUser { id: &id, email: &email, password_hash: &hash, locale: "en" },
                 &NewOneTimeToken {
                     user_id: &id,
@@ -154,19 +157,19 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
             )
             .await?;
             // Verified, as a login would require.
-            store::verify_email(ctx.db, verification.hash(), &random_id(ctx.crypto)?, ctx.now).await?;
-            store::find_user_by_email(ctx.db, &email).await?.ok_or_else(|| {
+            store::verify_email(&users, verification.hash(), &random_id(ctx.crypto)?, ctx.now).await?;
+            store::find_user_by_email(&users, &email).await?.ok_or_else(|| {
                 Internal::Database(crate::ports::DatabaseError("the benchmark user vanished".to_owned()))
             })?
         }
     };
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
-        let refresh = OpaqueToken::generate(ctx.crypto)?;
-        let session_id = random_id(ctx.crypto)?;
+        let refresh = OpaqueToken::generate(ctx.crypto, bucket)?;
+        let session_id = format!("{}{}", bucket.prefix(), random_id(ctx.crypto)?);
         let expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
         store::start_session(
-            ctx.db,
+            &users,
             &NewSession {
                 id: &session_id,
                 user_id: &user.id,
@@ -179,8 +182,6 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
                     refresh_token_expires_at: ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds),
                 },
             },
-            &[],
-            None,
             ctx.now,
         )
         .await?;

@@ -62,20 +62,9 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
             }
         }
     }
-    let db = d1::D1::binding(env, "DB")?;
+    let bindings = Bindings::of(env)?;
     let outbox = flows::Outbox::default();
-    let keyring = KEYRING.with(Rc::clone);
-    let ctx = flows::Context {
-        config: &config,
-        keyring: &keyring,
-        db: &db,
-        crypto: &WebCrypto,
-        http: &fetch::Fetcher,
-        now: now(),
-        client_ip: api_request.client_ip(),
-        accept_language: api_request.header("accept-language"),
-        outbox: &outbox,
-    };
+    let ctx = bindings.context(&config, &outbox, api_request.client_ip(), api_request.header("accept-language"));
     let response = if bench_route {
         bench::handle(&ctx, &api_request).await.unwrap_or_else(|err| ApiError::from(err).into())
     } else {
@@ -100,21 +89,10 @@ async fn after_response(
     mut mails: Vec<crate::mail::OutgoingMail>,
 ) {
     if !deferred.is_empty() {
-        match d1::D1::binding(&env, "DB") {
-            Ok(db) => {
+        match Bindings::of(&env) {
+            Ok(bindings) => {
                 let outbox = flows::Outbox::default();
-                let keyring = KEYRING.with(Rc::clone);
-                let ctx = flows::Context {
-                    config: &config,
-                    keyring: &keyring,
-                    db: &db,
-                    crypto: &WebCrypto,
-                    http: &fetch::Fetcher,
-                    now: now(),
-                    client_ip: None,
-                    accept_language: None,
-                    outbox: &outbox,
-                };
+                let ctx = bindings.context(&config, &outbox, None, None);
                 for work in deferred {
                     if let Err(err) = flows::run_deferred(&ctx, work).await {
                         log::error!("account work after the response failed: {err}");
@@ -148,38 +126,30 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(config) => config,
         Err(err) => return log::error!("key maintenance skipped: configuration: {err}"),
     };
-    let db = match d1::D1::binding(&env, "DB") {
-        Ok(db) => db,
+    let bindings = match Bindings::of(&env) {
+        Ok(bindings) => bindings,
         Err(err) => return log::error!("key maintenance skipped: {err}"),
     };
+    let db = &bindings.global;
     let force = event.cron() == "rotate";
-    match keyring::maintain(&db, &config, &WebCrypto, now(), force).await {
+    match keyring::maintain(db, &config, &WebCrypto, now(), force).await {
         Ok(report) => log::info!("key maintenance ({}): {report:?}", event.cron()),
         Err(err) => log::error!("key maintenance failed: {err}"),
     }
-    match store::remove_full_buckets(&db, now().timestamp_millis()).await {
+    match store::remove_full_buckets(db, now().timestamp_millis()).await {
         Ok(removed) => log::info!("rate limits: {removed} idle buckets removed"),
         Err(err) => log::error!("rate-limit clean-up failed: {err}"),
     }
     let unverified_before =
         config.require_email_verification.then(|| now().timestamp() - config.unverified_account_ttl_seconds);
-    match store::purge(&db, now(), unverified_before).await {
-        Ok(purged) => log::info!("clean-up: {purged:?}"),
-        Err(err) => log::error!("clean-up failed: {err}"),
+    for (index, shard) in bindings.shards.all().enumerate() {
+        match store::purge(shard, now(), unverified_before).await {
+            Ok(purged) => log::info!("clean-up of user shard {index}: {purged:?}"),
+            Err(err) => log::error!("clean-up of user shard {index} failed: {err}"),
+        }
     }
     let outbox = flows::Outbox::default();
-    let keyring = KEYRING.with(Rc::clone);
-    let ctx = flows::Context {
-        config: &config,
-        keyring: &keyring,
-        db: &db,
-        crypto: &WebCrypto,
-        http: &fetch::Fetcher,
-        now: now(),
-        client_ip: None,
-        accept_language: None,
-        outbox: &outbox,
-    };
+    let ctx = bindings.context(&config, &outbox, None, None);
     match flows::normalise_stored_addresses(&ctx).await {
         Ok(report) if report == flows::Normalised::default() => {}
         Ok(report) => log::info!("addresses normalised: {report:?}"),
@@ -207,9 +177,56 @@ fn lookup(env: &Env, name: &str) -> Option<String> {
     env.var(name).map(|var| var.to_string()).or_else(|_| env.secret(name).map(|secret| secret.to_string())).ok()
 }
 
+/// The databases of a request: `DB` and the user shards `USERS_0`, `USERS_1`, … (as many as are
+/// bound, in order; with none, `DB` is the one shard), with the isolate's caches.
+struct Bindings {
+    global: d1::D1,
+    shards: store::UserShards<d1::D1>,
+    keyring: Rc<Keyring>,
+}
+
+impl Bindings {
+    fn of(env: &Env) -> Result<Bindings, String> {
+        let global = d1::D1::binding(env, "DB")?;
+        let mut shards: Vec<d1::D1> = (0..crate::domain::shard::MAX_USER_SHARDS)
+            .map_while(|index| d1::D1::binding(env, &format!("USERS_{index}")).ok())
+            .collect();
+        if shards.is_empty() {
+            shards.push(d1::D1::binding(env, "DB")?);
+        }
+        let directory = DIRECTORY.with(Rc::clone);
+        Ok(Bindings { global, shards: store::UserShards::new(shards, directory), keyring: KEYRING.with(Rc::clone) })
+    }
+
+    /// A flow context over these databases, at this instant.
+    fn context<'a>(
+        &'a self,
+        config: &'a Config,
+        outbox: &'a flows::Outbox,
+        client_ip: Option<&'a str>,
+        accept_language: Option<&'a str>,
+    ) -> flows::Context<'a, d1::D1, WebCrypto, fetch::Fetcher> {
+        flows::Context {
+            config,
+            keyring: &self.keyring,
+            db: &self.global,
+            shards: &self.shards,
+            crypto: &WebCrypto,
+            http: &fetch::Fetcher,
+            now: now(),
+            client_ip,
+            accept_language,
+            outbox,
+        }
+    }
+}
+
 thread_local! {
     /// The key table as this isolate last read it (see `keyring`): a minute at most.
     static KEYRING: Rc<Keyring> = Rc::new(Keyring::new(60));
+    /// The bucket map as this isolate last read it (`store::routing`): kept until a fence
+    /// refuses a batch, ten minutes at most.
+    static DIRECTORY: Rc<store::Directory> = Rc::new(store::Directory::new(600));
     /// The configuration, read and checked once per isolate: an isolate belongs to one
     /// deployment, whose variables and secrets do not change under it.
     static CONFIG: std::cell::RefCell<Option<Rc<Config>>> = const { std::cell::RefCell::new(None) };

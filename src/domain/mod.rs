@@ -11,6 +11,7 @@ pub mod password;
 pub mod rate_limit;
 pub mod redirect;
 pub mod sealing;
+pub mod shard;
 pub mod short_code;
 pub mod signing;
 pub mod tokens;

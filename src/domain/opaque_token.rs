@@ -1,5 +1,6 @@
-//! Opaque bearer secrets (verification, reset and refresh tokens): 256 random bits shown once,
-//! stored only as their SHA-256.
+//! Opaque bearer secrets (verification, reset and refresh tokens, authorization codes, browser
+//! session cookies): the account's bucket (three hex digits, `domain::shard`) and 256 random
+//! bits, shown once, stored only as their SHA-256.
 
 use std::fmt;
 
@@ -8,11 +9,14 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::domain::sealing;
+use crate::domain::shard::{UserBucket, BUCKET_PREFIX_CHARS};
 use crate::ports::{Crypto, EntropyError};
 
 const TOKEN_BYTES: usize = 32;
 /// Base64url without padding of 32 bytes.
-const TOKEN_CHARS: usize = 43;
+const RANDOM_CHARS: usize = 43;
+/// The bucket prefix and the random part.
+const TOKEN_CHARS: usize = BUCKET_PREFIX_CHARS + RANDOM_CHARS;
 
 /// A freshly generated token. The plaintext exists only on its way to the mail or the token
 /// response; the store sees [`OpaqueToken::hash`].
@@ -31,7 +35,18 @@ pub struct TokenHash(String);
 pub struct MalformedToken;
 
 impl OpaqueToken {
-    pub fn generate(crypto: &impl Crypto) -> Result<OpaqueToken, EntropyError> {
+    /// A token of an account in `bucket`.
+    pub fn generate(crypto: &impl Crypto, bucket: UserBucket) -> Result<OpaqueToken, EntropyError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        crypto.fill(&mut bytes)?;
+        let plaintext = format!("{}{}", bucket.prefix(), URL_SAFE_NO_PAD.encode(bytes));
+        let hash = TokenHash::of_plaintext(&plaintext);
+        Ok(OpaqueToken { plaintext, hash })
+    }
+
+    /// A secret that names no account (a client's secret): 256 random bits, no bucket. Its
+    /// holder presents it to client authentication, which hashes it as it comes.
+    pub fn secret(crypto: &impl Crypto) -> Result<OpaqueToken, EntropyError> {
         let mut bytes = [0u8; TOKEN_BYTES];
         crypto.fill(&mut bytes)?;
         let plaintext = URL_SAFE_NO_PAD.encode(bytes);
@@ -58,12 +73,18 @@ impl TokenHash {
     /// Hashes a token a client presented, after checking it has the issued form, so that
     /// garbage never reaches the store.
     pub fn of_presented(presented: &str) -> Result<TokenHash, MalformedToken> {
+        Ok(TokenHash::routed(presented)?.1)
+    }
+
+    /// [`TokenHash::of_presented`], and the bucket whose shard holds the token.
+    pub fn routed(presented: &str) -> Result<(UserBucket, TokenHash), MalformedToken> {
+        let bucket = UserBucket::of_issued(presented).ok_or(MalformedToken)?;
         let well_formed = presented.len() == TOKEN_CHARS
-            && URL_SAFE_NO_PAD.decode(presented).is_ok_and(|bytes| bytes.len() == TOKEN_BYTES);
+            && URL_SAFE_NO_PAD.decode(&presented[BUCKET_PREFIX_CHARS..]).is_ok_and(|bytes| bytes.len() == TOKEN_BYTES);
         if !well_formed {
             return Err(MalformedToken);
         }
-        Ok(TokenHash::of_plaintext(presented))
+        Ok((bucket, TokenHash::of_plaintext(presented)))
     }
 
     fn of_plaintext(plaintext: &str) -> TokenHash {
@@ -112,21 +133,27 @@ mod tests {
         crate::ports::TestCrypto(move |buffer: &mut [u8]| buffer.fill(byte))
     }
 
+    fn bucket() -> UserBucket {
+        UserBucket::new(0x2a7).unwrap()
+    }
+
     #[test]
     fn plaintext_carries_256_bits_and_round_trips_to_its_hash() {
-        let token = OpaqueToken::generate(&fixed(0xab)).unwrap();
+        let token = OpaqueToken::generate(&fixed(0xab), bucket()).unwrap();
         assert_eq!(token.plaintext().len(), TOKEN_CHARS);
-        assert_eq!(URL_SAFE_NO_PAD.decode(token.plaintext()).unwrap(), vec![0xab; 32]);
+        assert!(token.plaintext().starts_with("2a7"));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&token.plaintext()[3..]).unwrap(), vec![0xab; 32]);
         assert_eq!(&TokenHash::of_presented(token.plaintext()).unwrap(), token.hash());
+        assert_eq!(TokenHash::routed(token.plaintext()).unwrap().0, bucket());
         assert_eq!(token.hash().as_str().len(), 64);
         assert_ne!(token.hash().as_str(), token.plaintext());
     }
 
     #[test]
     fn only_the_previous_token_opens_its_successor() {
-        let previous = OpaqueToken::generate(&fixed(1)).unwrap();
-        let other = OpaqueToken::generate(&fixed(2)).unwrap();
-        let successor = OpaqueToken::generate(&fixed(3)).unwrap();
+        let previous = OpaqueToken::generate(&fixed(1), bucket()).unwrap();
+        let other = OpaqueToken::generate(&fixed(2), bucket()).unwrap();
+        let successor = OpaqueToken::generate(&fixed(3), bucket()).unwrap();
         let sealed = seal_successor(previous.plaintext(), &successor, &fixed(4)).unwrap();
         assert_eq!(open_successor(previous.plaintext(), &sealed).as_deref(), Some(successor.plaintext()));
         assert_eq!(open_successor(other.plaintext(), &sealed), None);
@@ -139,14 +166,18 @@ mod tests {
 
     #[test]
     fn refuses_malformed_presentations() {
-        let good = OpaqueToken::generate(&fixed(1)).unwrap().plaintext().to_owned();
+        let good = OpaqueToken::generate(&fixed(1), bucket()).unwrap().plaintext().to_owned();
         for bad in [
             String::new(),
-            good[..42].to_owned(),
+            good[..45].to_owned(),
             format!("{good}A"),
-            format!("{}=", &good[..42]),
+            format!("{}=", &good[..45]),
+            // Issued before shards: no bucket.
+            good[3..].to_owned(),
+            format!("x{}", &good[1..]),
+            format!("400{}", &good[3..]),
             good.replace(|c: char| c.is_ascii_alphabetic(), "+"),
-            "a".repeat(43).replace('a', "\u{e9}"),
+            "a".repeat(46).replace('a', "\u{e9}"),
         ] {
             assert_eq!(TokenHash::of_presented(&bad), Err(MalformedToken), "{bad:?}");
         }

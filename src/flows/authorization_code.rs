@@ -37,7 +37,8 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
     code_verifier: Option<&str>,
 ) -> Result<LoginTokens, CodeGrantError> {
     let redirect_uri = redirect_uri.ok_or(CodeGrantError::InvalidRequest("redirect_uri is required"))?;
-    let hash = TokenHash::of_presented(code).map_err(|_| CodeGrantError::InvalidGrant("malformed"))?;
+    let (bucket, hash) = TokenHash::routed(code).map_err(|_| CodeGrantError::InvalidGrant("malformed"))?;
+    let users = ctx.users(bucket);
     // A malformed verifier can match no challenge: the code stays as it is, refused.
     let verifier_challenge = match code_verifier {
         Some(verifier) if is_pkce_value(verifier) => Some(s256_challenge(verifier)),
@@ -45,15 +46,15 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         None => None,
     };
     let (keys, alg) = keys_for_id_tokens_of(ctx, client).await?;
-    let grant_id = ctx.new_id()?;
+    let grant_id = ctx.new_id_in(bucket)?;
     let refresh_token = match client.may_use("refresh_token") {
-        true => Some(ctx.new_token()?),
+        true => Some(ctx.new_token(bucket)?),
         false => None,
     };
     let grant_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
     let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     let (won, record) = store::redeem_code(
-        ctx.db,
+        &users,
         &Redemption {
             code: &hash,
             client_id: &client.client_id,
@@ -75,7 +76,7 @@ pub async fn redeem<D: Database, E: Crypto, H: HttpClient>(
         if record.consumed && record.client_id == client.client_id && presented_all {
             if let Some(first_grant) = &record.session_id {
                 log::warn!("authorization code redeemed twice; revoking grant {first_grant}");
-                store::revoke_grant(ctx.db, first_grant, ctx.now).await.map_err(Internal::from)?;
+                store::revoke_grant(&users, first_grant, ctx.now).await.map_err(Internal::from)?;
             }
             return Err(CodeGrantError::InvalidGrant("already used"));
         }

@@ -11,7 +11,7 @@ use crate::domain::authorization::{self, covers, union, AuthorizationRequest, Pa
 use crate::domain::client::RegisteredClient;
 use crate::domain::interaction::{Interaction, InteractionKey};
 use crate::domain::opaque_token::TokenHash;
-use crate::flows::{Context, Internal};
+use crate::flows::{issued_bucket, Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, AuthorizationContext, BrowserSession, NewCode};
 
@@ -178,8 +178,10 @@ async fn read_context<D: Database, E: Crypto, H: HttpClient>(
     session_cookie: Option<&str>,
 ) -> Result<AuthorizationContext, Internal> {
     let Some(client_id) = parameters.get("client_id") else { return Ok(AuthorizationContext::default()) };
-    let cookie_hash = session_cookie.and_then(|cookie| TokenHash::of_presented(cookie).ok());
-    Ok(store::authorization_context(ctx.db, client_id, cookie_hash.as_ref(), ctx.now).await?)
+    let cookie = session_cookie.and_then(|cookie| TokenHash::routed(cookie).ok());
+    let users = cookie.as_ref().map(|(bucket, _)| ctx.users(*bucket));
+    let session = users.as_ref().zip(cookie.as_ref().map(|(_, hash)| hash));
+    Ok(store::authorization_context(ctx.db, session, client_id, ctx.now).await?)
 }
 
 /// OIDC Core §3.1.2.1: `prompt=login` and `select_account` ask again (one account per
@@ -226,10 +228,11 @@ async fn issue_code<D: Database, E: Crypto, H: HttpClient>(
     session: &BrowserSession,
     consent: Option<&str>,
 ) -> Result<String, Internal> {
-    let code = ctx.new_token()?;
+    let bucket = issued_bucket(&session.id)?;
+    let code = ctx.new_token(bucket)?;
     let scope = request.scope();
     store::issue_code(
-        ctx.db,
+        &ctx.users(bucket),
         &NewCode {
             hash: code.hash(),
             client_id: &request.client_id,

@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::ClientRegistration;
 use crate::domain::client::{ClientMetadata, ClientMetadataError};
+use crate::domain::opaque_token::OpaqueToken;
 use crate::flows::{Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, NewClient};
@@ -56,7 +57,7 @@ pub async fn register<D: Database, E: Crypto, H: HttpClient>(
     let metadata = ClientMetadata::parse(body, with_token, &ctx.config.signing_algorithms())?;
     let client_id = ctx.new_id()?;
     let secret = match metadata.auth_method.is_confidential() {
-        true => Some(ctx.new_token()?),
+        true => Some(OpaqueToken::secret(ctx.crypto).map_err(Internal::from)?),
         false => None,
     };
     store::register_client(

@@ -5,9 +5,10 @@ use chrono::Duration;
 use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{dummy_password_hash, hash_password, needs_rehash, verify_password, Password};
 use crate::domain::rate_limit::BucketKind;
+use crate::domain::shard::UserBucket;
 use crate::domain::tokens::{issue_tokens, Subject, LOGIN_SCOPE};
 use crate::flows::throttle::{self, Throttled};
-use crate::flows::{Context, Internal};
+use crate::flows::{Context, Deferred, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, KnownNetwork, NewSession, SessionKind};
 
@@ -55,6 +56,7 @@ pub struct BrowserSignIn {
 /// batch that starts the session.
 struct Proven {
     user: store::UserRecord,
+    bucket: UserBucket,
     returned: Vec<store::BucketDraw>,
     rehashed: Option<String>,
     known_network: String,
@@ -68,8 +70,8 @@ pub async fn login<D: Database, E: Crypto, H: HttpClient>(
     nonce: Option<&str>,
 ) -> Result<LoginTokens, LoginError> {
     let proven = prove_password(ctx, raw_email, raw_password).await?;
-    let session_id = ctx.new_id()?;
-    let refresh_token = ctx.new_token()?;
+    let session_id = ctx.new_id_in(proven.bucket)?;
+    let refresh_token = ctx.new_token(proven.bucket)?;
     let session_expires_at = ctx.now + Duration::seconds(ctx.config.session_absolute_ttl_seconds);
     let refresh_expires_at = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     let kind = SessionKind::Api {
@@ -113,8 +115,8 @@ pub async fn sign_in_browser<D: Database, E: Crypto, H: HttpClient>(
     raw_password: &str,
 ) -> Result<BrowserSignIn, LoginError> {
     let proven = prove_password(ctx, raw_email, raw_password).await?;
-    let session_id = ctx.new_id()?;
-    let cookie = ctx.new_token()?;
+    let session_id = ctx.new_id_in(proven.bucket)?;
+    let cookie = ctx.new_token(proven.bucket)?;
     start(ctx, &proven, &session_id, SessionKind::Browser { cookie_hash: cookie.hash() }).await?;
     Ok(BrowserSignIn { cookie: cookie.plaintext().to_owned(), session_id })
 }
@@ -140,7 +142,10 @@ async fn prove_password<D: Database, E: Crypto, H: HttpClient>(
         (BucketKind::LoginPerAccountNetwork, throttle::Subject::AccountOnNetwork(&email)),
         (BucketKind::LoginPerAccount, throttle::Subject::AccountUnlessKnownNetwork(&email)),
     ];
-    let (taken, outcomes) = throttle::take_with(ctx, &budgets, vec![store::find_user_statement(&email)]).await?;
+    let bucket = UserBucket::of_email(&email);
+    let users = ctx.users(bucket);
+    let (taken, outcomes) =
+        throttle::take_with(ctx, &budgets, Some((&users, vec![store::find_user_statement(&email)]))).await?;
     let taken = taken?;
     let user = store::user_from(outcomes.first()).map_err(Internal::from)?;
     // An unknown email costs one Argon2id run too, against a hash nobody's password matches
@@ -159,7 +164,7 @@ async fn prove_password<D: Database, E: Crypto, H: HttpClient>(
         // Best effort: a failed re-hash is tried again at the next login, never refuses this one.
         if let Some(rehashed) = &rehashed {
             if let Err(err) =
-                store::upgrade_password_hash(ctx.db, &user.id, &user.password_hash, rehashed, ctx.now).await
+                store::upgrade_password_hash(&users, &user.id, &user.password_hash, rehashed, ctx.now).await
             {
                 log::warn!("password re-hash failed for user {}: {err}", user.id);
             }
@@ -168,7 +173,7 @@ async fn prove_password<D: Database, E: Crypto, H: HttpClient>(
         return Err(LoginError::EmailNotVerified);
     }
     let known_network = throttle::known_network_key(ctx, &email);
-    Ok(Proven { user, returned: returned.draws(), rehashed, known_network })
+    Ok(Proven { user, bucket, returned: returned.draws(), rehashed, known_network })
 }
 
 /// Starts the session of a proven login, if the password is still the one it proved.
@@ -180,7 +185,7 @@ async fn start<D: Database, E: Crypto, H: HttpClient>(
 ) -> Result<(), LoginError> {
     let user = &proven.user;
     let started = store::start_session(
-        ctx.db,
+        &ctx.users(proven.bucket),
         &NewSession {
             id: session_id,
             user_id: &user.id,
@@ -190,12 +195,19 @@ async fn start<D: Database, E: Crypto, H: HttpClient>(
             rehashed_password: proven.rehashed.as_deref(),
             kind,
         },
-        &proven.returned,
-        Some(&KnownNetwork { key: &proven.known_network, expires_at: ctx.now + Duration::days(KNOWN_NETWORK_DAYS) }),
         ctx.now,
     )
     .await
     .map_err(Internal::from)?;
+    if started {
+        ctx.outbox.defer(Deferred::AfterSignIn {
+            returned: proven.returned.clone(),
+            known_network: KnownNetwork {
+                key: proven.known_network.clone(),
+                expires_at: (ctx.now + Duration::days(KNOWN_NETWORK_DAYS)).timestamp(),
+            },
+        });
+    }
     if !started {
         // The password changed between its check and now (a reset committed): the password
         // this login proved is no longer the account's, and nothing was started.

@@ -11,10 +11,12 @@ use crate::domain::password::PasswordHashError;
 use std::rc::Rc;
 
 use crate::domain::email::Email;
+use crate::domain::shard::UserBucket;
 use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
 use crate::mail::{Locale, OutgoingMail};
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
+use crate::store::{Routed, UserShards};
 
 pub mod authorization_code;
 pub mod authorize;
@@ -32,7 +34,11 @@ pub mod verify_email;
 pub struct Context<'a, D, E, H> {
     pub config: &'a Config,
     pub keyring: &'a Keyring,
+    /// `DB`: what is global (keys, clients, budgets, the bucket map).
     pub db: &'a D,
+    /// The user shards: everything that belongs to an account, by its bucket
+    /// ([`Context::users`]).
+    pub shards: &'a UserShards<D>,
     pub crypto: &'a E,
     /// Outbound HTTP the request itself waits for (the breached-password check).
     pub http: &'a H,
@@ -48,12 +54,30 @@ pub struct Context<'a, D, E, H> {
 }
 
 impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
-    fn new_token(&self) -> Result<OpaqueToken, Internal> {
-        Ok(OpaqueToken::generate(self.crypto)?)
+    /// A token for an account of `bucket` (its prefix routes it back there).
+    fn new_token(&self, bucket: UserBucket) -> Result<OpaqueToken, Internal> {
+        Ok(OpaqueToken::generate(self.crypto, bucket)?)
     }
 
+    /// An identifier that names nothing routed (a JWT id, a nonce).
     fn new_id(&self) -> Result<String, Internal> {
         Ok(random_id(self.crypto)?)
+    }
+
+    /// The identifier of something that belongs to an account of `bucket` (a session, a
+    /// grant, a browser session): its prefix routes it back there.
+    fn new_id_in(&self, bucket: UserBucket) -> Result<String, Internal> {
+        Ok(format!("{}{}", bucket.prefix(), random_id(self.crypto)?))
+    }
+
+    /// The database of the accounts of `bucket`.
+    pub fn users(&self, bucket: UserBucket) -> Routed<'_, D> {
+        self.shards.for_bucket(self.db, bucket, self.now.timestamp())
+    }
+
+    /// The database of the account `email` has, or would have.
+    pub fn users_of(&self, email: &Email) -> Routed<'_, D> {
+        self.users(UserBucket::of_email(email))
     }
 
     /// The signing keys in force now (bootstrapping the first one if there is none).
@@ -68,6 +92,12 @@ impl<D: Database, E: Crypto, H: HttpClient> Context<'_, D, E, H> {
         let keys = self.signing_keys().await?;
         Ok((keys, self.keyring.unchanged_until(self.config, self.now.timestamp())))
     }
+}
+
+/// The bucket of an identifier the store handed back (a session's, a browser session's): each
+/// was issued with one, so one without is a store in trouble.
+pub(crate) fn issued_bucket(id: &str) -> Result<UserBucket, Internal> {
+    UserBucket::of_issued(id).ok_or_else(|| Internal::Database(DatabaseError(format!("{id:?} names no user bucket"))))
 }
 
 /// What a request leaves for after its response: mail to send, and account work whose cost or
@@ -107,6 +137,10 @@ pub enum Deferred {
     ResendVerification { email: Email },
     /// `password_reset::finish_forgot`.
     ForgotPassword { email: Email },
+    /// `store::after_sign_in`: a login's session started, so its account's budget units go
+    /// back and its network is remembered (`DB`'s, after the response: the login's own round
+    /// trips are its shard's).
+    AfterSignIn { returned: Vec<crate::store::BucketDraw>, known_network: crate::store::KnownNetwork },
 }
 
 /// Runs one piece of deferred work; the mail it makes goes to `ctx.outbox`. A failure is only
@@ -121,6 +155,9 @@ pub async fn run_deferred<D: Database, E: Crypto, H: HttpClient>(
         }
         Deferred::ResendVerification { email } => signup::finish_resend(ctx, &email).await,
         Deferred::ForgotPassword { email } => password_reset::finish_forgot(ctx, &email).await,
+        Deferred::AfterSignIn { returned, known_network } => {
+            Ok(crate::store::after_sign_in(ctx.db, &returned, &known_network).await?)
+        }
     }
 }
 
@@ -148,29 +185,33 @@ pub struct Normalised {
     pub rewritten: u64,
     /// Another account already had the normal form: both kept, for an operator to merge.
     pub collisions: u64,
-    /// The stored address is no longer valid (a domain label that mixes scripts).
+    /// The stored address is no longer valid (a domain label that mixes scripts), or its
+    /// normal form belongs in another bucket (the account would have to move shards).
     pub refused: u64,
 }
 
 /// Brings addresses stored before domains were mapped to A-labels (IDNA UTS #46) into the form
 /// logins look them up by, so their owners can still sign in and one mailbox stays one account.
-/// Run by the cron; what it cannot rewrite is logged by account id (never by address).
+/// Run by the cron, shard by shard; what it cannot rewrite is logged by account id (never by
+/// address).
 pub async fn normalise_stored_addresses<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
 ) -> Result<Normalised, Internal> {
     const PAGE: i64 = 200;
     let mut report = Normalised::default();
-    let mut after = String::new();
-    // Ten pages a run at most; addresses kept as they are do not hold up the ones after them.
-    for _ in 0..10 {
-        let page = crate::store::addresses_to_normalise(ctx.db, &after, PAGE).await?;
-        let last_page = (page.len() as i64) < PAGE;
-        for (user_id, stored) in page {
-            normalise_one(ctx, &user_id, &stored, &mut report).await?;
-            after = user_id;
-        }
-        if last_page {
-            break;
+    for shard in ctx.shards.all() {
+        let mut after = String::new();
+        // Ten pages a run at most; addresses kept as they are do not hold up the ones after them.
+        for _ in 0..10 {
+            let page = crate::store::addresses_to_normalise(shard, &after, PAGE).await?;
+            let last_page = (page.len() as i64) < PAGE;
+            for (user_id, stored, bucket) in page {
+                normalise_one(ctx, &user_id, &stored, bucket, &mut report).await?;
+                after = user_id;
+            }
+            if last_page {
+                break;
+            }
         }
     }
     Ok(report)
@@ -180,17 +221,26 @@ async fn normalise_one<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     user_id: &str,
     stored: &str,
+    bucket: i64,
     report: &mut Normalised,
 ) -> Result<(), Internal> {
     match Email::parse(stored) {
         Ok(normal) if normal.as_str() == stored => {}
-        Ok(normal) => match crate::store::normalise_address(ctx.db, user_id, stored, &normal, ctx.now).await? {
-            true => report.rewritten += 1,
-            false => {
-                log::warn!("account {user_id}: its address's normal form belongs to another account; kept as is");
-                report.collisions += 1;
+        // With one shard every bucket is in it, and the rewrite files the account anew.
+        Ok(normal) if ctx.shards.count() > 1 && i64::from(UserBucket::of_email(&normal).index()) != bucket => {
+            log::warn!("account {user_id}: its address's normal form belongs in another user bucket; kept as is");
+            report.refused += 1;
+        }
+        Ok(normal) => {
+            let users = ctx.users(UserBucket::of_email(&normal));
+            match crate::store::normalise_address(&users, user_id, stored, &normal, ctx.now).await? {
+                true => report.rewritten += 1,
+                false => {
+                    log::warn!("account {user_id}: its address's normal form belongs to another account; kept as is");
+                    report.collisions += 1;
+                }
             }
-        },
+        }
         Err(err) => {
             log::warn!("account {user_id}: its stored address is no longer valid ({err}); kept as is");
             report.refused += 1;

@@ -7,6 +7,7 @@ use crate::domain::email::{Email, EmailError};
 use crate::domain::opaque_token::TokenHash;
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
 use crate::domain::rate_limit::{Bucket, BucketKind};
+use crate::domain::shard::UserBucket;
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::signup::take_mail_budget;
 use crate::flows::throttle::{self, Subject, Throttled};
@@ -43,9 +44,10 @@ pub(crate) async fn finish_forgot<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     email: &Email,
 ) -> Result<(), Internal> {
-    let token = ctx.new_token()?;
+    let bucket = UserBucket::of_email(email);
+    let token = ctx.new_token(bucket)?;
     let issued = store::issue_token_for_email(
-        ctx.db,
+        &ctx.users(bucket),
         email,
         &NewEmailToken {
             purpose: Purpose::ResetPassword,
@@ -99,11 +101,12 @@ pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
     // The length policy first: a form with a short password can be fixed and sent again.
     Password::new_for_policy(raw_password)?;
     throttle::take(ctx, &[(BucketKind::TokenPerIp, Subject::Client)]).await??;
-    let hash = TokenHash::of_presented(presented).map_err(|_| ResetPasswordError::InvalidToken)?;
+    let (bucket, hash) = TokenHash::routed(presented).map_err(|_| ResetPasswordError::InvalidToken)?;
+    let users = ctx.users(bucket);
     // A cheap read first, so that a dead token costs no Argon2id run; the batch below checks
     // again and is the only thing that decides.
     let Some((_, owner_email)) =
-        store::live_token_owner(ctx.db, &hash, Purpose::ResetPassword, ctx.now).await.map_err(Internal::from)?
+        store::live_token_owner(&users, &hash, Purpose::ResetPassword, ctx.now).await.map_err(Internal::from)?
     else {
         return Err(ResetPasswordError::InvalidToken);
     };
@@ -120,11 +123,9 @@ pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
         buckets: vec![Bucket::new(BucketKind::LoginPerAccount, &owner_email, keyer).key],
         prefixes: vec![Bucket::account_prefix(BucketKind::LoginPerAccountNetwork, &owner_email, keyer)],
     };
-    match store::reset_password(ctx.db, &hash, &nonce, &password_hash, &cleared, ctx.now)
-        .await
-        .map_err(Internal::from)?
-    {
+    match store::reset_password(&users, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
         Some((email, locale)) => {
+            store::clear_budgets(ctx.db, &cleared).await.map_err(Internal::from)?;
             // The owner hears of every change: if it was not them, the notice says what to do.
             if let Ok(email) = Email::parse(&email) {
                 let key = ctx.new_id()?;

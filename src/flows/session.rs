@@ -5,12 +5,13 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::authorization::covers;
 use crate::domain::opaque_token::{open_successor, seal_successor, TokenHash};
+use crate::domain::shard::UserBucket;
 use crate::domain::signing::{token_header, TokenRejected};
 use crate::domain::tokens::{issue_grant_tokens, issue_tokens, verify_access_token, Grant, Subject, LOGIN_SCOPE};
 use crate::flows::authorization_code::{grant_jti, id_token_alg, keys_for_id_tokens_of};
 use crate::flows::client_auth::Caller;
 use crate::flows::login::LoginTokens;
-use crate::flows::{Context, Internal};
+use crate::flows::{issued_bucket, Context, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, RefreshTokenRecord};
 
@@ -39,7 +40,8 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     presented: &str,
     narrowed_scope: Option<&str>,
 ) -> Result<LoginTokens, RefreshError> {
-    let hash = TokenHash::of_presented(presented).map_err(|_| RefreshError::InvalidGrant("malformed"))?;
+    let (bucket, hash) = TokenHash::routed(presented).map_err(|_| RefreshError::InvalidGrant("malformed"))?;
+    let users = ctx.users(bucket);
     let client_id = match caller {
         Caller::FirstParty => None,
         Caller::Client(client) => Some(client.client_id.as_str()),
@@ -47,7 +49,7 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     // Narrowing is checked before the rotation, so that a refused scope costs the client
     // nothing (one more round trip, only for requests that narrow).
     if let Some(scope) = narrowed_scope {
-        let record = store::find_refresh_token(ctx.db, &hash).await.map_err(Internal::from)?;
+        let record = store::find_refresh_token(&users, &hash).await.map_err(Internal::from)?;
         match record {
             Some(record) if record.client_id.as_deref() == client_id => {
                 let granted = record.scope.as_deref().unwrap_or(LOGIN_SCOPE);
@@ -63,12 +65,12 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
     if let Caller::Client(client) = caller {
         keys_for_id_tokens_of(ctx, client).await?;
     }
-    let successor = ctx.new_token()?;
+    let successor = ctx.new_token(bucket)?;
     let sealed = seal_successor(presented, &successor, ctx.crypto).map_err(Internal::from)?;
     let sliding_expiry = ctx.now + Duration::seconds(ctx.config.refresh_token_ttl_seconds);
     // One round trip: the rotation and the record, in one batch.
     let (won, record) =
-        store::rotate_refresh_token(ctx.db, client_id, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
+        store::rotate_refresh_token(&users, client_id, &hash, successor.hash(), &sealed, sliding_expiry, ctx.now)
             .await
             .map_err(Internal::from)?;
     let record = record.ok_or(RefreshError::InvalidGrant("unknown"))?;
@@ -95,7 +97,7 @@ pub async fn refresh<D: Database, E: Crypto, H: HttpClient>(
         }
         _ => {
             log::warn!("refresh token reuse detected; revoking session {}", record.session_id);
-            store::revoke_family(ctx.db, &hash, ctx.now).await.map_err(Internal::from)?;
+            store::revoke_family(&users, &hash, ctx.now).await.map_err(Internal::from)?;
             Err(RefreshError::InvalidGrant("reused"))
         }
     }
@@ -161,10 +163,10 @@ pub async fn end_session<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     presented: &str,
 ) -> Result<(), Internal> {
-    let Ok(hash) = TokenHash::of_presented(presented) else {
+    let Ok((bucket, hash)) = TokenHash::routed(presented) else {
         return Ok(());
     };
-    Ok(store::revoke_family(ctx.db, &hash, ctx.now).await?)
+    Ok(store::revoke_family(&ctx.users(bucket), &hash, ctx.now).await?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,10 +200,18 @@ pub async fn userinfo<D: Database, E: Crypto, H: HttpClient>(
     let kid = header.get("kid").and_then(serde_json::Value::as_str).unwrap_or_default();
     // A client's grant is named by its tokens' `jti` (`authorization_code::grant_jti`).
     let grant = claims.jti.split_once('.').map_or("", |(grant, _)| grant);
-    let user = store::find_session_user(ctx.db, &claims.sub, &claims.sid, &claims.client_id, grant, kid, ctx.now)
-        .await
-        .map_err(Internal::from)?
-        .ok_or(UserinfoError::SessionEnded)?;
+    // The session is in the shard its id names; the key's state in `DB`: both at once.
+    let bucket = UserBucket::of_issued(&claims.sid).ok_or(UserinfoError::SessionEnded)?;
+    let users = ctx.users(bucket);
+    let (user, compromised) = futures_util::future::join(
+        store::find_session_user(&users, &claims.sub, &claims.sid, &claims.client_id, grant, ctx.now),
+        store::is_signing_key_compromised(ctx.db, kid),
+    )
+    .await;
+    if compromised.map_err(Internal::from)? {
+        return Err(UserinfoError::SessionEnded);
+    }
+    let user = user.map_err(Internal::from)?.ok_or(UserinfoError::SessionEnded)?;
     let with_email = claims.scope.split(' ').any(|scope| scope == "email");
     Ok(Userinfo { sub: user.id, email: with_email.then_some((user.email, user.email_verified)) })
 }
@@ -211,8 +221,10 @@ pub async fn browser_session<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     session_cookie: Option<&str>,
 ) -> Result<Option<store::BrowserSession>, Internal> {
-    let Some(hash) = session_cookie.and_then(|cookie| TokenHash::of_presented(cookie).ok()) else { return Ok(None) };
-    Ok(store::find_browser_session(ctx.db, &hash, ctx.now).await?)
+    let Some((bucket, hash)) = session_cookie.and_then(|cookie| TokenHash::routed(cookie).ok()) else {
+        return Ok(None);
+    };
+    Ok(store::find_browser_session(&ctx.users(bucket), &hash, ctx.now).await?)
 }
 
 /// Logs a browser out (RP-Initiated Logout): its session ends, with every grant issued in it
@@ -221,6 +233,6 @@ pub async fn log_out<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     session: &store::BrowserSession,
 ) -> Result<(), Internal> {
-    store::end_browser_session(ctx.db, &session.id, &session.user_id, ctx.now).await?;
+    store::end_browser_session(&ctx.users(issued_bucket(&session.id)?), &session.id, &session.user_id, ctx.now).await?;
     Ok(())
 }

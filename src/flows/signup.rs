@@ -6,6 +6,7 @@ use crate::config::{RESET_PASSWORD_TOKEN_TTL_SECONDS, VERIFY_EMAIL_TOKEN_TTL_SEC
 use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{hash_password, Password, PasswordPolicyError};
 use crate::domain::rate_limit::BucketKind;
+use crate::domain::shard::UserBucket;
 use crate::domain::short_code;
 use crate::flows::new_password::{accept_new_password, NewPasswordError};
 use crate::flows::throttle::{self, Subject, Throttled};
@@ -87,13 +88,14 @@ pub(crate) async fn finish_signup<D: Database, E: Crypto, H: HttpClient>(
     password_hash: &str,
     locale: Locale,
 ) -> Result<(), Internal> {
+    let bucket = UserBucket::of_email(email);
     let user_id = ctx.new_id()?;
-    let verification = ctx.new_token()?;
+    let verification = ctx.new_token(bucket)?;
     let code = short_code::generate(ctx.crypto)?;
     let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, email, &code);
-    let reset = ctx.new_token()?;
+    let reset = ctx.new_token(bucket)?;
     let outcome = store::create_user(
-        ctx.db,
+        &ctx.users(bucket),
         &NewUser { id: &user_id, email, password_hash, locale: locale.tag() },
         &NewOneTimeToken {
             user_id: &user_id,
@@ -163,11 +165,12 @@ pub(crate) async fn finish_resend<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     email: &Email,
 ) -> Result<(), Internal> {
-    let token = ctx.new_token()?;
+    let bucket = UserBucket::of_email(email);
+    let token = ctx.new_token(bucket)?;
     let code = short_code::generate(ctx.crypto)?;
     let code_hash = short_code::code_hash(&ctx.config.key_encryption_key.0, email, &code);
     let issued = store::issue_token_for_email(
-        ctx.db,
+        &ctx.users(bucket),
         email,
         &NewEmailToken {
             purpose: Purpose::VerifyEmail,

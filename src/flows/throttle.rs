@@ -44,7 +44,7 @@ impl Taken {
         Taken(self.0.iter().filter(|(candidate, _)| kinds.contains(candidate)).cloned().collect())
     }
 
-    /// The draws to put back, for a batch that returns them itself (`store::start_session`).
+    /// The draws to put back, for a batch that returns them itself (`store::after_sign_in`).
     pub fn draws(&self) -> Vec<BucketDraw> {
         self.0.iter().map(|(_, draw)| draw.clone()).collect()
     }
@@ -57,15 +57,16 @@ pub async fn take<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     budgets: &[(BucketKind, Subject<'_>)],
 ) -> Result<Result<Taken, Throttled>, Internal> {
-    Ok(take_with(ctx, budgets, Vec::new()).await?.0)
+    Ok(take_with(ctx, budgets, None::<(&D, _)>).await?.0)
 }
 
-/// [`take`], with `also` run in the same round trip (whatever the budgets say), for a flow
-/// that needs a read anyway (login reads the account): its outcomes come back second.
-pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
+/// [`take`], with `also` run on its database at the same time (whatever the budgets say), for
+/// a flow that needs a read anyway (login reads the account in its shard while `DB` counts):
+/// one round trip, and its outcomes come back second.
+pub async fn take_with<D: Database, E: Crypto, H: HttpClient, A: Database>(
     ctx: &Context<'_, D, E, H>,
     budgets: &[(BucketKind, Subject<'_>)],
-    also: Vec<Statement>,
+    also: Option<(&A, Vec<Statement>)>,
 ) -> Result<(Result<Taken, Throttled>, Vec<StatementOutcome>), Internal> {
     let mut draws: Vec<(BucketKind, Limit, BucketDraw)> = Vec::with_capacity(budgets.len() + 1);
     let keyer = &ctx.config.bucket_keyer;
@@ -108,12 +109,22 @@ pub async fn take_with<D: Database, E: Crypto, H: HttpClient>(
             ));
         }
     }
-    if draws.is_empty() && also.is_empty() {
-        return Ok((Ok(Taken::default()), Vec::new()));
-    }
     let now_ms = ctx.now.timestamp_millis();
     let plain: Vec<BucketDraw> = draws.iter().map(|(_, _, draw)| draw.clone()).collect();
-    let (states, also_outcomes) = store::take_from_buckets(ctx.db, &plain, now_ms, also).await?;
+    let counted = async {
+        match plain.is_empty() {
+            true => Ok(Vec::new()),
+            false => store::take_from_buckets(ctx.db, &plain, now_ms).await,
+        }
+    };
+    let read = async {
+        match also {
+            Some((database, statements)) => database.batch(statements).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let (states, also_outcomes) = futures_util::future::join(counted, read).await;
+    let (states, also_outcomes) = (states?, also_outcomes?);
     let refusal = draws
         .iter()
         .zip(&states)

@@ -28,9 +28,9 @@ pub async fn verify_email<D: Database, E: Crypto, H: HttpClient>(
     presented: &str,
 ) -> Result<(), VerifyEmailError> {
     throttle::take(ctx, &[(BucketKind::TokenPerIp, Subject::Client)]).await??;
-    let hash = TokenHash::of_presented(presented).map_err(|_| VerifyEmailError::InvalidToken)?;
+    let (bucket, hash) = TokenHash::routed(presented).map_err(|_| VerifyEmailError::InvalidToken)?;
     let nonce = ctx.new_id()?;
-    match store::verify_email(ctx.db, &hash, &nonce, ctx.now).await.map_err(Internal::from)? {
+    match store::verify_email(&ctx.users(bucket), &hash, &nonce, ctx.now).await.map_err(Internal::from)? {
         true => Ok(()),
         false => Err(VerifyEmailError::InvalidToken),
     }
@@ -65,7 +65,7 @@ pub async fn verify_email_with_code<D: Database, E: Crypto, H: HttpClient>(
         .map(|previous| short_code::code_hash(&previous.0, &email, &code));
     let nonce = ctx.new_id()?;
     let verified = store::verify_email_by_code(
-        ctx.db,
+        &ctx.users_of(&email),
         &email,
         [Some(code_hash.as_str()), previous_hash.as_deref()],
         &nonce,

@@ -99,28 +99,37 @@ pub async fn find_browser_session(
     outcomes.first().and_then(|outcome| outcome.rows.first()).map(browser_session_record).transpose()
 }
 
-/// The client, the browser session and the consent, in one round trip.
+/// The client (from `DB`), and the browser session a cookie names with its user's consent for
+/// the client (from the session's shard, `users`): one round trip, both at once.
 pub async fn authorization_context(
-    db: &impl Database,
+    global: &impl Database,
+    session: Option<(&impl Database, &TokenHash)>,
     client_id: &str,
-    cookie_hash: Option<&TokenHash>,
     now: DateTime<Utc>,
 ) -> Result<AuthorizationContext, DatabaseError> {
-    let mut statements = vec![client_statement(client_id)];
-    if let Some(cookie_hash) = cookie_hash {
-        statements.push(browser_session_statement(cookie_hash, now));
-        statements.push(Statement::new(
-            "SELECT c.scope FROM consents c JOIN browser_sessions b ON b.user_id = c.user_id
-             WHERE b.cookie_hash = ?1 AND c.client_id = ?2",
-            [cookie_hash.as_str().into(), client_id.into()],
-        ));
-    }
-    let outcomes = db.batch(statements).await?;
-    let row = |index: usize| outcomes.get(index).and_then(|outcome| outcome.rows.first());
+    let client = global.batch(vec![client_statement(client_id)]);
+    let session = async {
+        let Some((users, cookie_hash)) = session else { return Ok(Vec::new()) };
+        users
+            .batch(vec![
+                browser_session_statement(cookie_hash, now),
+                Statement::new(
+                    "SELECT c.scope FROM consents c JOIN browser_sessions b ON b.user_id = c.user_id
+                     WHERE b.cookie_hash = ?1 AND c.client_id = ?2",
+                    [cookie_hash.as_str().into(), client_id.into()],
+                ),
+            ])
+            .await
+    };
+    let (client, session) = futures_util::future::join(client, session).await;
+    let (client, session) = (client?, session?);
+    let row = |outcomes: &[crate::ports::StatementOutcome], index: usize| {
+        outcomes.get(index).and_then(|outcome| outcome.rows.first()).cloned()
+    };
     Ok(AuthorizationContext {
-        client: row(0).map(client_record).transpose()?,
-        session: row(1).map(browser_session_record).transpose()?,
-        consented_scope: row(2).map(|row| text(row, "scope")).transpose()?,
+        client: row(&client, 0).as_ref().map(client_record).transpose()?,
+        session: row(&session, 0).as_ref().map(browser_session_record).transpose()?,
+        consented_scope: row(&session, 1).as_ref().map(|row| text(row, "scope")).transpose()?,
     })
 }
 

@@ -1,7 +1,8 @@
-//! `rate_limits`: GCRA buckets, drawn on by one conditional upsert each (`domain::rate_limit`).
+//! `rate_limits`: GCRA buckets, drawn on by one conditional upsert each (`domain::rate_limit`);
+//! `known_networks`: the networks an account signed in from. Both in `DB`, keyed by HMAC names.
 
 use super::{changes, integer, optional_integer};
-use crate::ports::{Database, DatabaseError, Statement, StatementOutcome};
+use crate::ports::{Database, DatabaseError, Statement};
 
 /// One budget drawn on by a request: a bucket and the GCRA parameters of its limit.
 #[derive(Debug, Clone)]
@@ -25,17 +26,14 @@ pub struct BucketState {
 
 /// Takes one unit from each bucket that has one (`domain::rate_limit::admit`, in SQL): a
 /// conditional upsert per bucket, so concurrent requests are counted exactly. One batch.
-/// Statements in `also` run in the same batch, after the buckets' (whatever the buckets say);
-/// their outcomes come back second.
 pub async fn take_from_buckets(
     db: &impl Database,
     draws: &[BucketDraw],
     now_ms: i64,
-    also: Vec<Statement>,
-) -> Result<(Vec<BucketState>, Vec<StatementOutcome>), DatabaseError> {
+) -> Result<Vec<BucketState>, DatabaseError> {
     const PER_DRAW: usize = 2;
     let now_seconds = now_ms.div_euclid(1000);
-    let mut statements = Vec::with_capacity(draws.len() * PER_DRAW + also.len());
+    let mut statements = Vec::with_capacity(draws.len() * PER_DRAW);
     for draw in draws {
         let params = [
             draw.bucket.as_str().into(),
@@ -68,18 +66,39 @@ pub async fn take_from_buckets(
             [draw.bucket.as_str().into(), draw.unless_known.as_deref().into(), now_seconds.into()],
         ));
     }
-    statements.extend(also);
-    let mut outcomes = db.batch(statements).await?;
-    let states = (0..draws.len())
+    let outcomes = db.batch(statements).await?;
+    (0..draws.len())
         .map(|index| {
             let row = outcomes.get(index * PER_DRAW + 1).and_then(|outcome| outcome.rows.first());
             let tat_ms = row.map(|row| optional_integer(row, "tat")).transpose()?.flatten().unwrap_or(now_ms);
             let exempt = row.map(|row| integer(row, "known")).transpose()?.is_some_and(|known| known > 0);
             Ok(BucketState { taken: !exempt && changes(&outcomes, index * PER_DRAW) == 1, exempt, tat_ms })
         })
-        .collect::<Result<Vec<_>, DatabaseError>>()?;
-    let also_outcomes = outcomes.split_off((draws.len() * PER_DRAW).min(outcomes.len()));
-    Ok((states, also_outcomes))
+        .collect::<Result<Vec<_>, DatabaseError>>()
+}
+
+/// A network an account signed in from, remembered until `expires_at` (`known_networks`).
+#[derive(Debug, Clone)]
+pub struct KnownNetwork {
+    pub key: String,
+    pub expires_at: i64,
+}
+
+/// What a session that started leaves for `DB`, after the response: the budget units its
+/// login gives back (a right password does not count against the account), and the network
+/// it signed in from.
+pub async fn after_sign_in(
+    db: &impl Database,
+    returned: &[BucketDraw],
+    known_network: &KnownNetwork,
+) -> Result<(), DatabaseError> {
+    let mut statements: Vec<Statement> = returned.iter().map(return_statement).collect();
+    statements.push(Statement::new(
+        "INSERT INTO known_networks (key, expires_at) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+        [known_network.key.as_str().into(), known_network.expires_at.into()],
+    ));
+    db.batch(statements).await.map(drop)
 }
 
 /// Puts back one unit taken from each bucket (a request that turned out not to count).

@@ -312,3 +312,16 @@ pub async fn reseal_signing_keys(db: &impl Database, reseals: &[Reseal]) -> Resu
     let outcomes = db.batch(statements).await?;
     Ok(outcomes.iter().map(|outcome| outcome.changes).sum())
 }
+
+/// Whether the key `kid` is marked compromised: `/userinfo` asks at the same time as it reads
+/// the token's session, so a compromise refuses its tokens at once, whatever key table an
+/// isolate has cached.
+pub async fn is_signing_key_compromised(db: &impl Database, kid: &str) -> Result<bool, DatabaseError> {
+    let outcomes = db
+        .batch(vec![Statement::new(
+            "SELECT count(*) AS compromised FROM signing_keys WHERE kid = ?1 AND compromised_at IS NOT NULL",
+            [kid.into()],
+        )])
+        .await?;
+    Ok(super::first_row(&outcomes).map(|row| super::integer(row, "compromised")).transpose()?.unwrap_or(0) > 0)
+}

@@ -11,6 +11,7 @@ mod keys;
 mod mail;
 mod maintenance;
 mod one_time_tokens;
+mod routing;
 mod sessions;
 mod users;
 
@@ -21,6 +22,7 @@ pub use keys::*;
 pub use mail::*;
 pub use maintenance::*;
 pub use one_time_tokens::*;
+pub use routing::*;
 pub use sessions::*;
 pub use users::*;
 

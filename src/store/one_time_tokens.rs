@@ -198,87 +198,58 @@ pub async fn verify_email(
 
 /// Consumes a reset token and, in the same transaction: sets the new password hash, marks the
 /// email verified (the token proves control of the mailbox), voids every other one-time token of
-/// the user and revokes all of the user's sessions and refresh tokens.
+/// the user and revokes all of the user's sessions, refresh tokens and browser sessions. The
+/// account's budgets are in `DB`: the caller clears them next ([`clear_budgets`]).
 pub async fn reset_password(
     db: &impl Database,
     hash: &TokenHash,
     nonce: &str,
     new_password_hash: &str,
-    cleared_budgets: &ClearedBudgets,
     now: DateTime<Utc>,
 ) -> Result<Option<(String, String)>, DatabaseError> {
     let params = || -> Vec<SqlValue> { vec![hash.as_str().into(), nonce.into(), now.timestamp().into()] };
-    let mut statements = Vec::new();
-    // The account's failed-login budgets start again (only if this request consumed the token).
-    for bucket in &cleared_budgets.buckets {
-        statements.push(Statement::new(
-            "DELETE FROM rate_limits WHERE bucket = ?3
-               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-            [hash.as_str().into(), nonce.into(), bucket.as_str().into()],
-        ));
-    }
-    for prefix in &cleared_budgets.prefixes {
-        statements.push(Statement::new(
-            "DELETE FROM rate_limits WHERE bucket >= ?3 AND bucket < ?4
-               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-            [hash.as_str().into(), nonce.into(), prefix.as_str().into(), prefix_end(prefix).into()],
-        ));
-        // And the networks it signed in from: whoever knew the old password may have too.
-        statements.push(Statement::new(
-            "DELETE FROM known_networks WHERE key >= ?3 AND key < ?4
-               AND EXISTS (SELECT 1 FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-            [hash.as_str().into(), nonce.into(), prefix.as_str().into(), prefix_end(prefix).into()],
-        ));
-    }
-    let cleared = statements.len();
     let outcomes = db
-        .batch(
-            vec![
-                consume(hash, Purpose::ResetPassword, nonce, now),
-                Statement::new(
-                    "UPDATE users SET password_hash = ?4, password_changed_at = ?3, password_version = password_version + 1,
+        .batch(vec![
+            consume(hash, Purpose::ResetPassword, nonce, now),
+            Statement::new(
+                "UPDATE users SET password_hash = ?4, password_changed_at = ?3, password_version = password_version + 1,
                      email_verified_at = COALESCE(email_verified_at, ?3), updated_at = ?3
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    [hash.as_str().into(), nonce.into(), now.timestamp().into(), new_password_hash.into()],
-                ),
-                Statement::new(
-                    "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
+                [hash.as_str().into(), nonce.into(), now.timestamp().into(), new_password_hash.into()],
+            ),
+            Statement::new(
+                "UPDATE one_time_tokens SET consumed_at = ?3, consumed_by = 'superseded'
                  WHERE consumed_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    params(),
-                ),
-                Statement::new(
-                    "UPDATE sessions SET revoked_at = ?3
+                params(),
+            ),
+            Statement::new(
+                "UPDATE sessions SET revoked_at = ?3
                  WHERE revoked_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    params(),
-                ),
-                Statement::new(
-                    "UPDATE refresh_tokens SET revoked_at = ?3
+                params(),
+            ),
+            Statement::new(
+                "UPDATE refresh_tokens SET revoked_at = ?3
                  WHERE revoked_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    params(),
-                ),
-                // Who it was, for the "password changed" notice.
-                Statement::new(
-                    "SELECT email, locale FROM users
+                params(),
+            ),
+            // Who it was, for the "password changed" notice.
+            Statement::new(
+                "SELECT email, locale FROM users
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    [hash.as_str().into(), nonce.into()],
-                ),
-                // And its browser (SSO) sessions: a reset signs the account out everywhere.
-                Statement::new(
-                    "UPDATE browser_sessions SET ended_at = ?3
+                [hash.as_str().into(), nonce.into()],
+            ),
+            // And its browser (SSO) sessions: a reset signs the account out everywhere.
+            Statement::new(
+                "UPDATE browser_sessions SET ended_at = ?3
                  WHERE ended_at IS NULL
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
-                    params(),
-                ),
-            ]
-            .into_iter()
-            .chain(statements)
-            .collect(),
-        )
+                params(),
+            ),
+        ])
         .await?;
-    debug_assert!(outcomes.len() == cleared + 7);
     if changes(&outcomes, 0) != 1 {
         return Ok(None);
     }
@@ -286,6 +257,30 @@ pub async fn reset_password(
         Some(row) => Ok(Some((text(row, "email")?, text(row, "locale")?))),
         None => Err(DatabaseError("the reset account vanished within its own batch".to_owned())),
     }
+}
+
+/// Deletes rate-limit buckets (by exact key, and every key under a prefix) and the known
+/// networks under the same prefixes, in `DB`: what a password reset starts again.
+pub async fn clear_budgets(db: &impl Database, cleared: &ClearedBudgets) -> Result<(), DatabaseError> {
+    let mut statements = Vec::new();
+    for bucket in &cleared.buckets {
+        statements.push(Statement::new("DELETE FROM rate_limits WHERE bucket = ?1", [bucket.as_str().into()]));
+    }
+    for prefix in &cleared.prefixes {
+        statements.push(Statement::new(
+            "DELETE FROM rate_limits WHERE bucket >= ?1 AND bucket < ?2",
+            [prefix.as_str().into(), prefix_end(prefix).into()],
+        ));
+        // And the networks it signed in from: whoever knew the old password may have too.
+        statements.push(Statement::new(
+            "DELETE FROM known_networks WHERE key >= ?1 AND key < ?2",
+            [prefix.as_str().into(), prefix_end(prefix).into()],
+        ));
+    }
+    if statements.is_empty() {
+        return Ok(());
+    }
+    db.batch(statements).await.map(drop)
 }
 
 /// Rate-limit buckets a batch deletes: by exact key, and every key under a prefix.

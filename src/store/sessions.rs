@@ -1,10 +1,9 @@
-//! `sessions`, `refresh_tokens` and `known_networks`: a login's session, its rotating refresh
-//! tokens, revocation, and the networks an account signed in from.
+//! `sessions` and `refresh_tokens`: a login's session, its rotating refresh tokens, revocation.
 
 use chrono::{DateTime, Utc};
 
 use super::users::user_record;
-use super::{changes, first_row, integer, optional_integer, optional_text, text, BucketDraw, UserRecord};
+use super::{changes, first_row, integer, optional_integer, optional_text, text, UserRecord};
 use crate::domain::opaque_token::TokenHash;
 use crate::ports::{Database, DatabaseError, Row, SqlValue, Statement};
 
@@ -32,26 +31,16 @@ pub enum SessionKind<'a> {
     Browser { cookie_hash: &'a TokenHash },
 }
 
-/// A network an account signed in from, remembered until `expires_at` (`known_networks`).
-#[derive(Debug, Clone, Copy)]
-pub struct KnownNetwork<'a> {
-    pub key: &'a str,
-    pub expires_at: DateTime<Utc>,
-}
-
 /// Starts a session with its first refresh token, if the account's password is still the one
 /// the login verified (its version unchanged; a re-hash, written here only over the verified
-/// hash, keeps the version); in the
-/// same batch, and only if the session started, puts back the budget units in `returned` (a
-/// login that turned out right). Returns whether the session started.
+/// hash, keeps the version). Returns whether the session started; the budgets it gives back and
+/// the network it remembers are `DB`'s, for after the response ([`after_sign_in`]).
 pub async fn start_session(
     db: &impl Database,
     session: &NewSession<'_>,
-    returned: &[BucketDraw],
-    known_network: Option<&KnownNetwork<'_>>,
     now: DateTime<Utc>,
 ) -> Result<bool, DatabaseError> {
-    let mut statements = Vec::with_capacity(returned.len() + 3);
+    let mut statements = Vec::with_capacity(3);
     if let Some(rehashed) = session.rehashed_password {
         statements.push(Statement::new(
             "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE id = ?1 AND password_hash = ?2",
@@ -95,21 +84,6 @@ pub async fn start_session(
                 cookie_hash.as_str().into(),
             ],
         )),
-    }
-    statements.extend(returned.iter().map(|draw| {
-        Statement::new(
-            "UPDATE rate_limits SET tat = tat - ?2
-             WHERE bucket = ?1 AND EXISTS (SELECT 1 FROM sessions WHERE id = ?3 UNION ALL SELECT 1 FROM browser_sessions WHERE id = ?3)",
-            [draw.bucket.as_str().into(), draw.cost_ms.into(), session.id.into()],
-        )
-    }));
-    if let Some(known) = known_network {
-        statements.push(Statement::new(
-            "INSERT INTO known_networks (key, expires_at)
-             SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?3 UNION ALL SELECT 1 FROM browser_sessions WHERE id = ?3)
-             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-            [known.key.into(), known.expires_at.timestamp().into(), session.id.into()],
-        ));
     }
     let outcomes = db.batch(statements).await?;
     Ok(changes(&outcomes, insert) == 1)
@@ -252,21 +226,18 @@ pub async fn revoke_family(
     .map(drop)
 }
 
-/// The user behind an access token, if its session is still live and the key that signed it
-/// (`kid`) has not been marked compromised: checked here, in the same round trip, so that a
-/// compromise refuses its tokens at once, whatever key table an isolate has cached. The
-/// token's `sid` names a first-party session (`/v1/login`), or the browser session a client's
+/// The user behind an access token, if its session is still live (the caller checks at the
+/// same time, in `DB`, that the key that signed it is not marked compromised:
+/// [`is_signing_key_compromised`](super::is_signing_key_compromised)). The token's `sid` names a first-party session (`/v1/login`), or the browser session a client's
 /// grant was issued in; then that grant (`grant_id`, from the token's `jti`) must be live, of
 /// that client, in that browser session, so a logout, a reset or a reused code ends its access
 /// tokens here too.
-#[allow(clippy::too_many_arguments)]
 pub async fn find_session_user(
     db: &impl Database,
     user_id: &str,
     session_id: &str,
     client_id: &str,
     grant_id: &str,
-    kid: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<UserRecord>, DatabaseError> {
     let outcomes = db
@@ -277,9 +248,8 @@ pub async fn find_session_user(
                AND EXISTS (SELECT 1 FROM sessions s
                            WHERE s.user_id = u.id AND s.revoked_at IS NULL AND s.expires_at > ?3
                              AND ((s.id = ?2 AND s.client_id IS NULL)
-                                  OR (s.id = ?6 AND s.browser_session_id = ?2 AND s.client_id = ?5)))
-               AND NOT EXISTS (SELECT 1 FROM signing_keys WHERE kid = ?4 AND compromised_at IS NOT NULL)",
-            [user_id.into(), session_id.into(), now.timestamp().into(), kid.into(), client_id.into(), grant_id.into()],
+                                  OR (s.id = ?5 AND s.browser_session_id = ?2 AND s.client_id = ?4)))",
+            [user_id.into(), session_id.into(), now.timestamp().into(), client_id.into(), grant_id.into()],
         )])
         .await?;
     first_row(&outcomes).map(user_record).transpose()

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{changes, first_row, integer, optional_integer, text, NewOneTimeToken};
 use crate::domain::email::Email;
+use crate::domain::shard::UserBucket;
 use crate::ports::{Database, DatabaseError, Row, Statement, StatementOutcome};
 
 #[derive(Debug, Clone)]
@@ -61,8 +62,8 @@ pub async fn create_user(
     let outcomes = db
         .batch(vec![
             Statement::new(
-                "INSERT INTO users (id, email, password_hash, email_verified_at, password_changed_at, created_at, updated_at, locale)
-                 VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?4, ?5)
+                "INSERT INTO users (id, email, password_hash, email_verified_at, password_changed_at, created_at, updated_at, locale, bucket)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?4, ?4, ?5, ?6)
                  ON CONFLICT (email) DO NOTHING",
                 [
                     user.id.into(),
@@ -70,6 +71,7 @@ pub async fn create_user(
                     user.password_hash.into(),
                     now.timestamp().into(),
                     user.locale.into(),
+                    i64::from(UserBucket::of_email(user.email).index()).into(),
                 ],
             ),
             // An account nobody verified (its id is not the fresh one): the tokens and sessions
@@ -197,15 +199,15 @@ pub(crate) fn user_record(row: &Row) -> Result<UserRecord, DatabaseError> {
 
 /// Accounts whose stored address is not in today's normal form: those with a non-ASCII
 /// character, which before IDNA (UTS #46) mapping could be a domain in U-labels. At most
-/// `limit` with an id after `after`, in id order, as (id, email).
+/// `limit` with an id after `after`, in id order, as (id, email, the bucket it is filed under).
 pub async fn addresses_to_normalise(
     db: &impl Database,
     after: &str,
     limit: i64,
-) -> Result<Vec<(String, String)>, DatabaseError> {
+) -> Result<Vec<(String, String, i64)>, DatabaseError> {
     let outcomes = db
         .batch(vec![Statement::new(
-            "SELECT id, email FROM users WHERE email GLOB '*[^ -~]*' AND id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, email, bucket FROM users WHERE email GLOB '*[^ -~]*' AND id > ?1 ORDER BY id LIMIT ?2",
             [after.into(), limit.into()],
         )])
         .await?;
@@ -214,12 +216,13 @@ pub async fn addresses_to_normalise(
         .map(|outcome| &outcome.rows[..])
         .unwrap_or_default()
         .iter()
-        .map(|row| Ok((text(row, "id")?, text(row, "email")?)))
+        .map(|row| Ok((text(row, "id")?, text(row, "email")?, integer(row, "bucket")?)))
         .collect()
 }
 
-/// Rewrites one account's address into its normal form, unless another account already has
-/// that form (the two were one mailbox all along; an operator decides). Returns whether it did.
+/// Rewrites one account's address into its normal form, and its bucket into that form's,
+/// unless another account already has that form (the two were one mailbox all along; an
+/// operator decides). Returns whether it did.
 pub async fn normalise_address(
     db: &impl Database,
     user_id: &str,
@@ -229,9 +232,15 @@ pub async fn normalise_address(
 ) -> Result<bool, DatabaseError> {
     let outcomes = db
         .batch(vec![Statement::new(
-            "UPDATE users SET email = ?3, updated_at = ?4
+            "UPDATE users SET email = ?3, updated_at = ?4, bucket = ?5
              WHERE id = ?1 AND email = ?2 AND NOT EXISTS (SELECT 1 FROM users WHERE email = ?3)",
-            [user_id.into(), stored.into(), normal.as_str().into(), now.timestamp().into()],
+            [
+                user_id.into(),
+                stored.into(),
+                normal.as_str().into(),
+                now.timestamp().into(),
+                i64::from(UserBucket::of_email(normal).index()).into(),
+            ],
         )])
         .await?;
     Ok(changes(&outcomes, 0) == 1)

@@ -2,6 +2,7 @@
 //! randomness, a fixed clock that tests advance, and an app that drives `api::handle`.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use chrono::{DateTime, Duration, Utc};
 use edgeid::api::{handle, ApiRequest, ApiResponse};
@@ -10,6 +11,10 @@ use edgeid::domain::sealing;
 use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
+use edgeid::store::{Directory, UserShards};
+
+/// User shards of every test app: as many as the development configuration declares.
+pub const USER_SHARDS: usize = 4;
 use edgeid::mail::OutgoingMail;
 use edgeid::ports::{
     Crypto, CryptoError, Database, DatabaseError, EntropyError, HttpClient, HttpError, OutboundRequest,
@@ -25,8 +30,40 @@ pub struct Sqlite {
     connection: RefCell<rusqlite::Connection>,
     /// When set, every batch fails: for testing how the API answers a broken store.
     pub broken: Cell<bool>,
-    /// Batches run so far: each is one round trip to D1.
+    /// Batches run so far on this database.
     pub batches: Cell<usize>,
+    /// Sequential round trips, shared by the databases of one app (`DB` and its user shards).
+    pub trips: Rc<RoundTrips>,
+}
+
+/// Counts sequential round trips across databases: a batch that starts while another is in
+/// flight (the flows run some at once, on `DB` and a shard) shares that one's round trip. Each
+/// batch yields once before it runs, so batches a flow joins are all in flight together.
+#[derive(Debug, Default)]
+pub struct RoundTrips {
+    in_flight: Cell<usize>,
+    sequential: Cell<usize>,
+}
+
+impl RoundTrips {
+    pub fn count(&self) -> usize {
+        self.sequential.get()
+    }
+}
+
+/// Ready on its second poll: the moment a batch is "on the wire".
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 impl Sqlite {
@@ -50,7 +87,18 @@ impl Sqlite {
         for file in files {
             connection.execute_batch(&std::fs::read_to_string(&file).unwrap()).unwrap();
         }
-        Sqlite { connection: RefCell::new(connection), broken: Cell::new(false), batches: Cell::new(0) }
+        Sqlite {
+            connection: RefCell::new(connection),
+            broken: Cell::new(false),
+            batches: Cell::new(0),
+            trips: Rc::default(),
+        }
+    }
+
+    /// The same database, counting its round trips with `trips`.
+    pub fn counting_with(mut self, trips: &Rc<RoundTrips>) -> Sqlite {
+        self.trips = Rc::clone(trips);
+        self
     }
 
     /// Applies one more file of `migrations/`, as an upgrade's `wrangler d1 migrations apply`.
@@ -68,6 +116,12 @@ impl Sqlite {
         self.connection.borrow().query_row(sql, [], |row| row.get(0)).unwrap()
     }
 
+    /// A single text value from a query, if it finds a row.
+    pub fn optional_text(&self, sql: &str) -> Option<String> {
+        use rusqlite::OptionalExtension;
+        self.connection.borrow().query_row(sql, [], |row| row.get(0)).optional().unwrap()
+    }
+
     /// A single integer from a query, for assertions on stored state.
     pub fn count(&self, sql: &str) -> i64 {
         self.connection.borrow().query_row(sql, [], |row| row.get(0)).unwrap()
@@ -77,6 +131,12 @@ impl Sqlite {
 impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
         self.batches.set(self.batches.get() + 1);
+        if self.trips.in_flight.get() == 0 {
+            self.trips.sequential.set(self.trips.sequential.get() + 1);
+        }
+        self.trips.in_flight.set(self.trips.in_flight.get() + 1);
+        YieldOnce(false).await;
+        self.trips.in_flight.set(self.trips.in_flight.get() - 1);
         if self.broken.get() {
             return Err(DatabaseError("disk I/O error (injected)".to_owned()));
         }
@@ -267,7 +327,10 @@ impl HttpClient for FakeHttp {
 pub struct App {
     pub config: Config,
     pub keyring: Keyring,
+    /// `DB`: what is global.
     pub db: Sqlite,
+    /// The user shards (`USERS_0` … `USERS_3`, as the development configuration declares).
+    pub shards: UserShards<Sqlite>,
     pub crypto: SeededCrypto,
     pub http: FakeHttp,
     pub now: Cell<DateTime<Utc>>,
@@ -304,11 +367,21 @@ impl App {
     }
 
     pub fn with_config(config: Config) -> App {
+        App::with_shards(config, USER_SHARDS)
+    }
+
+    /// An app with `shards` user shards (1: a single-database installation's layout).
+    pub fn with_shards(config: Config, shards: usize) -> App {
+        let trips = Rc::new(RoundTrips::default());
         App {
             config,
             // No cache: tests move the clock and the key table and want to see it at once.
             keyring: Keyring::new(0),
-            db: Sqlite::with_migrations(),
+            db: Sqlite::with_migrations().counting_with(&trips),
+            shards: UserShards::new(
+                (0..shards).map(|_| Sqlite::with_migrations().counting_with(&trips)).collect(),
+                Rc::new(Directory::new(600)),
+            ),
             crypto: SeededCrypto::new(42),
             http: FakeHttp::default(),
             now: Cell::new(epoch()),
@@ -327,6 +400,55 @@ impl App {
         self.now.set(self.now.get() + Duration::seconds(seconds));
     }
 
+    /// Sequential round trips to the databases so far (`DB` and the shards together).
+    pub fn round_trips(&self) -> usize {
+        self.db.trips.count()
+    }
+
+    /// The user shards' SQLite databases, in order.
+    pub fn user_shards(&self) -> impl Iterator<Item = &Sqlite> {
+        self.shards.all()
+    }
+
+    /// A count over every user shard (a query of account data, which lives there).
+    pub fn users_count(&self, sql: &str) -> i64 {
+        self.user_shards().map(|shard| shard.count(sql)).sum()
+    }
+
+    /// A single text value from the one user shard where `sql` finds a row.
+    #[track_caller]
+    pub fn users_text(&self, sql: &str) -> String {
+        let found: Vec<String> = self.user_shards().filter_map(|shard| shard.optional_text(sql)).collect();
+        assert_eq!(found.len(), 1, "{sql}: found in {} shards", found.len());
+        found.into_iter().next().unwrap()
+    }
+
+    /// Runs `sql` on every user shard.
+    pub fn users_execute(&self, sql: &str) {
+        self.user_shards().for_each(|shard| shard.execute(sql));
+    }
+
+    /// The cron's clean-up, shard by shard, added up.
+    pub fn purge(&self, unverified_before: Option<i64>) -> edgeid::store::Purged {
+        let mut total = edgeid::store::Purged::default();
+        for shard in self.user_shards() {
+            let purged = pollster::block_on(edgeid::store::purge(shard, self.now.get(), unverified_before)).unwrap();
+            total.one_time_tokens += purged.one_time_tokens;
+            total.sessions += purged.sessions;
+            total.refresh_tokens += purged.refresh_tokens;
+            total.unverified_accounts += purged.unverified_accounts;
+            total.authorization_codes += purged.authorization_codes;
+            total.browser_sessions += purged.browser_sessions;
+        }
+        total
+    }
+
+    /// Breaks (or mends) every database, `DB` and the shards.
+    pub fn break_databases(&self, broken: bool) {
+        self.db.broken.set(broken);
+        self.user_shards().for_each(|shard| shard.broken.set(broken));
+    }
+
     /// A flow context on this app's ports at its current instant, with no client address or
     /// language, for tests that call a flow directly.
     pub fn context<'a>(&'a self, outbox: &'a Outbox) -> Context<'a, Sqlite, SeededCrypto, FakeHttp> {
@@ -334,6 +456,7 @@ impl App {
             config: &self.config,
             keyring: &self.keyring,
             db: &self.db,
+            shards: &self.shards,
             crypto: &self.crypto,
             http: &self.http,
             now: self.now.get(),
@@ -353,6 +476,7 @@ impl App {
             config: &self.config,
             keyring: &self.keyring,
             db: &self.db,
+            shards: &self.shards,
             crypto: &self.crypto,
             http: &self.http,
             now: self.now.get(),

@@ -1,0 +1,40 @@
+-- User shards (API.md v5; src/domain/shard.rs, src/store/routing.rs, docs/STORAGE.md). The same
+-- migrations run on DB and on every user shard (USERS_0 … USERS_{N-1}), so one database can
+-- still be all of them; in a sharded installation DB's account tables stay empty and the
+-- shards' global tables do.
+
+-- In a user shard: the virtual bucket of each account (src/domain/shard.rs), which the
+-- resharding command moves by. Rows written before shards are in bucket 0 (a single-database
+-- installation, where every bucket is in DB).
+ALTER TABLE users ADD COLUMN bucket INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX users_by_bucket ON users (bucket, id);
+
+-- In a user shard: buckets it no longer serves (moved away, or being moved). Every routed batch
+-- starts with the fence below, which fails the whole batch for such a bucket.
+CREATE TABLE refused_buckets (
+    bucket INTEGER PRIMARY KEY,
+    refused_at INTEGER NOT NULL
+);
+
+-- Never holds a row: inserting a bucket number (>= 0) is how the fence fails a batch.
+CREATE TABLE bucket_fence (
+    bucket INTEGER NOT NULL,
+    CONSTRAINT edgeid_bucket_refused CHECK (bucket < 0)
+);
+
+-- In DB: which shard holds each bucket (comma-separated shard numbers, bucket by bucket), and
+-- its version; every change is one compare-and-swap on the version.
+CREATE TABLE bucket_map (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    shards TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+
+-- In DB: a bucket being moved between shards, and how far the move got (resumable).
+CREATE TABLE bucket_moves (
+    bucket INTEGER PRIMARY KEY,
+    from_shard INTEGER NOT NULL,
+    to_shard INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);

@@ -1,0 +1,187 @@
+//! User shards, natively: four in-memory SQLite shards behind the routing, as the development
+//! configuration declares. Every account is in exactly one shard, the one its bucket maps to;
+//! everything issued for it names that bucket; a batch that reaches a shard refusing its bucket
+//! changes nothing there and goes where the bucket map now says.
+
+use std::rc::Rc;
+
+use edgeid::domain::email::Email;
+use edgeid::domain::shard::{BucketMap, UserBucket};
+use edgeid::ports::{Database, Statement};
+use edgeid::store::{self, Directory, UserShards};
+use serde_json::json;
+
+use crate::support::{test_config, App, Sqlite, USER_SHARDS};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn bucket_of(email: &str) -> UserBucket {
+    UserBucket::of_email(&Email::parse(email).unwrap())
+}
+
+/// The shard of `email`'s account by the map `DB` holds.
+fn shard_of(app: &App, email: &str) -> usize {
+    let map = pollster::block_on(store::bucket_map(&app.db, USER_SHARDS)).unwrap();
+    map.shard_of(bucket_of(email))
+}
+
+fn shard(app: &App, index: usize) -> &Sqlite {
+    app.shards.shard(index).unwrap()
+}
+
+#[test]
+fn every_account_is_in_exactly_one_shard_and_the_accounts_spread_over_all_four() {
+    let app = App::new();
+    let emails: Vec<String> = (0..24).map(|n| format!("spread{n}@example.com")).collect();
+    for email in &emails {
+        app.verified_account(email, PASSWORD);
+    }
+    let mut per_shard = [0; USER_SHARDS];
+    for email in &emails {
+        let holding: Vec<usize> = (0..USER_SHARDS)
+            .filter(|index| {
+                shard(&app, *index).count(&format!("SELECT count(*) FROM users WHERE email = '{email}'")) == 1
+            })
+            .collect();
+        assert_eq!(holding, vec![shard_of(&app, email)], "{email}");
+        per_shard[holding[0]] += 1;
+        let bucket = shard(&app, holding[0]).count(&format!("SELECT bucket FROM users WHERE email = '{email}'"));
+        assert_eq!(bucket, i64::from(bucket_of(email).index()));
+    }
+    assert!(per_shard.iter().all(|count| *count > 0), "{per_shard:?}");
+    // `DB` holds no address.
+    assert_eq!(app.db.count("SELECT count(*) FROM users"), 0);
+    assert_eq!(app.db.count("SELECT count(*) FROM one_time_tokens"), 0);
+    // And the map it holds is striped over the four.
+    let stored = app.db.text("SELECT shards FROM bucket_map");
+    assert_eq!(stored, BucketMap::striped(USER_SHARDS).unwrap().to_stored());
+}
+
+#[test]
+fn what_is_issued_for_an_account_names_its_bucket_and_lives_in_its_shard() {
+    let app = App::new();
+    let email = "issued@example.com";
+    app.verified_account(email, PASSWORD);
+    let login = app.post("/v1/login", json!({"email": email, "password": PASSWORD}));
+    assert_eq!(login.status, 200);
+    let refresh = login.json["refresh_token"].as_str().unwrap().to_owned();
+    let bucket = bucket_of(email);
+    assert_eq!(UserBucket::of_issued(&refresh), Some(bucket));
+    let claims: serde_json::Value = {
+        let payload = login.json["access_token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+        use base64::Engine;
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    assert_eq!(UserBucket::of_issued(claims["sid"].as_str().unwrap()), Some(bucket), "the session id");
+    let home = shard_of(&app, email);
+    for index in 0..USER_SHARDS {
+        let sessions = shard(&app, index).count("SELECT count(*) FROM sessions");
+        assert_eq!(sessions, i64::from(index == home), "shard {index}");
+    }
+    // A refresh and a userinfo find it there, and only there.
+    let refresh_with = |token: &str| {
+        app.request(
+            "POST",
+            "/oauth/token",
+            Some("application/x-www-form-urlencoded"),
+            format!("grant_type=refresh_token&refresh_token={token}").as_bytes(),
+        )
+    };
+    let refreshed = refresh_with(&refresh);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let access = refreshed.json["access_token"].as_str().unwrap();
+    let userinfo = app.send(edgeid::api::ApiRequest {
+        method: "GET".into(),
+        path: "/userinfo".into(),
+        headers: vec![("Authorization".into(), format!("Bearer {access}"))],
+        ..Default::default()
+    });
+    assert_eq!(userinfo.status, 200, "{}", userinfo.text());
+    // A token whose prefix names another bucket is looked for there, and not found.
+    let other = if bucket.index() == 0 { "001" } else { "000" };
+    let forged = format!("{other}{}", &refresh[3..]);
+    refresh_with(&forged).assert_error(400, "invalid_grant");
+}
+
+/// A bucket moved while this isolate still routes by the old map: the old shard refuses the
+/// batch at its fence (nothing of it is written there), the map is read anew, and the batch
+/// runs where the bucket is now.
+#[test]
+fn a_batch_that_reaches_a_shard_refusing_its_bucket_is_sent_where_the_map_now_says() {
+    let global = Sqlite::with_migrations();
+    let shards =
+        UserShards::new(vec![Sqlite::with_migrations(), Sqlite::with_migrations()], Rc::new(Directory::new(600)));
+    let bucket = UserBucket::new(6).unwrap();
+    let routed = shards.for_bucket(&global, bucket, 1_000);
+    let insert = |id: &str| {
+        Statement::new(
+            "INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at, bucket)
+             VALUES (?1, ?2, 'x', 0, 0, 0, 6)",
+            [id.into(), format!("{id}@example.com").into()],
+        )
+    };
+    // Striped over two: bucket 6 is in shard 0, and this isolate caches that.
+    pollster::block_on(routed.batch(vec![insert("before")])).unwrap();
+    assert_eq!(shards.shard(0).unwrap().count("SELECT count(*) FROM users"), 1);
+
+    // The move: shard 0 refuses the bucket, its rows go to shard 1, the map says so.
+    shards.shard(0).unwrap().execute("INSERT INTO refused_buckets (bucket, refused_at) VALUES (6, 0)");
+    shards.shard(0).unwrap().execute("DELETE FROM users");
+    shards.shard(1).unwrap().execute(
+        "INSERT INTO users (id, email, password_hash, password_changed_at, created_at, updated_at, bucket)
+         VALUES ('before', 'before@example.com', 'x', 0, 0, 0, 6)",
+    );
+    let map = pollster::block_on(store::bucket_map(&global, 2)).unwrap();
+    assert!(pollster::block_on(store::swap_bucket_map(&global, &map, &map.with(bucket, 1))).unwrap());
+
+    // The stale copy sends the batch to shard 0 first: refused, rolled back, sent to shard 1.
+    let outcomes = pollster::block_on(
+        routed.batch(vec![insert("after"), Statement::new("SELECT count(*) AS users FROM users", [])]),
+    )
+    .unwrap();
+    assert_eq!(outcomes.len(), 2, "the fence's outcome is not the caller's");
+    assert_eq!(outcomes[1].rows[0]["users"], edgeid::ports::SqlValue::Integer(2));
+    assert_eq!(shards.shard(0).unwrap().count("SELECT count(*) FROM users"), 0, "nothing written behind the fence");
+    assert_eq!(shards.shard(1).unwrap().count("SELECT count(*) FROM users"), 2);
+    // Other buckets of shard 0 are served as before.
+    let other = shards.for_bucket(&global, UserBucket::new(8).unwrap(), 1_000);
+    assert!(pollster::block_on(other.batch(vec![Statement::new("SELECT 1", [])])).is_ok());
+}
+
+/// While a bucket is between shards (refused by the shard the map still names), its requests
+/// are answered `503 temporarily_unavailable` with `Retry-After`, and change nothing; once the
+/// move is done they work again.
+#[test]
+fn a_bucket_in_the_middle_of_a_move_answers_503_and_changes_nothing() {
+    let app = App::new();
+    let email = "moving@example.com";
+    app.verified_account(email, PASSWORD);
+    let home = shard(&app, shard_of(&app, email));
+    let bucket = bucket_of(email).index();
+    home.execute(&format!("INSERT INTO refused_buckets (bucket, refused_at) VALUES ({bucket}, 0)"));
+    let refused = app.post("/v1/login", json!({"email": email, "password": PASSWORD}));
+    refused.assert_error(503, "temporarily_unavailable");
+    assert_eq!(refused.response.header("retry-after"), Some("1"));
+    assert_eq!(home.count("SELECT count(*) FROM sessions"), 0);
+    home.execute(&format!("DELETE FROM refused_buckets WHERE bucket = {bucket}"));
+    assert_eq!(app.post("/v1/login", json!({"email": email, "password": PASSWORD})).status, 200);
+    assert_eq!(home.count("SELECT count(*) FROM sessions"), 1);
+}
+
+/// The map is created once, striped over the shards bound then; an isolate that later sees more
+/// shards bound routes by the stored map, not by a new striping (growing moves buckets
+/// explicitly).
+#[test]
+fn the_bucket_map_is_created_once_and_more_bindings_do_not_restripe_it() {
+    let app = App::new();
+    app.verified_account("first@example.com", PASSWORD);
+    let stored = app.db.text("SELECT shards FROM bucket_map");
+    let with_eight = pollster::block_on(store::bucket_map(&app.db, 8)).unwrap();
+    assert_eq!(with_eight.to_stored(), stored);
+    assert_eq!(with_eight.shards_named(), USER_SHARDS);
+    // A map naming shards that are not bound is refused rather than routed by.
+    assert!(pollster::block_on(store::bucket_map(&app.db, 2)).is_err());
+    let one_shard = App::with_shards(test_config(&[]), 1);
+    one_shard.verified_account("alone@example.com", PASSWORD);
+    assert_eq!(one_shard.db.text("SELECT shards FROM bucket_map"), BucketMap::striped(1).unwrap().to_stored());
+}
