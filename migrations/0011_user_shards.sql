@@ -30,11 +30,14 @@ CREATE TABLE bucket_map (
     version INTEGER NOT NULL
 );
 
--- In DB: a bucket being moved between shards, and how far the move got (resumable).
+-- In DB: a bucket being moved between shards (src/flows/resharding.rs), how far the move got
+-- (resumable from its phase), and who is working on it until when (one mover at a time).
 CREATE TABLE bucket_moves (
     bucket INTEGER PRIMARY KEY,
     from_shard INTEGER NOT NULL,
     to_shard INTEGER NOT NULL,
-    phase TEXT NOT NULL,
-    started_at INTEGER NOT NULL
+    phase TEXT NOT NULL CHECK (phase IN ('refusing', 'copying', 'switching', 'cleaning')),
+    started_at INTEGER NOT NULL,
+    lease TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0
 );

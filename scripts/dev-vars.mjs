@@ -13,6 +13,8 @@ const secrets = {
   MAIL_API_KEY: () => `dev-${randomBytes(16).toString("hex")}`,
   // Registers clients at POST /oauth/register (Authorization: Bearer …).
   CLIENT_REGISTRATION_TOKEN: () => randomBytes(32).toString("base64url"),
+  // The operator's endpoints (/operator/shards: growing the user shards, the check after it).
+  OPERATOR_TOKEN: () => randomBytes(32).toString("base64url"),
 };
 
 const existing = existsSync(path) ? readFileSync(path, "utf8") : "";

@@ -129,7 +129,8 @@ pub enum ClientRegistration {
     Off,
 }
 
-/// The secret `CLIENT_REGISTRATION_TOKEN`. Its `Debug` never shows it.
+/// A bearer secret of the configuration (`CLIENT_REGISTRATION_TOKEN`, `OPERATOR_TOKEN`). Its
+/// `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RegistrationToken(pub String);
 
@@ -222,6 +223,9 @@ pub struct Config {
     /// characters; without it, registration with a token is impossible).
     pub client_registration: ClientRegistration,
     pub client_registration_token: Option<RegistrationToken>,
+    /// The secret `OPERATOR_TOKEN` (at least 32 characters): the bearer token of the operator's
+    /// endpoints (`/operator/shards`); without it they do not exist.
+    pub operator_token: Option<RegistrationToken>,
     /// `RATE_LIMIT_PREFILTER`: whether requests that touch D1 first pass the Workers Rate
     /// Limiting binding `RATE_LIMITER` (where the runtime has it).
     pub rate_limit_prefilter: bool,
@@ -587,22 +591,22 @@ impl Config {
                 })
             }
         };
-        let client_registration_token = match get("CLIENT_REGISTRATION_TOKEN") {
+        let bearer_secret = |name: &'static str| match get(name) {
             Some(token) if token.len() >= 32 && token.chars().all(|c| c.is_ascii_graphic()) => {
-                Some(RegistrationToken(token))
+                Ok(Some(RegistrationToken(token)))
             }
             Some(_) => {
-                return Err(ConfigError::Invalid {
-                    name: "CLIENT_REGISTRATION_TOKEN",
-                    reason: "must be at least 32 printable ASCII characters".to_owned(),
-                })
+                Err(ConfigError::Invalid { name, reason: "must be at least 32 printable ASCII characters".to_owned() })
             }
-            None => None,
+            None => Ok(None),
         };
+        let client_registration_token = bearer_secret("CLIENT_REGISTRATION_TOKEN")?;
+        let operator_token = bearer_secret("OPERATOR_TOKEN")?;
 
         Ok(Config {
             client_registration,
             client_registration_token,
+            operator_token,
             bucket_keyer: BucketKeyer::derive(&key_encryption_key.0),
             unverified_account_ttl_seconds,
             rate_limit_prefilter,

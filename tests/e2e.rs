@@ -68,8 +68,15 @@ pub(crate) fn fresh_state_dir(name: &str) -> PathBuf {
 
 /// Applies `migrations/` to every local D1 in `state` (`DB` and the user shards).
 pub(crate) fn migrate(state: &Path) {
-    let state_arg = state.to_str().unwrap();
-    let migrate = tool("node", &["scripts/migrate-local.mjs", "--persist-to", state_arg]).output().unwrap();
+    migrate_configured(state, &repository().join("wrangler.toml"));
+}
+
+/// [`migrate`], for the D1 bindings of another wrangler configuration.
+pub(crate) fn migrate_configured(state: &Path, config: &Path) {
+    let (state_arg, config_arg) = (state.to_str().unwrap(), config.to_str().unwrap());
+    let migrate = tool("node", &["scripts/migrate-local.mjs", "--persist-to", state_arg, "--config", config_arg])
+        .output()
+        .unwrap();
     assert!(migrate.status.success(), "migrations failed: {}", String::from_utf8_lossy(&migrate.stderr));
 }
 
@@ -243,8 +250,18 @@ impl Worker {
     /// Like [`Worker::start_with`], on the local state (D1) in `state` when given, kept as it
     /// is and already migrated: a restart of the same installation, with other variables.
     pub(crate) fn start_in(sink: &MailSink, state: Option<&Path>, extra_vars: &[&str]) -> Worker {
+        Worker::start_configured(sink, state, None, extra_vars)
+    }
+
+    /// Like [`Worker::start_in`], with another wrangler configuration than the repository's.
+    pub(crate) fn start_configured(
+        sink: &MailSink,
+        state: Option<&Path>,
+        config: Option<&Path>,
+        extra_vars: &[&str],
+    ) -> Worker {
         for _ in 0..4 {
-            match Worker::try_start(sink, state, extra_vars) {
+            match Worker::try_start(sink, state, config, extra_vars) {
                 Ok(worker) => return worker,
                 Err(log) if log.contains("Address already in use") => eprintln!("port taken; starting again"),
                 Err(log) => panic!("wrangler dev did not start:\n{log}"),
@@ -253,7 +270,12 @@ impl Worker {
         panic!("wrangler dev found no free port in four tries");
     }
 
-    fn try_start(sink: &MailSink, reused_state: Option<&Path>, extra_vars: &[&str]) -> Result<Worker, String> {
+    fn try_start(
+        sink: &MailSink,
+        reused_state: Option<&Path>,
+        config: Option<&Path>,
+        extra_vars: &[&str],
+    ) -> Result<Worker, String> {
         let port = free_port();
         let state = match reused_state {
             Some(state) => state.to_owned(),
@@ -293,6 +315,10 @@ impl Worker {
         ];
         let port_arg = port.to_string();
         let mut args = vec!["wrangler", "dev", "--ip", "127.0.0.1", "--port", &port_arg, "--persist-to", &state_arg];
+        let config_arg = config.map(|config| config.to_str().unwrap().to_owned());
+        if let Some(config) = &config_arg {
+            args.extend(["--config", config]);
+        }
         // A later --var of the same name wins, so extra_vars override the defaults above.
         for var in vars.iter().map(String::as_str).chain(extra_vars.iter().copied()) {
             args.extend(["--var", var]);

@@ -185,3 +185,191 @@ fn the_bucket_map_is_created_once_and_more_bindings_do_not_restripe_it() {
     one_shard.verified_account("alone@example.com", PASSWORD);
     assert_eq!(one_shard.db.text("SELECT shards FROM bucket_map"), BucketMap::striped(1).unwrap().to_stored());
 }
+
+/// An app with `shards` bound whose map was striped over four (an installation that grew).
+fn grown_app(shards: usize) -> App {
+    let app = App::with_shards(test_config(&[("OPERATOR_TOKEN", OPERATOR_TOKEN)]), shards);
+    pollster::block_on(store::bucket_map(&app.db, USER_SHARDS)).unwrap();
+    app
+}
+
+const OPERATOR_TOKEN: &str = "operator-token-for-the-tests-0123456789";
+
+/// Accounts, each logged in once: (email, refresh token).
+fn accounts(app: &App, count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|n| {
+            let email = format!("grown{n}@example.com");
+            app.verified_account(&email, PASSWORD);
+            let login = app.post("/v1/login", json!({"email": email, "password": PASSWORD}));
+            assert_eq!(login.status, 200);
+            (email, login.json["refresh_token"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Every account logs in, and the refresh token it had before still refreshes.
+#[track_caller]
+fn all_still_work(app: &App, accounts: &[(String, String)]) {
+    for (email, refresh) in accounts {
+        assert_eq!(app.post("/v1/login", json!({"email": email, "password": PASSWORD})).status, 200, "{email}");
+        let refreshed = app.request(
+            "POST",
+            "/oauth/token",
+            Some("application/x-www-form-urlencoded"),
+            format!("grant_type=refresh_token&refresh_token={refresh}").as_bytes(),
+        );
+        assert_eq!(refreshed.status, 200, "{email}: {}", refreshed.text());
+    }
+}
+
+fn reshard(app: &App, lease: &str, max_moves: usize) -> Result<edgeid::flows::resharding::Progress, String> {
+    let outbox = edgeid::flows::Outbox::default();
+    pollster::block_on(edgeid::flows::resharding::reshard(&app.context(&outbox), lease, max_moves))
+        .map_err(|err| err.to_string())
+}
+
+fn check(app: &App) -> edgeid::flows::resharding::Check {
+    let outbox = edgeid::flows::Outbox::default();
+    pollster::block_on(edgeid::flows::resharding::check(&app.context(&outbox))).unwrap()
+}
+
+#[test]
+fn growing_from_four_to_eight_shards_moves_half_the_buckets_and_every_account_still_works() {
+    let app = grown_app(8);
+    let accounts = accounts(&app, 40);
+    let before = check(&app);
+    assert!(before.ok && before.shards[4..].iter().all(|shard| shard.accounts == 0), "{before:?}");
+
+    let mut moved = 0;
+    loop {
+        let progress = reshard(&app, "grower", 64).unwrap();
+        moved += progress.moved;
+        if progress.buckets_to_move == 0 {
+            break;
+        }
+        // Accounts work between calls too (their buckets are where the map says).
+        all_still_work(&app, &accounts[..4]);
+    }
+    assert_eq!(moved, usize::from(edgeid::domain::shard::USER_BUCKETS) / 2);
+    let after = check(&app);
+    assert!(after.ok, "{after:?}");
+    assert_eq!(after.accounts, 40);
+    assert!(after.shards.iter().all(|shard| shard.buckets == 128), "{after:?}");
+    assert!(after.shards[4..].iter().any(|shard| shard.accounts > 0), "{after:?}");
+    assert_eq!(app.db.text("SELECT shards FROM bucket_map"), BucketMap::striped(8).unwrap().to_stored());
+    all_still_work(&app, &accounts);
+    // Nothing left to do.
+    assert_eq!(reshard(&app, "grower", 64).unwrap().moved, 0);
+}
+
+/// A mover that stops anywhere (a lost connection to any shard or to `DB`, at any batch) leaves
+/// a move that the next call finishes from its recorded phase, losing and duplicating nothing.
+#[test]
+fn a_reshard_interrupted_at_any_point_resumes_and_loses_nothing() {
+    let app = grown_app(6);
+    let accounts = accounts(&app, 24);
+    let databases: Vec<&Sqlite> = std::iter::once(&app.db).chain(app.user_shards()).collect();
+    let mut interruptions = 0;
+    for round in 0.. {
+        // Interrupt a different database after a different number of batches each round.
+        let victim = databases[round % databases.len()];
+        victim.fail_after.set(Some(1 + (round * 7) % 23));
+        let result = reshard(&app, "mover", 8);
+        victim.fail_after.set(None);
+        match result {
+            Err(_) => interruptions += 1,
+            Ok(progress) if progress.buckets_to_move == 0 => break,
+            Ok(_) => {}
+        }
+        assert!(round < 2000, "the reshard never finished");
+    }
+    assert!(interruptions > 10, "only {interruptions} interruptions");
+    let after = check(&app);
+    assert!(after.ok, "{after:?}");
+    assert_eq!(after.accounts, 24);
+    all_still_work(&app, &accounts);
+}
+
+/// One mover at a time: a move another mover holds is left alone until its lease runs out,
+/// then taken over from its phase.
+#[test]
+fn a_move_another_mover_holds_is_taken_over_only_when_its_lease_runs_out() {
+    let app = grown_app(5);
+    let accounts = accounts(&app, 12);
+    let first = app.shards.shard(0).unwrap();
+    // A mover that died after refusing bucket 4 (shard 0 to shard 4) and copying part of it.
+    let bucket = UserBucket::new(4).unwrap();
+    let now = app.now.get().timestamp();
+    assert!(pollster::block_on(store::start_bucket_move(&app.db, bucket, 0, 4, "dead", now, now + 120)).unwrap());
+    pollster::block_on(store::refuse_bucket(first, bucket, now)).unwrap();
+    pollster::block_on(store::refuse_bucket(app.shards.shard(4).unwrap(), bucket, now)).unwrap();
+    app.db.execute("UPDATE bucket_moves SET phase = 'copying'");
+    let progress = reshard(&app, "other", 64).unwrap();
+    assert_eq!(progress.held_elsewhere, 1, "{progress:?}");
+    assert_eq!(app.db.text("SELECT lease FROM bucket_moves"), "dead");
+    app.advance(edgeid::flows::resharding::LEASE_SECONDS);
+    while reshard(&app, "other", 64).unwrap().buckets_to_move > 0 {}
+    let after = check(&app);
+    assert!(after.ok, "{after:?}");
+    all_still_work(&app, &accounts);
+}
+
+/// The copy moves every column of every table that belongs to an account: a migration that
+/// adds one must add it to `store::COPIED_TABLES` too.
+#[test]
+fn the_copy_covers_every_column_of_every_account_table() {
+    let shard = Sqlite::with_migrations();
+    let tables: Vec<String> = {
+        let names = shard.text(
+            "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master WHERE type = 'table'
+             AND (name = 'users' OR name IN (SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p
+                                             WHERE m.type = 'table' AND p.name = 'user_id')) ORDER BY name)",
+        );
+        names.split(',').map(str::to_owned).collect()
+    };
+    let mut copied: Vec<&str> = store::COPIED_TABLES.iter().map(|table| table.name).collect();
+    copied.sort_unstable();
+    assert_eq!(tables, copied);
+    for table in store::COPIED_TABLES {
+        let columns = shard.text(&format!(
+            "SELECT group_concat(name, ',') FROM (SELECT name FROM pragma_table_info('{}'))",
+            table.name
+        ));
+        let mut expected: Vec<&str> = columns.split(',').collect();
+        let mut listed = table.columns.to_vec();
+        expected.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, expected, "{}", table.name);
+    }
+}
+
+#[test]
+fn the_operator_endpoints_need_the_operator_token() {
+    let without = App::new();
+    assert_eq!(without.get("/operator/shards").status, 404);
+    let app = grown_app(4);
+    let operator = |method: &str, token: Option<&str>, body: &str| {
+        let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+        if let Some(token) = token {
+            headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
+        }
+        app.send(edgeid::api::ApiRequest {
+            method: method.into(),
+            path: "/operator/shards".into(),
+            headers,
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    operator("GET", None, "").assert_error(401, "invalid_token");
+    operator("GET", Some("operator-token-for-the-tests-wrong-wrong"), "").assert_error(401, "invalid_token");
+    let checked = operator("GET", Some(OPERATOR_TOKEN), "");
+    assert_eq!(checked.status, 200, "{}", checked.text());
+    assert_eq!(checked.json["ok"], true);
+    assert_eq!(checked.json["shards"].as_array().unwrap().len(), 4);
+    operator("POST", Some(OPERATOR_TOKEN), r#"{"max_moves": 0}"#).assert_error(400, "invalid_request");
+    let step = operator("POST", Some(OPERATOR_TOKEN), "{}");
+    assert_eq!((step.status, &step.json["buckets_to_move"]), (200, &json!(0)), "{}", step.text());
+    assert_eq!(operator("DELETE", Some(OPERATOR_TOKEN), "").status, 405);
+}

@@ -10,6 +10,7 @@ mod e2e_browser;
 mod e2e_keys;
 mod e2e_mail;
 mod e2e_provider;
+mod e2e_shards;
 mod flows;
 mod keys;
 mod mail;

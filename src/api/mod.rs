@@ -16,6 +16,7 @@ pub mod browser;
 pub mod error;
 pub mod head;
 pub mod oauth;
+pub mod operator;
 pub mod pages;
 pub mod request;
 
@@ -273,6 +274,7 @@ enum Route {
     Revoke,
     Logout,
     Userinfo,
+    OperatorShards,
 }
 
 impl Route {
@@ -304,6 +306,7 @@ impl Route {
             "/oauth/revoke" => Route::Revoke,
             "/v1/logout" => Route::Logout,
             "/userinfo" => Route::Userinfo,
+            "/operator/shards" => Route::OperatorShards,
             _ => return None,
         })
     }
@@ -346,6 +349,8 @@ impl Route {
             | Route::AuthorizeResume => &["GET"],
             // OIDC Core §3.1.2.1, §5.3.1 and RP-Initiated Logout §2: both.
             Route::Authorize | Route::EndSession | Route::Userinfo => &["GET", "POST"],
+            // The check reads; a step of the reshard writes.
+            Route::OperatorShards => &["GET", "POST"],
             Route::Signup
             | Route::VerifyEmail
             | Route::ResendVerification
@@ -501,6 +506,7 @@ async fn dispatch<D: Database, E: Crypto, H: HttpClient>(
             response
         }
         Route::Userinfo => oauth::userinfo(ctx, request).await?,
+        Route::OperatorShards => operator::shards(ctx, request).await?,
         Route::VerifyEmail => {
             let fields = parse_body(request)?;
             if request.wants_html(&fields) {

@@ -25,6 +25,7 @@ pub mod clients;
 pub mod login;
 pub mod new_password;
 pub mod password_reset;
+pub mod resharding;
 pub mod session;
 pub mod signup;
 pub mod throttle;

@@ -34,6 +34,9 @@ pub struct Sqlite {
     pub batches: Cell<usize>,
     /// Sequential round trips, shared by the databases of one app (`DB` and its user shards).
     pub trips: Rc<RoundTrips>,
+    /// When set to `n`, the batch after the next `n` fails (and this is cleared): an
+    /// interruption at a chosen point.
+    pub fail_after: Cell<Option<usize>>,
 }
 
 /// Counts sequential round trips across databases: a batch that starts while another is in
@@ -92,6 +95,7 @@ impl Sqlite {
             broken: Cell::new(false),
             batches: Cell::new(0),
             trips: Rc::default(),
+            fail_after: Cell::new(None),
         }
     }
 
@@ -139,6 +143,14 @@ impl Database for Sqlite {
         self.trips.in_flight.set(self.trips.in_flight.get() - 1);
         if self.broken.get() {
             return Err(DatabaseError("disk I/O error (injected)".to_owned()));
+        }
+        match self.fail_after.get() {
+            Some(0) => {
+                self.fail_after.set(None);
+                return Err(DatabaseError("connection lost (injected)".to_owned()));
+            }
+            Some(left) => self.fail_after.set(Some(left - 1)),
+            None => {}
         }
         let error = |err: rusqlite::Error| DatabaseError(err.to_string());
         let mut connection = self.connection.borrow_mut();
