@@ -51,6 +51,12 @@ pub(crate) fn prefix_end(prefix: &str) -> String {
     end
 }
 
+/// Runs one statement and says whether it changed exactly one row (a conditional write that
+/// won).
+pub(crate) async fn changed_one(db: &impl Database, statement: Statement) -> Result<bool, DatabaseError> {
+    Ok(changes(&db.batch(vec![statement]).await?, 0) == 1)
+}
+
 pub(crate) fn changes(outcomes: &[StatementOutcome], index: usize) -> u64 {
     outcomes.get(index).map_or(0, |outcome| outcome.changes)
 }

@@ -3,7 +3,7 @@
 //! (`refused_buckets`, which the routing's fence reads), and the copy and clean-up of a bucket's
 //! accounts with everything that belongs to them, a page at a time.
 
-use super::{changes, integer, optional_text, text};
+use super::{changed_one, changes, integer, optional_text, text};
 use crate::domain::shard::UserBucket;
 use crate::ports::{Database, DatabaseError, Row, SqlValue, Statement};
 
@@ -92,10 +92,11 @@ pub async fn start_bucket_move(
     now: i64,
     lease_until: i64,
 ) -> Result<bool, DatabaseError> {
-    let outcomes = global
-        .batch(vec![Statement::new(
+    changed_one(
+        global,
+        Statement::new(
             "INSERT INTO bucket_moves (bucket, from_shard, to_shard, phase, started_at, lease, lease_until)
-             VALUES (?1, ?2, ?3, 'refusing', ?4, ?5, ?6) ON CONFLICT (bucket) DO NOTHING",
+         VALUES (?1, ?2, ?3, 'refusing', ?4, ?5, ?6) ON CONFLICT (bucket) DO NOTHING",
             [
                 i64::from(bucket.index()).into(),
                 (from as i64).into(),
@@ -104,9 +105,9 @@ pub async fn start_bucket_move(
                 lease.into(),
                 lease_until.into(),
             ],
-        )])
-        .await?;
-    Ok(changes(&outcomes, 0) == 1)
+        ),
+    )
+    .await
 }
 
 /// Takes (or extends) the lease on a move, if nobody else holds a live one: one mover at a
@@ -118,14 +119,15 @@ pub async fn lease_bucket_move(
     now: i64,
     lease_until: i64,
 ) -> Result<bool, DatabaseError> {
-    let outcomes = global
-        .batch(vec![Statement::new(
+    changed_one(
+        global,
+        Statement::new(
             "UPDATE bucket_moves SET lease = ?2, lease_until = ?4
-             WHERE bucket = ?1 AND (lease IS ?2 OR lease_until <= ?3)",
+         WHERE bucket = ?1 AND (lease IS ?2 OR lease_until <= ?3)",
             [i64::from(bucket.index()).into(), lease.into(), now.into(), lease_until.into()],
-        )])
-        .await?;
-    Ok(changes(&outcomes, 0) == 1)
+        ),
+    )
+    .await
 }
 
 /// Moves a move on to `next`, if its lease is still `lease`.
@@ -135,13 +137,14 @@ pub async fn set_bucket_move_phase(
     lease: &str,
     next: MovePhase,
 ) -> Result<bool, DatabaseError> {
-    let outcomes = global
-        .batch(vec![Statement::new(
+    changed_one(
+        global,
+        Statement::new(
             "UPDATE bucket_moves SET phase = ?3 WHERE bucket = ?1 AND lease = ?2",
             [i64::from(bucket.index()).into(), lease.into(), next.as_str().into()],
-        )])
-        .await?;
-    Ok(changes(&outcomes, 0) == 1)
+        ),
+    )
+    .await
 }
 
 /// Forgets a finished move (its lease must still be `lease`).
@@ -150,13 +153,14 @@ pub async fn finish_bucket_move(
     bucket: UserBucket,
     lease: &str,
 ) -> Result<bool, DatabaseError> {
-    let outcomes = global
-        .batch(vec![Statement::new(
+    changed_one(
+        global,
+        Statement::new(
             "DELETE FROM bucket_moves WHERE bucket = ?1 AND lease = ?2",
             [i64::from(bucket.index()).into(), lease.into()],
-        )])
-        .await?;
-    Ok(changes(&outcomes, 0) == 1)
+        ),
+    )
+    .await
 }
 
 /// The shard stops serving `bucket`: from the next batch on, its fence fails every routed batch
