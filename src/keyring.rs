@@ -7,6 +7,10 @@
 //! keep a retired key published until every token it signed has expired, then delete it, and
 //! re-seal keys sealed under the key-encryption key being rotated out. Algorithms never wait
 //! on each other: a compromise, a bootstrap or a rotation of one leaves the others' keys alone.
+//! And the snapshot of the published key set in KV, which the cron writes every minute (as does
+//! a request that bootstraps a key): an isolate whose own read has expired takes it instead of
+//! reading D1 while it is younger than [`snapshot_max_age_seconds`], so a new isolate anywhere
+//! signs and serves the JWKS without a round trip to the database's region.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,8 +22,8 @@ use crate::config::Config;
 use crate::domain::sealing;
 use crate::domain::signing::{KeyError, KeyMaterial, SigningAlg, SigningKeys};
 use crate::domain::tokens::LEEWAY_SECONDS;
-use crate::ports::{Crypto, Database, DatabaseError, EntropyError};
-use crate::store::{self, SigningKeyRecord};
+use crate::ports::{Crypto, Database, DatabaseError, EntropyError, KeyValue, KeyValueError};
+use crate::store::{self, SigningKeyRecord, SigningKeySnapshot, StoredSnapshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
@@ -29,6 +33,8 @@ pub enum KeyringError {
     Entropy(#[from] EntropyError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    KeyValue(#[from] KeyValueError),
     #[error("no signing key is active even after the bootstrap")]
     NoActiveKey,
 }
@@ -47,24 +53,104 @@ pub struct Maintenance {
     pub resealed: u64,
 }
 
-/// The key table as last read, and the keys assembled from it, for one isolate. Reads are
-/// cached for at most `max_cache_seconds`, and never longer than a quarter of the publication
-/// lead, so every isolate sees a new key long before it signs.
+/// The key table as last read, and the keys assembled from it, for one isolate. Reads of D1
+/// are cached for at most `max_cache_seconds`, and never longer than a quarter of the
+/// publication lead, so every isolate sees a new key long before it signs; a snapshot from KV
+/// (see [`Keyring::refresh_from_snapshot`]) is used until [`snapshot_max_age_seconds`] after
+/// the D1 read it holds, and never longer than that either.
 #[derive(Debug)]
 pub struct Keyring {
     max_cache_seconds: i64,
     /// Reads of the key table issued so far: of overlapping reads, the last issued is kept.
     reads: Cell<u64>,
     cache: RefCell<Option<Cache>>,
+    /// The key table as a request read it right after bootstrapping a key, for the adapter to
+    /// write to KV once the response is out ([`Keyring::take_snapshot_to_write`]).
+    snapshot_to_write: RefCell<Option<SigningKeySnapshot>>,
+    /// When KV last had nothing usable: it is not asked again for a cache period, so that
+    /// requests that never need keys do not read KV each time while there is no snapshot.
+    snapshot_unusable_at: Cell<Option<i64>>,
 }
 
 #[derive(Debug)]
 struct Cache {
-    /// Which read this is (`Keyring::reads` when it was issued).
+    /// Which read this is (`Keyring::reads` when it was issued; for a snapshot, when it was
+    /// taken).
     read: u64,
+    /// When the table was read from D1: by this isolate, or by the writer of the snapshot.
     read_at: i64,
+    /// How long after `read_at` the table is used: the cache period for this isolate's own
+    /// read, the snapshot's maximum age for a snapshot.
+    trusted_for: i64,
+    /// Whether this isolate read the table from D1 itself (else it is a snapshot from KV).
+    from_database: bool,
     table: Rc<Table>,
     assembled: Option<(Selection, Rc<SigningKeys>)>,
+}
+
+impl Cache {
+    /// Whether the table may still be used at `at`. A read made after `at` (by a request that
+    /// started later and finished first) is fresher than needed: keeping it keeps every request
+    /// of the isolate on one read. A clock stepped back stretches a read to twice its time at
+    /// most.
+    fn covers(&self, at: i64) -> bool {
+        (-self.trusted_for..self.trusted_for).contains(&(at - self.read_at))
+    }
+}
+
+/// How long after the D1 read it holds a snapshot in KV is used, at most: the cron writes one
+/// every minute and a KV location serves a value for up to a minute after it fetched it, so
+/// snapshots reach their readers less than two minutes old; the third minute is room for a
+/// late run. Whatever KV serves, and whenever, a key marked compromised therefore stops
+/// signing and leaves every document within this time of the command (ARCHITECTURE.md).
+pub const SNAPSHOT_MAX_AGE_SECONDS: i64 = 180;
+
+/// How far a snapshot's `read_at` may be ahead of the reader's clock (the writer's clock a
+/// little ahead of it) for it to be taken.
+pub const SNAPSHOT_CLOCK_SKEW_SECONDS: i64 = 5;
+
+/// How long after the D1 read it holds a snapshot is used: [`SNAPSHOT_MAX_AGE_SECONDS`], and a
+/// quarter of the publication lead at most (as an isolate's own read), so that a key the cron
+/// publishes after the snapshot was written is in every isolate's JWKS long before it signs.
+pub fn snapshot_max_age_seconds(config: &Config) -> i64 {
+    SNAPSHOT_MAX_AGE_SECONDS.min(config.key_publication_lead_seconds / 4)
+}
+
+/// What [`Keyring::refresh_from_snapshot`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotRefresh {
+    /// KV was not asked: the keyring's own read still covers the instant, or KV had nothing
+    /// usable less than a cache period ago.
+    NotNeeded,
+    /// The snapshot is the keyring's read now: no D1 read for keys until it expires.
+    Taken,
+    /// KV had nothing usable: the keyring is as it was, and reads D1 when asked for keys.
+    Unusable(UnusableSnapshot),
+}
+
+/// Why a snapshot was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnusableSnapshot {
+    /// KV did not answer.
+    Store(String),
+    Missing,
+    /// Not a snapshot this release reads: not JSON, another version, another shape.
+    Unreadable(String),
+    /// The D1 read it holds is this old: [`snapshot_max_age_seconds`] or more.
+    TooOld {
+        age_seconds: i64,
+    },
+    /// The D1 read it holds is this far ahead of the reader's clock: more than
+    /// [`SNAPSHOT_CLOCK_SKEW_SECONDS`].
+    Ahead {
+        seconds: i64,
+    },
+    /// By the snapshot, no key of this algorithm edgeid signs with can sign now: none is
+    /// active, or the active one opens with no configured key-encryption key. D1 decides (and
+    /// a bootstrap adds one).
+    NoSigningKey(SigningAlg),
+    /// The keys chosen from it could not be made into signing keys.
+    Keys(String),
 }
 
 /// One read of the key table, and which of its keys of the algorithms edgeid signs with this
@@ -216,7 +302,102 @@ fn select_or_ahead(table: &Table, config: &Config, now: i64) -> Option<Selection
 
 impl Keyring {
     pub fn new(max_cache_seconds: i64) -> Keyring {
-        Keyring { max_cache_seconds, reads: Cell::new(0), cache: RefCell::new(None) }
+        Keyring {
+            max_cache_seconds,
+            reads: Cell::new(0),
+            cache: RefCell::new(None),
+            snapshot_to_write: RefCell::new(None),
+            snapshot_unusable_at: Cell::new(None),
+        }
+    }
+
+    /// Before a request: if no read of the key table covers `now` (a new isolate, or its read
+    /// has expired), takes the snapshot in KV in its place, if it is usable:
+    ///
+    /// - it is there, and is a snapshot of this version (anything else is only unusable);
+    /// - the D1 read it holds is younger than [`snapshot_max_age_seconds`], and not ahead of
+    ///   `now` by more than [`SNAPSHOT_CLOCK_SKEW_SECONDS`];
+    /// - its keys, opened under the configured key-encryption keys exactly as a read of D1
+    ///   would be (those that open with neither are published but never sign), give every
+    ///   algorithm edgeid signs with a key that signs at `now`, so that nothing needs a
+    ///   bootstrap, and those keys assemble.
+    ///
+    /// Then the keyring uses it until [`snapshot_max_age_seconds`] after that read, exactly as
+    /// it uses its own reads of D1, and reads KV again after that (the cron writes it every
+    /// minute): the compromise bound is the snapshot's age whatever an isolate refreshes from,
+    /// so refreshing from D1 would buy nothing but a round trip. Otherwise nothing changes, and
+    /// [`Keyring::signing_keys`] reads D1 (and bootstraps) as before. One KV read at most.
+    pub async fn refresh_from_snapshot(
+        &self,
+        kv: &impl KeyValue,
+        config: &Config,
+        now: DateTime<Utc>,
+    ) -> SnapshotRefresh {
+        let at = now.timestamp();
+        let asked_lately =
+            self.snapshot_unusable_at.get().is_some_and(|then| (0..self.cache_seconds(config)).contains(&(at - then)));
+        if self.covers(at) || asked_lately {
+            return SnapshotRefresh::NotNeeded;
+        }
+        let refresh = self.snapshot_from_kv(kv, config, at).await;
+        let unusable = matches!(refresh, SnapshotRefresh::Unusable(_));
+        self.snapshot_unusable_at.set(unusable.then_some(at));
+        refresh
+    }
+
+    async fn snapshot_from_kv(&self, kv: &impl KeyValue, config: &Config, at: i64) -> SnapshotRefresh {
+        let snapshot = match store::read_signing_key_snapshot(kv).await {
+            Ok(StoredSnapshot::Found(snapshot)) => snapshot,
+            Ok(StoredSnapshot::Missing) => return SnapshotRefresh::Unusable(UnusableSnapshot::Missing),
+            Ok(StoredSnapshot::Unreadable(why)) => return SnapshotRefresh::Unusable(UnusableSnapshot::Unreadable(why)),
+            Err(err) => return SnapshotRefresh::Unusable(UnusableSnapshot::Store(err.to_string())),
+        };
+        let max_age = snapshot_max_age_seconds(config);
+        let age_seconds = at - snapshot.read_at;
+        if age_seconds >= max_age {
+            return SnapshotRefresh::Unusable(UnusableSnapshot::TooOld { age_seconds });
+        }
+        if age_seconds < -SNAPSHOT_CLOCK_SKEW_SECONDS {
+            return SnapshotRefresh::Unusable(UnusableSnapshot::Ahead { seconds: -age_seconds });
+        }
+        let table = Table::new(snapshot.keys, config);
+        let missing = without_active_key(&table, config, at);
+        let selection = match (missing.first(), select_or_ahead(&table, config, at)) {
+            (None, Some(selection)) => selection,
+            (Some(&alg), _) => return SnapshotRefresh::Unusable(UnusableSnapshot::NoSigningKey(alg)),
+            // Every algorithm has an active key, so each has a selected one: not reached.
+            (None, None) => return SnapshotRefresh::Unusable(UnusableSnapshot::Keys("no selection".to_owned())),
+        };
+        let keys = match assemble(&table.records, &selection, config) {
+            Ok(keys) => Rc::new(keys),
+            Err(err) => return SnapshotRefresh::Unusable(UnusableSnapshot::Keys(err.to_string())),
+        };
+        let mut cache = self.cache.borrow_mut();
+        // Another request of the isolate read the table while KV answered: its read is fresher.
+        if cache.as_ref().is_some_and(|cache| cache.covers(at)) {
+            return SnapshotRefresh::NotNeeded;
+        }
+        *cache = Some(Cache {
+            read: self.reads.get(),
+            read_at: snapshot.read_at,
+            trusted_for: max_age,
+            from_database: false,
+            table: Rc::new(table),
+            assembled: Some((selection, keys)),
+        });
+        SnapshotRefresh::Taken
+    }
+
+    /// The key table as this request read it after bootstrapping a key, once: the adapter
+    /// writes it to KV after the response, so that new isolates find the new key without
+    /// waiting for the cron (or, after a compromise, reading D1).
+    pub fn take_snapshot_to_write(&self) -> Option<SigningKeySnapshot> {
+        self.snapshot_to_write.take()
+    }
+
+    /// Whether a read of the key table (this isolate's own, or a snapshot) covers `at`.
+    fn covers(&self, at: i64) -> bool {
+        self.cache.borrow().as_ref().is_some_and(|cache| cache.covers(at))
     }
 
     /// The keys in force at `now`. For each algorithm edgeid signs with that has no key that
@@ -231,8 +412,8 @@ impl Keyring {
         crypto: &impl Crypto,
         now: DateTime<Utc>,
     ) -> Result<Rc<SigningKeys>, KeyringError> {
-        let cache_seconds = self.cache_seconds(config);
-        let mut table = self.table(db, config, now, cache_seconds).await?;
+        let mut table = self.table(db, config, now, true).await?;
+        let mut bootstrapped = false;
         // A second round only if the first bootstrap judged from a cached read that missed a
         // newer key (one this worker cannot open, added by a deployment with another key).
         for _ in 0..2 {
@@ -243,7 +424,12 @@ impl Keyring {
             for alg in missing {
                 bootstrap(db, config, crypto, alg, now, &table).await?;
             }
-            table = self.table(db, config, now, 0).await?;
+            bootstrapped = true;
+            table = self.table(db, config, now, false).await?;
+        }
+        if bootstrapped {
+            // Read after the bootstrap, so at least as fresh as `now`.
+            *self.snapshot_to_write.borrow_mut() = Some(SigningKeySnapshot::of(&table.records, now.timestamp()));
         }
         let selection = select_or_ahead(&table, config, now.timestamp()).ok_or(KeyringError::NoActiveKey)?;
         if let Some(cache) = self.cache.borrow().as_ref() {
@@ -267,7 +453,8 @@ impl Keyring {
     }
 
     /// Until when (Unix seconds, exclusive) [`Keyring::signing_keys`] keeps returning the keys
-    /// it returned at `now` without reading D1 again: the end of the cached read, or the next
+    /// it returned at `now` without reading D1 or KV again: the end of the cached read (or
+    /// snapshot), or the next
     /// instant at which a cached key is published, starts signing, retires or leaves the JWKS,
     /// whichever comes first. `None` before the first read and when that instant is already
     /// here (no cache). Whatever is made from those keys alone (the JWKS, the discovery
@@ -276,7 +463,7 @@ impl Keyring {
     pub fn unchanged_until(&self, config: &Config, now: i64) -> Option<i64> {
         let cache = self.cache.borrow();
         let cache = cache.as_ref()?;
-        let read_expires = cache.read_at + self.cache_seconds(config);
+        let read_expires = cache.read_at + cache.trusted_for;
         let lifetime = longest_token_lifetime(config);
         let next_change = cache
             .table
@@ -291,18 +478,17 @@ impl Keyring {
         Some(next_change.map_or(read_expires, |at| at.min(read_expires))).filter(|&until| until > now)
     }
 
+    /// The key table: the cached read (or snapshot) when `reuse` and it covers `now`, else a
+    /// read of D1.
     async fn table(
         &self,
         db: &impl Database,
         config: &Config,
         now: DateTime<Utc>,
-        cache_seconds: i64,
+        reuse: bool,
     ) -> Result<Rc<Table>, DatabaseError> {
-        if let Some(cache) = self.cache.borrow().as_ref() {
-            // A read made after `now` (by a request that started later and finished first) is
-            // fresher than needed: keeping it keeps every request of the isolate on one read.
-            // A clock stepped back stretches a read to twice its time at most.
-            if (-cache_seconds..cache_seconds).contains(&(now.timestamp() - cache.read_at)) {
+        if reuse {
+            if let Some(cache) = self.cache.borrow().as_ref().filter(|cache| cache.covers(now.timestamp())) {
                 return Ok(Rc::clone(&cache.table));
             }
         }
@@ -311,13 +497,21 @@ impl Keyring {
         let records = store::list_signing_keys(db).await?;
         let mut cache = self.cache.borrow_mut();
         // Concurrent requests' reads overlap: one issued later, which may hold a newer table,
-        // is never replaced by an earlier one that happened to answer last.
-        if let Some(newer) = cache.as_ref().filter(|cache| cache.read > read) {
+        // is never replaced by an earlier one that happened to answer last. A snapshot taken
+        // meanwhile is older than any read of D1, and gives way.
+        if let Some(newer) = cache.as_ref().filter(|cache| cache.from_database && cache.read > read) {
             return Ok(Rc::clone(&newer.table));
         }
         let table = Rc::new(Table::new(records, config));
         let assembled = cache.take().and_then(|cache| cache.assembled);
-        *cache = Some(Cache { read, read_at: now.timestamp(), table: Rc::clone(&table), assembled });
+        *cache = Some(Cache {
+            read,
+            read_at: now.timestamp(),
+            trusted_for: self.cache_seconds(config),
+            from_database: true,
+            table: Rc::clone(&table),
+            assembled,
+        });
         Ok(table)
     }
 }
@@ -498,6 +692,22 @@ pub async fn maintain(
     report.resealed = reseal(db, config, crypto, &table.records).await?;
     report.removed = store::remove_retired_signing_keys(db, at - longest_token_lifetime(config)).await?;
     Ok(report)
+}
+
+/// The cron's snapshot (every minute, and after the hourly maintenance): the key table as one
+/// read of D1 at `now` finds it, written to KV for isolates to take instead of reading D1
+/// (see [`Keyring::refresh_from_snapshot`]). It holds only what `signing_keys` holds, minus the
+/// keys marked compromised: public keys, private parts sealed as stored, validity windows.
+/// Returns what it wrote.
+pub async fn write_snapshot(
+    db: &impl Database,
+    kv: &impl KeyValue,
+    now: DateTime<Utc>,
+) -> Result<SigningKeySnapshot, KeyringError> {
+    let records = store::list_signing_keys(db).await?;
+    let snapshot = SigningKeySnapshot::of(&records, now.timestamp());
+    store::write_signing_key_snapshot(kv, &snapshot).await?;
+    Ok(snapshot)
 }
 
 /// Seals under `KEY_ENCRYPTION_KEY` every key (but those marked compromised, which never open

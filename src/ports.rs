@@ -1,6 +1,7 @@
-//! The traits the core needs from the outside world: a SQL database, randomness and an HTTP
-//! client. The Cloudflare adapter implements them with D1, `crypto.getRandomValues` and
-//! `fetch`; the tests with SQLite, a seeded generator and a recorder.
+//! The traits the core needs from the outside world: a SQL database, a key-value store,
+//! randomness and an HTTP client. The Cloudflare adapter implements them with D1, Workers KV,
+//! `crypto.getRandomValues` and `fetch`; the tests with SQLite, a map, a seeded generator and a
+//! recorder.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,24 @@ impl DatabaseError {
 #[allow(async_fn_in_trait)]
 pub trait Database {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("key-value store error: {0}")]
+pub struct KeyValueError(pub String);
+
+/// A key-value store with Workers KV's semantics: eventually consistent (a write is seen at once
+/// where it was made and within a minute or so elsewhere, and a read may be that old), so it
+/// only ever holds what may be stale: the signing-key snapshot (`keyring`), never anything that
+/// must be consistent (ARCHITECTURE.md).
+// Single-threaded, like `Database`: no `Send` bounds.
+#[allow(async_fn_in_trait)]
+pub trait KeyValue {
+    /// The value under `key`; `None` if there is none.
+    async fn get(&self, key: &str) -> Result<Option<String>, KeyValueError>;
+
+    /// Replaces the value under `key`.
+    async fn put(&self, key: &str, value: &str) -> Result<(), KeyValueError>;
 }
 
 #[derive(Debug, thiserror::Error)]

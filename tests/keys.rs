@@ -3,7 +3,8 @@
 //! token expires, on-demand rotation and a change of algorithm; and keys that survive a
 //! compromise: rotation of the key-encryption key, keys no configured key-encryption key opens,
 //! salted bootstrap keys that never come back, and the operator's compromise command, which
-//! stops one algorithm's key and never another's.
+//! stops one algorithm's key and never another's; and the key snapshot in KV, which a new
+//! isolate signs from without reading D1 while it is usable, and never past its maximum age.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
@@ -14,11 +15,14 @@ use std::task::{Context, Poll, Waker};
 
 use edgeid::api::ApiRequest;
 use edgeid::domain::sealing;
-use edgeid::domain::signing::{SigningAlg, SigningKeys};
-use edgeid::keyring::Keyring;
+use edgeid::domain::signing::{KeyMaterial, SigningAlg, SigningKeys};
+use edgeid::keyring::{
+    self, Keyring, SnapshotRefresh, UnusableSnapshot, SNAPSHOT_CLOCK_SKEW_SECONDS, SNAPSHOT_MAX_AGE_SECONDS,
+};
+use edgeid::store::{self, SigningKeySnapshot, SIGNING_KEY_SNAPSHOT_KEY};
 use serde_json::{json, Value};
 
-use crate::support::{test_config, App, SeededCrypto, Sqlite, TEST_KEY_ENCRYPTION_KEY};
+use crate::support::{test_config, App, MemoryKv, SeededCrypto, Sqlite, TEST_KEY_ENCRYPTION_KEY};
 
 /// Key-encryption keys besides the tests' own (`TEST_KEY_ENCRYPTION_KEY`): the next one of a
 /// rotation, and an unrelated one (the old one lost).
@@ -832,4 +836,449 @@ fn rs256_keys_sign_through_the_crypto_port_and_bootstrap_once() {
     app.advance(app.config.key_publication_lead_seconds);
     assert_eq!(kid_of(&login(&app, "rsa@example.com")), next);
     assert_eq!(userinfo_status(&app, &tokens), 401, "the first token has long expired");
+}
+
+// The key snapshot in KV: written by the cron (and by a request that bootstraps a key), taken
+// by a new isolate instead of a read of D1 while it is usable, and never trusted beyond its
+// maximum age, which bounds how long a key marked compromised can go on signing.
+
+const JWKS: &str = "/.well-known/jwks.json";
+
+/// The cron's snapshot at the app's instant.
+fn write_snapshot(app: &App, kv: &MemoryKv) -> SigningKeySnapshot {
+    pollster::block_on(keyring::write_snapshot(&app.db, kv, app.now.get())).unwrap()
+}
+
+/// What the adapter does before each request, at the app's instant, for the isolate `keyring`.
+fn refresh(app: &App, keyring: &Keyring, kv: &MemoryKv) -> SnapshotRefresh {
+    pollster::block_on(keyring.refresh_from_snapshot(kv, &app.config, app.now.get()))
+}
+
+/// A new isolate for the app's requests: an empty keyring that caches a read of D1 for a
+/// minute, as the worker's does, refreshed from KV as the adapter does.
+fn new_isolate(app: &mut App, kv: &MemoryKv) -> SnapshotRefresh {
+    app.keyring = Keyring::new(60);
+    refresh(app, &app.keyring, kv)
+}
+
+/// The snapshot in KV, as JSON.
+fn snapshot_json(kv: &MemoryKv) -> Value {
+    serde_json::from_str(&kv.value(SIGNING_KEY_SNAPSHOT_KEY).expect("a snapshot in KV")).unwrap()
+}
+
+/// D1's key table as the snapshot should hold it: every key not marked compromised, each
+/// column as stored, newest activation first.
+fn stored_keys(app: &App) -> Value {
+    serde_json::from_str(&app.db.text(
+        "SELECT json_group_array(json_object('kid', kid, 'alg', alg, 'public_jwk', public_jwk,
+                'private_sealed', private_sealed, 'published_at', published_at,
+                'activates_at', activates_at, 'retired_at', retired_at))
+         FROM (SELECT * FROM signing_keys WHERE compromised_at IS NULL ORDER BY activates_at DESC, kid)",
+    ))
+    .unwrap()
+}
+
+/// The kid of every key a snapshot holds.
+fn snapshot_kids(snapshot: &SigningKeySnapshot) -> BTreeSet<String> {
+    snapshot.keys.iter().map(|key| key.kid.clone()).collect()
+}
+
+/// Claims signed by the keys' `SIGNING_ALG` key and by their RS256 key.
+fn sign_both(app: &App, keys: &SigningKeys) -> (String, String) {
+    let claims = jwt_compact::Claims::new(json!({"sub": "snapshot-user"}));
+    (pollster::block_on(keys.sign("JWT", &claims, &app.crypto)).unwrap(), rs256_token(app, keys))
+}
+
+#[test]
+fn the_cron_writes_the_published_key_set_to_kv_and_nothing_else() {
+    let app = App::new();
+    app.verified_account("snapshot@example.com", PASSWORD);
+    let tokens = login(&app, "snapshot@example.com");
+    // A pending key of each algorithm, one of them already marked compromised.
+    let report = app.maintain_keys(true);
+    let ((pending_es256, _), (pending_rs256, _)) = (published(&report, 0), published(&report, 1));
+    compromise(&app, &pending_rs256);
+    let kv = MemoryKv::default();
+    app.advance(7);
+
+    let snapshot = write_snapshot(&app, &kv);
+    assert_eq!(kv.writes.get(), 1);
+    assert_eq!(kv.values.borrow().keys().collect::<Vec<_>>(), [SIGNING_KEY_SNAPSHOT_KEY], "one key, nothing else");
+    let json = snapshot_json(&kv);
+    assert_eq!((json["version"].clone(), json["read_at"].clone()), (json!(1), json!(app.now.get().timestamp())));
+    assert_eq!(json["keys"], stored_keys(&app), "every key but the compromised one, exactly as D1 holds it");
+    assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+    assert_eq!(snapshot.read_at, app.now.get().timestamp());
+    let kids = snapshot_kids(&snapshot);
+    assert!(kids.contains(&kid_of(&tokens)) && kids.contains(&pending_es256) && !kids.contains(&pending_rs256));
+    assert_eq!(kids.len(), 3);
+
+    // Public keys and sealed private parts only: nothing in the clear that signs.
+    let text = kv.value(SIGNING_KEY_SNAPSHOT_KEY).unwrap();
+    for key in json["keys"].as_array().unwrap() {
+        let public: Value = serde_json::from_str(key["public_jwk"].as_str().unwrap()).unwrap();
+        assert!(public.get("d").is_none() && public.get("p").is_none(), "{public}");
+        let kid = key["kid"].as_str().unwrap();
+        let sealed = key["private_sealed"].as_str().unwrap();
+        let private: Value = serde_json::from_slice(
+            &sealing::open(&app.config.key_encryption_key.0, kid.as_bytes(), sealed).expect("sealed under the KEK"),
+        )
+        .unwrap();
+        let d = private["d"].as_str().unwrap();
+        assert!(!text.contains(d), "the private part of {kid} is in KV in the clear");
+    }
+    // No account data of any kind.
+    for secret in
+        ["snapshot@example.com", tokens["access_token"].as_str().unwrap(), tokens["refresh_token"].as_str().unwrap()]
+    {
+        assert!(!text.contains(secret), "{secret} in KV");
+    }
+    // Written again, it is the table as it is then.
+    app.advance(60);
+    assert_eq!(write_snapshot(&app, &kv).read_at, app.now.get().timestamp());
+    assert_eq!((kv.writes.get(), kv.values.borrow().len()), (2, 1));
+}
+
+#[test]
+fn a_new_isolate_signs_and_serves_the_jwks_from_the_snapshot_without_d1() {
+    let mut app = App::new();
+    app.verified_account("isolate@example.com", PASSWORD);
+    let kid = kid_of(&login(&app, "isolate@example.com"));
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+    let jwks_from_d1 = app.get(JWKS).text();
+    let kv = MemoryKv::default();
+    let written = write_snapshot(&app, &kv).read_at;
+
+    app.advance(30);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
+    let batches = app.db.batches.get();
+    let jwks = app.get(JWKS);
+    assert_eq!((jwks.status, jwks.text()), (200, jwks_from_d1.clone()), "the same JWKS as from D1");
+    // Replayed from memory no longer than the snapshot is trusted (three minutes after its read).
+    assert_eq!(jwks.response.same_until_ms, Some((written + SNAPSHOT_MAX_AGE_SECONDS) * 1000));
+    assert_eq!(app.get("/.well-known/openid-configuration").status, 200);
+    let keys = keys_of(&app, &app.keyring);
+    assert_eq!((keys.active_kid(), keys.active_kid_of(SigningAlg::Rs256)), (kid.as_str(), Some(rs256.as_str())));
+    let (es256_token, rs256_token) = sign_both(&app, &keys);
+    assert_eq!(app.db.batches.get(), batches, "no D1 batch for the JWKS, the discovery document or signing");
+    let published = edgeid_verifier::keys::PublishedKeys::from_jwks_json(&jwks_from_d1).unwrap();
+    assert!(published.verify::<Value>(&es256_token, "JWT").is_ok());
+    assert!(published.verify::<Value>(&rs256_token, "JWT").is_ok());
+
+    // Within its window neither KV nor D1 is asked again.
+    app.advance(100);
+    assert_eq!(refresh(&app, &app.keyring, &kv), SnapshotRefresh::NotNeeded);
+    keys_of(&app, &app.keyring);
+    assert_eq!((kv.reads.get(), app.db.batches.get()), (1, batches));
+
+    // The cron wrote a fresh one meanwhile: when the first expires, the isolate takes it, still
+    // without D1.
+    app.advance(-10);
+    let rewritten = write_snapshot(&app, &kv).read_at;
+    app.advance(written + SNAPSHOT_MAX_AGE_SECONDS - app.now.get().timestamp());
+    let batches = app.db.batches.get();
+    assert_eq!(refresh(&app, &app.keyring, &kv), SnapshotRefresh::Taken);
+    assert_eq!(keys_of(&app, &app.keyring).active_kid(), kid);
+    assert_eq!((kv.reads.get(), app.db.batches.get()), (2, batches));
+
+    // No cron since: once that one is as old as the bound too, the isolate reads D1.
+    app.advance(rewritten + SNAPSHOT_MAX_AGE_SECONDS - app.now.get().timestamp());
+    let too_old = UnusableSnapshot::TooOld { age_seconds: SNAPSHOT_MAX_AGE_SECONDS };
+    assert_eq!(refresh(&app, &app.keyring, &kv), SnapshotRefresh::Unusable(too_old));
+    assert_eq!(keys_of(&app, &app.keyring).active_kid(), kid);
+    assert_eq!(app.db.batches.get(), batches + 1, "one read of D1");
+}
+
+/// What a snapshot holds, edited.
+fn edited(snapshot: &Value, edit: impl FnOnce(&mut Value)) -> String {
+    let mut snapshot = snapshot.clone();
+    edit(&mut snapshot);
+    snapshot.to_string()
+}
+
+/// A new isolate does not take what KV holds (`None`: nothing), for the reason `expected`
+/// says, and reads D1 instead, for the keys a read of D1 gives.
+#[track_caller]
+fn check_unusable(app: &mut App, kv: &MemoryKv, value: Option<&str>, expected: impl Fn(&UnusableSnapshot) -> bool) {
+    let from_d1 = keys_of(app, &Keyring::new(60)).jwks_json().to_owned();
+    kv.values.borrow_mut().clear();
+    if let Some(value) = value {
+        kv.set(SIGNING_KEY_SNAPSHOT_KEY, value);
+    }
+    match new_isolate(app, kv) {
+        SnapshotRefresh::Unusable(why) => assert!(expected(&why), "unusable, but for another reason: {why:?}"),
+        other => panic!("{value:?}: {other:?}"),
+    }
+    let batches = app.db.batches.get();
+    let keys = keys_of(app, &app.keyring);
+    assert_eq!(app.db.batches.get(), batches + 1, "read D1 instead");
+    assert_eq!(keys.jwks_json(), from_d1);
+}
+
+#[test]
+fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
+    let mut app = App::new();
+    app.get("/healthz");
+    let kv = MemoryKv::default();
+    let now = app.now.get().timestamp();
+    write_snapshot(&app, &kv);
+    let good = snapshot_json(&kv);
+    let es256 = signing_kid(&app, SigningAlg::Es256);
+    let index_of = |alg: &str| good["keys"].as_array().unwrap().iter().position(|key| key["alg"] == alg).unwrap();
+    let (es256_at, rs256_at) = (index_of("ES256"), index_of("RS256"));
+
+    use UnusableSnapshot::*;
+    let unreadable = |why: &UnusableSnapshot| matches!(why, Unreadable(_));
+    check_unusable(&mut app, &kv, None, |why| *why == Missing);
+    for garbage in ["", "not json", "[]", "{}", "{\"version\": 1}", "{\"version\": \"1\"}", "\u{0}\u{ffff}"] {
+        check_unusable(&mut app, &kv, Some(garbage), unreadable);
+    }
+    let cases: Vec<(&str, String)> = vec![
+        ("another version", edited(&good, |s| s["version"] = json!(2))),
+        ("an unknown field", edited(&good, |s| s["keys"][0]["compromised_at"] = json!(now))),
+        ("keys not a list", edited(&good, |s| s["keys"] = json!({}))),
+        (
+            "a key without its sealed part",
+            edited(&good, |s| drop(s["keys"][0].as_object_mut().unwrap().remove("private_sealed"))),
+        ),
+        ("a kid twice", edited(&good, |s| s["keys"][1]["kid"] = s["keys"][0]["kid"].clone())),
+        (
+            "a public key naming another kid",
+            edited(&good, |s| s["keys"][0]["public_jwk"] = s["keys"][1]["public_jwk"].clone()),
+        ),
+        ("a public key that is no JSON", edited(&good, |s| s["keys"][0]["public_jwk"] = json!("{"))),
+        ("a read instant that is no number", edited(&good, |s| s["read_at"] = json!("now"))),
+    ];
+    for (name, value) in &cases {
+        eprintln!("snapshot with {name}");
+        check_unusable(&mut app, &kv, Some(value), unreadable);
+    }
+    check_unusable(
+        &mut app,
+        &kv,
+        Some(&edited(&good, |s| s["version"] = json!(2))),
+        |why| matches!(why, Unreadable(reason) if reason.contains("version 2")),
+    );
+
+    // Too old (three minutes after its read), or ahead of the clock by more than a few seconds.
+    let read_at = |at: i64| edited(&good, |s| s["read_at"] = json!(at));
+    check_unusable(&mut app, &kv, Some(&read_at(now - SNAPSHOT_MAX_AGE_SECONDS)), |why| {
+        *why == TooOld { age_seconds: SNAPSHOT_MAX_AGE_SECONDS }
+    });
+    check_unusable(&mut app, &kv, Some(&read_at(now - 10 * DAY)), |why| matches!(why, TooOld { .. }));
+    check_unusable(&mut app, &kv, Some(&read_at(now + SNAPSHOT_CLOCK_SKEW_SECONDS + 1)), |why| {
+        *why == Ahead { seconds: SNAPSHOT_CLOCK_SKEW_SECONDS + 1 }
+    });
+    for usable in [now - SNAPSHOT_MAX_AGE_SECONDS + 1, now + SNAPSHOT_CLOCK_SKEW_SECONDS] {
+        kv.set(SIGNING_KEY_SNAPSHOT_KEY, &read_at(usable));
+        assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "read at {usable}");
+    }
+
+    // No key that signs now for an algorithm: none of it, its only key retired, or a key that
+    // opens with no configured key-encryption key (here: another key's sealed part), exactly as
+    // a read of D1 would count it. D1 decides.
+    let no_signing_key = |alg: SigningAlg| move |why: &UnusableSnapshot| *why == NoSigningKey(alg);
+    let without_rs256 = edited(&good, |s| s["keys"].as_array_mut().unwrap().retain(|key| key["alg"] != "RS256"));
+    check_unusable(&mut app, &kv, Some(&without_rs256), no_signing_key(SigningAlg::Rs256));
+    check_unusable(
+        &mut app,
+        &kv,
+        Some(&edited(&good, |s| s["keys"][es256_at]["retired_at"] = json!(now))),
+        no_signing_key(SigningAlg::Es256),
+    );
+    check_unusable(
+        &mut app,
+        &kv,
+        Some(&edited(&good, |s| s["keys"][es256_at]["activates_at"] = json!(now + 1))),
+        no_signing_key(SigningAlg::Es256),
+    );
+    let swapped =
+        edited(&good, |s| s["keys"][es256_at]["private_sealed"] = s["keys"][rs256_at]["private_sealed"].clone());
+    check_unusable(&mut app, &kv, Some(&swapped), no_signing_key(SigningAlg::Es256));
+    app.config = test_config(&[("KEY_ENCRYPTION_KEY", UNRELATED_KEK)]);
+    check_unusable(&mut app, &kv, Some(&good.to_string()), no_signing_key(SigningAlg::Es256));
+    app.config = test_config(&[]);
+    // Opens, but is not the key its kid names: it is not assembled.
+    let other = KeyMaterial::generate(SigningAlg::Es256, &app.crypto);
+    let other = pollster::block_on(other).unwrap();
+    let sealed =
+        sealing::seal(&app.config.key_encryption_key.0, es256.as_bytes(), &other.private_jwk(), &app.crypto).unwrap();
+    check_unusable(
+        &mut app,
+        &kv,
+        Some(&edited(&good, |s| s["keys"][es256_at]["private_sealed"] = json!(sealed))),
+        |why| matches!(why, Keys(_)),
+    );
+
+    // KV down.
+    kv.set(SIGNING_KEY_SNAPSHOT_KEY, &good.to_string());
+    kv.broken.set(true);
+    let from_d1 = keys_of(&app, &Keyring::new(60)).jwks_json().to_owned();
+    assert!(matches!(new_isolate(&mut app, &kv), SnapshotRefresh::Unusable(Store(_))));
+    assert_eq!(keys_of(&app, &app.keyring).jwks_json(), from_d1);
+    kv.broken.set(false);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "the same snapshot, KV back");
+}
+
+/// Nothing usable in KV: it is not asked again for a cache period (a minute), so requests that
+/// never need keys do not each read KV.
+#[test]
+fn kv_is_asked_once_a_cache_period_while_it_has_nothing_usable() {
+    let app = App::new();
+    let kv = MemoryKv::default();
+    let isolate = Keyring::new(60);
+    assert_eq!(refresh(&app, &isolate, &kv), SnapshotRefresh::Unusable(UnusableSnapshot::Missing));
+    app.advance(59);
+    assert_eq!(refresh(&app, &isolate, &kv), SnapshotRefresh::NotNeeded);
+    assert_eq!(kv.reads.get(), 1);
+    app.get("/healthz");
+    write_snapshot(&app, &kv);
+    app.advance(1);
+    assert_eq!(refresh(&app, &isolate, &kv), SnapshotRefresh::Taken);
+    assert_eq!(kv.reads.get(), 2);
+}
+
+/// The usable age follows the publication lead: a quarter of it when that is under three
+/// minutes (as an isolate's own read), so a key published after the snapshot was written is
+/// in every JWKS long before it signs.
+#[test]
+fn a_short_publication_lead_shortens_the_snapshots_life() {
+    let mut app = App::with_config(test_config(&[("KEY_PUBLICATION_LEAD_SECONDS", "200")]));
+    assert_eq!(keyring::snapshot_max_age_seconds(&app.config), 50);
+    app.get("/healthz");
+    let kv = MemoryKv::default();
+    let written = write_snapshot(&app, &kv).read_at;
+    app.advance(49);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
+    assert_eq!(app.get(JWKS).response.same_until_ms, Some((written + 50) * 1000));
+    app.advance(1);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Unusable(UnusableSnapshot::TooOld { age_seconds: 50 }));
+    assert_eq!(keyring::snapshot_max_age_seconds(&test_config(&[])), SNAPSHOT_MAX_AGE_SECONDS);
+}
+
+/// The compromise command while KV still serves a snapshot from before it (the cron has not run
+/// since, or its write, or that of the isolate that bootstrapped the fresh key, has not reached
+/// this location): an isolate that takes it signs with the key and publishes it until the
+/// snapshot is three minutes old, and no longer, whichever isolate and whenever it took it;
+/// `/userinfo` refuses the key's tokens at once all along. Once the bootstrapping isolate's
+/// snapshot arrives, new isolates take it.
+#[test]
+fn a_key_compromised_after_the_snapshot_stops_signing_within_its_maximum_age() {
+    let mut app = App::new();
+    app.verified_account("snapshot-compromise@example.com", PASSWORD);
+    let tokens = login(&app, "snapshot-compromise@example.com");
+    let kid = kid_of(&tokens);
+    let rs256 = signing_kid(&app, SigningAlg::Rs256);
+    let kv = MemoryKv::default();
+    let written = write_snapshot(&app, &kv).read_at;
+    let bound = written + SNAPSHOT_MAX_AGE_SECONDS;
+    app.advance(10);
+    compromise(&app, &kid);
+
+    let early = Keyring::new(60);
+    assert_eq!(refresh(&app, &early, &kv), SnapshotRefresh::Taken);
+    assert_eq!(keys_of(&app, &early).active_kid(), kid, "within the bound");
+    // The app's own isolate reads D1 for every request: it refuses the key's tokens, and
+    // bootstraps a fresh key at once, leaving a snapshot to write.
+    assert_eq!(userinfo_status(&app, &tokens), 401, "refused at once");
+    let fresh = signing_kid(&app, SigningAlg::Es256);
+    assert_ne!(fresh, kid);
+    let snapshot = app.keyring.take_snapshot_to_write().expect("a bootstrap leaves a snapshot to write");
+    assert_eq!(app.keyring.take_snapshot_to_write(), None, "once");
+    assert_eq!(snapshot.read_at, app.now.get().timestamp());
+    assert!(snapshot_kids(&snapshot).contains(&fresh) && !snapshot_kids(&snapshot).contains(&kid));
+
+    app.advance(bound - 1 - app.now.get().timestamp());
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
+    assert_eq!(keys_of(&app, &app.keyring).active_kid(), kid, "a second before the bound");
+    let replay_until = app.get(JWKS).response.same_until_ms.unwrap();
+    assert!(replay_until <= bound * 1000, "no document replayed past the bound: {replay_until}");
+
+    // At the bound: no isolate signs with it or publishes it, whether it took the snapshot
+    // early, late, or is new; the fresh key signs, the RS256 key goes on.
+    app.advance(1);
+    let late = std::mem::replace(&mut app.keyring, Keyring::new(60));
+    for keyring in [&early, &late, &Keyring::new(60)] {
+        assert!(matches!(refresh(&app, keyring, &kv), SnapshotRefresh::Unusable(UnusableSnapshot::TooOld { .. })));
+        let keys = keys_of(&app, keyring);
+        assert_eq!(keys.active_kid(), fresh);
+        assert!(!keys.jwks_json().contains(&kid), "out of the JWKS");
+        assert_eq!(keys.active_kid_of(SigningAlg::Rs256), Some(rs256.as_str()));
+    }
+
+    // The bootstrapping isolate's snapshot arrives: a new isolate takes it, with no D1 read and
+    // no compromised key.
+    pollster::block_on(store::write_signing_key_snapshot(&kv, &snapshot)).unwrap();
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
+    let batches = app.db.batches.get();
+    assert!(!kids(&app).contains(&kid));
+    assert_eq!(keys_of(&app, &app.keyring).active_kid(), fresh);
+    assert_eq!(app.db.batches.get(), batches);
+}
+
+/// When the cron's snapshot after the command comes first, it has no key of that algorithm
+/// that signs: new isolates read D1 at once, the first bootstraps, and its snapshot follows.
+#[test]
+fn after_a_compromise_the_crons_snapshot_sends_new_isolates_to_d1() {
+    let mut app = App::new();
+    app.get("/healthz");
+    let kid = signing_kid(&app, SigningAlg::Es256);
+    let kv = MemoryKv::default();
+    compromise(&app, &kid);
+    app.advance(1);
+    let snapshot = write_snapshot(&app, &kv);
+    assert!(!snapshot_kids(&snapshot).contains(&kid), "a compromised key is never in KV");
+    assert_eq!(
+        new_isolate(&mut app, &kv),
+        SnapshotRefresh::Unusable(UnusableSnapshot::NoSigningKey(SigningAlg::Es256))
+    );
+    let fresh = signing_kid(&app, SigningAlg::Es256);
+    assert_ne!(fresh, kid);
+    let after_bootstrap = app.keyring.take_snapshot_to_write().unwrap();
+    pollster::block_on(store::write_signing_key_snapshot(&kv, &after_bootstrap)).unwrap();
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
+    assert_eq!(signing_kid(&app, SigningAlg::Es256), fresh);
+}
+
+/// A request with nothing to bootstrap leaves nothing to write; the first request of an
+/// installation, with no snapshot anywhere, bootstraps and leaves one.
+#[test]
+fn only_a_bootstrap_leaves_a_snapshot_to_write() {
+    let mut app = App::new();
+    let kv = MemoryKv::default();
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Unusable(UnusableSnapshot::Missing));
+    let keys = keys_of(&app, &app.keyring);
+    let snapshot = app.keyring.take_snapshot_to_write().unwrap();
+    let expected: BTreeSet<String> =
+        [keys.active_kid(), keys.active_kid_of(SigningAlg::Rs256).unwrap()].into_iter().map(str::to_owned).collect();
+    assert_eq!(snapshot_kids(&snapshot), expected);
+    app.advance(61);
+    keys_of(&app, &app.keyring);
+    assert_eq!(app.keyring.take_snapshot_to_write(), None, "a read of D1 without a bootstrap");
+}
+
+/// A read of D1 that was issued before a snapshot was taken, and answers after, replaces it:
+/// a snapshot is older than any read of D1, whatever the order of their answers.
+#[test]
+fn a_snapshot_never_replaces_a_read_of_d1_that_answers_after_it() {
+    let app = App::new();
+    app.get("/healthz");
+    let kv = MemoryKv::default();
+    write_snapshot(&app, &kv);
+    // A key of each algorithm published since the snapshot: D1 has four, KV two.
+    app.maintain_keys(true);
+    let keyring = Keyring::new(60);
+    let slow = SlowFirstRead { inner: &app.db, answered: Default::default(), open: Default::default() };
+    let mut context = Context::from_waker(Waker::noop());
+    let mut read = std::pin::pin!(keyring.signing_keys(&slow, &app.config, &app.crypto, app.now.get()));
+    assert!(read.as_mut().poll(&mut context).is_pending());
+    assert_eq!(refresh(&app, &keyring, &kv), SnapshotRefresh::Taken);
+    assert_eq!(keys_of(&app, &keyring).jwks_json().matches("\"kid\"").count(), 2, "the snapshot meanwhile");
+
+    slow.open.set(true);
+    let Poll::Ready(keys) = read.as_mut().poll(&mut context) else { panic!("the read of D1 was answered") };
+    assert_eq!(keys.unwrap().jwks_json().matches("\"kid\"").count(), 4);
+    let batches = app.db.batches.get();
+    assert_eq!(keys_of(&app, &keyring).jwks_json().matches("\"kid\"").count(), 4, "D1's read is kept");
+    assert_eq!(app.db.batches.get(), batches);
 }

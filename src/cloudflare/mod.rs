@@ -1,10 +1,13 @@
 //! The Cloudflare adapter: the only code that touches `worker::*`. It reads the environment,
-//! builds a `flows::Context` from D1, `crypto.getRandomValues` and the request's instant, runs
-//! `api::handle`, and delivers queued mail after the response with `waitUntil`.
+//! builds a `flows::Context` from D1, `crypto.getRandomValues` and the request's instant (its
+//! keyring refreshed from the key snapshot in KV when its own read has expired), runs
+//! `api::handle`, and delivers queued mail (and a snapshot a bootstrap made) after the response
+//! with `waitUntil`.
 
 mod bench;
 mod d1;
 mod fetch;
+mod kv;
 mod mail_queue;
 mod webcrypto;
 
@@ -19,7 +22,7 @@ use crate::api::request::MAX_BODY_BYTES;
 use crate::api::{handle, parse_head, ApiRequest, ApiResponse, REQUEST_HEADERS};
 use crate::config::Config;
 use crate::flows;
-use crate::keyring::{self, Keyring};
+use crate::keyring::{self, Keyring, SnapshotRefresh, UnusableSnapshot};
 use crate::store;
 use webcrypto::WebCrypto;
 
@@ -63,7 +66,11 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
         }
     }
     let bindings = Bindings::of(env)?;
+    let kv = kv::Kv::binding(env, "KV");
     let outbox = flows::Outbox::default();
+    // A new isolate, or one whose read of the key table has expired, takes the snapshot from KV
+    // (when it is usable) rather than reading D1; the context's instant is the same or later.
+    log_snapshot_refresh(&bindings.keyring.refresh_from_snapshot(&kv, &config, now()).await);
     let ctx = bindings.context(&config, &outbox, api_request.client_ip(), api_request.header("accept-language"));
     let response = if bench_route {
         bench::handle(&ctx, &api_request).await.unwrap_or_else(|err| ApiError::from(err).into())
@@ -71,6 +78,15 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
         handle(&ctx, &api_request).await
     };
 
+    // After the response: the key table a bootstrap read, for new isolates to find in KV.
+    if let Some(snapshot) = bindings.keyring.take_snapshot_to_write() {
+        worker_ctx.wait_until(async move {
+            match store::write_signing_key_snapshot(&kv, &snapshot).await {
+                Ok(()) => log::info!("key snapshot written after a bootstrap: {} keys", snapshot.keys.len()),
+                Err(err) => log::warn!("key snapshot not written after a bootstrap: {err}"),
+            }
+        });
+    }
     // After the response: the deferred account work, then the mail (its and the request's), so
     // that neither shows in the response's timing.
     let deferred = outbox.take_deferred();
@@ -116,8 +132,31 @@ fn start() {
     glue::forget_replays();
 }
 
-/// The cron trigger: key rotation and clean-up (`keyring::maintain`). The cron string `rotate`
-/// (only reachable locally, `/__scheduled?cron=rotate` or `/cdn-cgi/local/scheduled?cron=rotate`)
+/// Logs why a refresh found no usable snapshot, where that is news: no snapshot, or an old one,
+/// is what a deployment without the cron (or `wrangler dev`) has, and a missing key is what
+/// D1 and a bootstrap resolve.
+fn log_snapshot_refresh(refresh: &SnapshotRefresh) {
+    let SnapshotRefresh::Unusable(why) = refresh else { return };
+    match why {
+        UnusableSnapshot::Missing | UnusableSnapshot::TooOld { .. } | UnusableSnapshot::NoSigningKey(_) => {}
+        UnusableSnapshot::Store(_)
+        | UnusableSnapshot::Unreadable(_)
+        | UnusableSnapshot::Ahead { .. }
+        | UnusableSnapshot::Keys(_) => log::warn!("key snapshot in KV not used, reading D1: {why:?}"),
+    }
+}
+
+/// The cron string of the run every minute (`[triggers]` in wrangler.toml).
+const EVERY_MINUTE: &str = "* * * * *";
+
+/// The minute of each hour whose run also does the key maintenance and the clean-up.
+const MAINTENANCE_MINUTE: i64 = 17;
+
+/// The cron trigger, every minute: the key snapshot in KV (`keyring::write_snapshot`); at
+/// minute 17 of each hour, before it, key rotation and clean-up (`keyring::maintain`). A run of
+/// any other cron string (a local `/cdn-cgi/local/scheduled?cron=17+*+*+*+*`, or an
+/// installation that kept an hourly trigger) does both. The cron string `rotate` (only
+/// reachable locally, `/__scheduled?cron=rotate` or `/cdn-cgi/local/scheduled?cron=rotate`)
 /// publishes the next key at once.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
@@ -131,6 +170,10 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(err) => return log::error!("key maintenance skipped: {err}"),
     };
     let db = &bindings.global;
+    let scheduled_minute = (event.schedule() as i64).div_euclid(60_000).rem_euclid(60);
+    if event.cron() == EVERY_MINUTE && scheduled_minute != MAINTENANCE_MINUTE {
+        return write_key_snapshot(&env, db).await;
+    }
     let force = event.cron() == "rotate";
     match keyring::maintain(db, &config, &WebCrypto, now(), force).await {
         Ok(report) => log::info!("key maintenance ({}): {report:?}", event.cron()),
@@ -154,6 +197,15 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(report) if report == flows::Normalised::default() => {}
         Ok(report) => log::info!("addresses normalised: {report:?}"),
         Err(err) => log::error!("address normalisation failed: {err}"),
+    }
+    write_key_snapshot(&env, db).await;
+}
+
+/// The key table as D1 holds it now, to KV for new isolates (`keyring::write_snapshot`).
+async fn write_key_snapshot(env: &Env, db: &d1::D1) {
+    match keyring::write_snapshot(db, &kv::Kv::binding(env, "KV"), now()).await {
+        Ok(snapshot) => log::info!("key snapshot written: {} keys, read at {}", snapshot.keys.len(), snapshot.read_at),
+        Err(err) => log::error!("key snapshot not written: {err}"),
     }
 }
 
@@ -222,7 +274,9 @@ impl Bindings {
 }
 
 thread_local! {
-    /// The key table as this isolate last read it (see `keyring`): a minute at most.
+    /// The key table as this isolate last read it, or the snapshot it took from KV (see
+    /// `keyring`): a minute at most for its own reads, three minutes after the D1 read for a
+    /// snapshot.
     static KEYRING: Rc<Keyring> = Rc::new(Keyring::new(60));
     /// The bucket map as this isolate last read it (`store::routing`): kept until a fence
     /// refuses a batch, ten minutes at most.

@@ -1,9 +1,10 @@
-//! `signing_keys` and `signing_key_salts`: the keyring's storage (`crate::keyring` decides).
+//! `signing_keys` and `signing_key_salts`: the keyring's storage (`crate::keyring` decides);
+//! and the snapshot of the published key set that KV holds, its format and its one key.
 
 use chrono::{DateTime, Utc};
 
 use super::{changes, integer, optional_integer, optional_text, text};
-use crate::ports::{Database, DatabaseError, SqlValue, Statement, StatementOutcome};
+use crate::ports::{Database, DatabaseError, KeyValue, KeyValueError, SqlValue, Statement, StatementOutcome};
 
 /// A signing key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,4 +325,149 @@ pub async fn is_signing_key_compromised(db: &impl Database, kid: &str) -> Result
         )])
         .await?;
     Ok(super::first_row(&outcomes).map(|row| super::integer(row, "compromised")).transpose()?.unwrap_or(0) > 0)
+}
+
+/// The KV key of the signing-key snapshot (docs/STORAGE.md).
+pub const SIGNING_KEY_SNAPSHOT_KEY: &str = "signing-keys";
+
+/// The snapshot's version: a reader takes no other (an older or newer release's snapshot is
+/// simply not there for it).
+pub const SIGNING_KEY_SNAPSHOT_VERSION: u32 = 1;
+
+/// The published key set as one read of `signing_keys` found it, as KV holds it: every key but
+/// those marked compromised (which never sign and are never published), each exactly as stored,
+/// its private part sealed under the key-encryption key, with its validity window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeySnapshot {
+    /// When the key table it holds was read from D1 (Unix seconds, the writer's clock just
+    /// before the read, so the table is at least that fresh): its age is counted from here.
+    pub read_at: i64,
+    /// Newest activation first, as [`list_signing_keys`] returns them; `compromised_at` is
+    /// `None` throughout.
+    pub keys: Vec<SigningKeyRecord>,
+}
+
+/// The snapshot as it is written to KV (docs/STORAGE.md): JSON, the stored columns by name.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotJson {
+    version: u32,
+    read_at: i64,
+    keys: Vec<SnapshotKeyJson>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotKeyJson {
+    kid: String,
+    alg: String,
+    /// The column's text as it is (a JSON object, with the `kid`).
+    public_jwk: String,
+    private_sealed: String,
+    published_at: i64,
+    activates_at: i64,
+    retired_at: Option<i64>,
+}
+
+/// Only the version, read before the rest: another version may have another shape.
+#[derive(serde::Deserialize)]
+struct SnapshotVersion {
+    version: u32,
+}
+
+impl SigningKeySnapshot {
+    /// The snapshot of a read of the key table made at `read_at` (or later).
+    pub fn of(records: &[SigningKeyRecord], read_at: i64) -> SigningKeySnapshot {
+        let keys = records.iter().filter(|key| key.compromised_at.is_none()).cloned().collect();
+        SigningKeySnapshot { read_at, keys }
+    }
+
+    pub fn to_json(&self) -> String {
+        let keys = self
+            .keys
+            .iter()
+            .map(|key| SnapshotKeyJson {
+                kid: key.kid.clone(),
+                alg: key.alg.clone(),
+                public_jwk: key.public_jwk.clone(),
+                private_sealed: key.private_sealed.clone(),
+                published_at: key.published_at,
+                activates_at: key.activates_at,
+                retired_at: key.retired_at,
+            })
+            .collect();
+        let json = SnapshotJson { version: SIGNING_KEY_SNAPSHOT_VERSION, read_at: self.read_at, keys };
+        // Strings and integers only: serialising cannot fail.
+        serde_json::to_string(&json).unwrap_or_default()
+    }
+
+    /// Reads a snapshot back; why not, for anything else than what [`SigningKeySnapshot::to_json`]
+    /// writes: not JSON, another version, another shape, a kid twice or empty, a public key that
+    /// is no JSON object naming its own kid.
+    pub fn from_json(text: &str) -> Result<SigningKeySnapshot, String> {
+        let version: SnapshotVersion = serde_json::from_str(text).map_err(not_a_snapshot)?;
+        if version.version != SIGNING_KEY_SNAPSHOT_VERSION {
+            return Err(format!("version {} (this release reads {SIGNING_KEY_SNAPSHOT_VERSION})", version.version));
+        }
+        let json: SnapshotJson = serde_json::from_str(text).map_err(not_a_snapshot)?;
+        let mut keys = Vec::with_capacity(json.keys.len());
+        for key in json.keys {
+            if key.kid.is_empty() || keys.iter().any(|seen: &SigningKeyRecord| seen.kid == key.kid) {
+                return Err(format!("kid {:?} empty or twice", key.kid));
+            }
+            let names_its_kid = serde_json::from_str::<serde_json::Value>(&key.public_jwk)
+                .is_ok_and(|jwk| jwk.get("kid").and_then(serde_json::Value::as_str) == Some(key.kid.as_str()));
+            if !names_its_kid {
+                return Err(format!("the public key of {} is not a JWK with its kid", key.kid));
+            }
+            keys.push(SigningKeyRecord {
+                kid: key.kid,
+                alg: key.alg,
+                public_jwk: key.public_jwk,
+                private_sealed: key.private_sealed,
+                published_at: key.published_at,
+                activates_at: key.activates_at,
+                retired_at: key.retired_at,
+                compromised_at: None,
+            });
+        }
+        // The keyring takes the first active key of an algorithm as the one that signs: the
+        // order of `LIST_SIGNING_KEYS`, whatever order the text had.
+        keys.sort_by(|a, b| b.activates_at.cmp(&a.activates_at).then_with(|| a.kid.cmp(&b.kid)));
+        Ok(SigningKeySnapshot { read_at: json.read_at, keys })
+    }
+}
+
+/// Why a text is no snapshot, without quoting it (serde's messages may quote the value).
+fn not_a_snapshot(err: serde_json::Error) -> String {
+    format!("not a snapshot: {:?} error at line {} column {}", err.classify(), err.line(), err.column())
+}
+
+/// What KV holds under [`SIGNING_KEY_SNAPSHOT_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredSnapshot {
+    Missing,
+    /// Something this release cannot read, and why.
+    Unreadable(String),
+    Found(SigningKeySnapshot),
+}
+
+/// The signing-key snapshot in KV (one read). A value that cannot be read is no error: it is
+/// [`StoredSnapshot::Unreadable`], and the caller reads D1 instead.
+pub async fn read_signing_key_snapshot(kv: &impl KeyValue) -> Result<StoredSnapshot, KeyValueError> {
+    Ok(match kv.get(SIGNING_KEY_SNAPSHOT_KEY).await? {
+        None => StoredSnapshot::Missing,
+        Some(text) => match SigningKeySnapshot::from_json(&text) {
+            Ok(snapshot) => StoredSnapshot::Found(snapshot),
+            Err(reason) => StoredSnapshot::Unreadable(reason),
+        },
+    })
+}
+
+/// Replaces the signing-key snapshot in KV (one write).
+pub async fn write_signing_key_snapshot(
+    kv: &impl KeyValue,
+    snapshot: &SigningKeySnapshot,
+) -> Result<(), KeyValueError> {
+    kv.put(SIGNING_KEY_SNAPSHOT_KEY, &snapshot.to_json()).await
 }

@@ -1,5 +1,6 @@
-//! Test support: SQLite behind the core's `Database` port (running the real migrations), seeded
-//! randomness, a fixed clock that tests advance, and an app that drives `api::handle`.
+//! Test support: SQLite behind the core's `Database` port (running the real migrations), a map
+//! behind its `KeyValue` port, seeded randomness, a fixed clock that tests advance, and an app
+//! that drives `api::handle`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -17,8 +18,8 @@ use edgeid::store::{Directory, UserShards};
 pub const USER_SHARDS: usize = 4;
 use edgeid::mail::OutgoingMail;
 use edgeid::ports::{
-    Crypto, CryptoError, Database, DatabaseError, EntropyError, HttpClient, HttpError, OutboundRequest,
-    OutboundResponse, SqlValue, Statement, StatementOutcome,
+    Crypto, CryptoError, Database, DatabaseError, EntropyError, HttpClient, HttpError, KeyValue, KeyValueError,
+    OutboundRequest, OutboundResponse, SqlValue, Statement, StatementOutcome,
 };
 use jwt_compact::jwk::JsonWebKey;
 use serde_json::Value;
@@ -196,6 +197,46 @@ impl Database for Sqlite {
         }
         transaction.commit().map_err(error)?;
         Ok(outcomes)
+    }
+}
+
+/// Workers KV behind the core's `KeyValue` port: a map, its reads and writes counted; when
+/// `broken` is set every call fails, as an outage would.
+#[derive(Default)]
+pub struct MemoryKv {
+    pub values: RefCell<std::collections::BTreeMap<String, String>>,
+    pub reads: Cell<usize>,
+    pub writes: Cell<usize>,
+    pub broken: Cell<bool>,
+}
+
+impl MemoryKv {
+    pub fn value(&self, key: &str) -> Option<String> {
+        self.values.borrow().get(key).cloned()
+    }
+
+    /// Writes behind the port's back: what another writer, or corruption, left there.
+    pub fn set(&self, key: &str, value: &str) {
+        self.values.borrow_mut().insert(key.to_owned(), value.to_owned());
+    }
+}
+
+impl KeyValue for MemoryKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KeyValueError> {
+        self.reads.set(self.reads.get() + 1);
+        if self.broken.get() {
+            return Err(KeyValueError("KV GET failed: 503 (injected)".to_owned()));
+        }
+        Ok(self.value(key))
+    }
+
+    async fn put(&self, key: &str, value: &str) -> Result<(), KeyValueError> {
+        self.writes.set(self.writes.get() + 1);
+        if self.broken.get() {
+            return Err(KeyValueError("KV PUT failed: 503 (injected)".to_owned()));
+        }
+        self.set(key, value);
+        Ok(())
     }
 }
 
