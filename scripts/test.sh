@@ -6,9 +6,11 @@ set -eu
 . "$(dirname -- "$0")/toolchain.sh"
 cd "$EDGEID_ROOT"
 started=$(date +%s)
+# The Python tools and Chromium download while the Rust tools compile.
+(ensure_python_packages && ensure_chromium) &
+side_tools=$!
 ensure_toolchain
-ensure_python_packages
-ensure_chromium
+wait "$side_tools"
 node scripts/dev-vars.mjs
 
 step() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }

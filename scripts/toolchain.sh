@@ -50,19 +50,26 @@ ensure_wasm_target() {
 }
 
 # worker-build, and the wasm-bindgen CLI of exactly the version in Cargo.lock (worker-build
-# would download it from GitHub, which is not always reachable).
+# would download it from GitHub, which is not always reachable). Both are built without
+# optimisation: they run for about a second per worker build, while optimising them took most
+# of a fresh clone's set-up (several minutes on two cores).
+tool_build_profile() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+    CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_INCREMENTAL=false "$@"
+}
+
 ensure_worker_build() {
   if ! "$EDGEID_TOOLS/cargo/bin/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
     edgeid_log "installing worker-build $WORKER_BUILD_VERSION into .tools (a few minutes, once)"
-    cargo install --quiet worker-build --version "$WORKER_BUILD_VERSION" --locked --root "$EDGEID_TOOLS/cargo" \
-      --target-dir "$EDGEID_TOOLS/cargo-build"
+    tool_build_profile cargo install --quiet worker-build --version "$WORKER_BUILD_VERSION" --locked \
+      --root "$EDGEID_TOOLS/cargo" --target-dir "$EDGEID_TOOLS/cargo-build"
   fi
   bindgen_version=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' "$EDGEID_ROOT/Cargo.lock")
   if ! "$EDGEID_TOOLS/cargo/bin/wasm-bindgen" --version 2>/dev/null | grep -q "$bindgen_version"; then
     edgeid_log "installing wasm-bindgen-cli $bindgen_version into .tools (a few minutes, once)"
     # No --locked: one entry of its published lock file is missing from the index.
-    cargo install --quiet wasm-bindgen-cli --version "$bindgen_version" --root "$EDGEID_TOOLS/cargo" \
-      --target-dir "$EDGEID_TOOLS/cargo-build"
+    tool_build_profile cargo install --quiet wasm-bindgen-cli --version "$bindgen_version" \
+      --root "$EDGEID_TOOLS/cargo" --target-dir "$EDGEID_TOOLS/cargo-build"
   fi
   rm -rf "$EDGEID_TOOLS/cargo-build"
   export WASM_BINDGEN_BIN="$EDGEID_TOOLS/cargo/bin/wasm-bindgen"
