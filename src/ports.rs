@@ -78,6 +78,11 @@ impl DatabaseError {
         DatabaseError(format!("{MOVING}{bucket} is between shards"))
     }
 
+    /// Buckets were being moved while a walk over every shard read them (`flows::user_walk`).
+    pub fn moving_buckets() -> DatabaseError {
+        DatabaseError(format!("{MOVING}buckets moved while every shard was read"))
+    }
+
     pub fn is_moving(&self) -> bool {
         self.0.starts_with(MOVING)
     }

@@ -373,3 +373,84 @@ fn the_operator_endpoints_need_the_operator_token() {
     assert_eq!((step.status, &step.json["buckets_to_move"]), (200, &json!(0)), "{}", step.text());
     assert_eq!(operator("DELETE", Some(OPERATOR_TOKEN), "").status, 405);
 }
+
+fn walk_page(app: &App, cursor: Option<&str>, limit: usize) -> Result<edgeid::flows::user_walk::UserPage, String> {
+    let outbox = edgeid::flows::Outbox::default();
+    pollster::block_on(edgeid::flows::user_walk::walk_users(&app.context(&outbox), cursor, limit))
+        .map_err(|err| err.to_string())
+}
+
+/// Walks every page; `between` runs after each page (a reshard step, say). A page refused
+/// because buckets moved under it is asked for again with the same cursor.
+fn walk_all(app: &App, limit: usize, mut between: impl FnMut()) -> Vec<String> {
+    let mut emails = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut refusals = 0;
+    loop {
+        match walk_page(app, cursor.as_deref(), limit) {
+            Ok(page) => {
+                assert!(page.users.len() <= limit);
+                emails.extend(page.users.into_iter().map(|user| user.email));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Err(err) => {
+                assert!(err.contains("moving"), "{err}");
+                refusals += 1;
+                assert!(refusals < 100);
+            }
+        }
+        between();
+    }
+    emails
+}
+
+#[test]
+fn a_walk_lists_every_account_of_every_shard_exactly_once() {
+    let app = App::new();
+    let mut expected: Vec<String> = (0..45).map(|n| format!("walked{n}@example.com")).collect();
+    for email in &expected {
+        app.verified_account(email, PASSWORD);
+    }
+    expected.sort();
+    for limit in [1, 7, 45, 200] {
+        let mut listed = walk_all(&app, limit, || {});
+        listed.sort();
+        assert_eq!(listed, expected, "pages of {limit}");
+    }
+    let first = walk_page(&app, None, 10).unwrap();
+    assert_eq!(first.users.len(), 10);
+    assert!(first.users.windows(2).all(|pair| (pair[0].bucket, &pair[0].id) < (pair[1].bucket, &pair[1].id)));
+    for bad in ["nonsense", "400.abc", "001.", "zzz.x"] {
+        assert_eq!(walk_page(&app, Some(bad), 10).unwrap_err(), "the cursor is not one this walk gave out", "{bad}");
+    }
+    assert!(walk_page(&app, None, 0).is_err() && walk_page(&app, None, 201).is_err());
+}
+
+/// Buckets moving between the pages of a walk (a reshard from four shards to eight, a few
+/// buckets after every page) change nothing in what it lists: every account once.
+#[test]
+fn a_walk_while_buckets_move_still_lists_every_account_exactly_once() {
+    let app = grown_app(8);
+    let mut expected: Vec<String> = accounts(&app, 40).into_iter().map(|(email, _)| email).collect();
+    expected.sort();
+    let version = || app.db.count("SELECT version FROM bucket_map");
+    let before = version();
+    let mut listed = walk_all(&app, 3, || {
+        reshard(&app, "walker", 24).unwrap();
+    });
+    listed.sort();
+    assert_eq!(listed, expected);
+    assert!(version() > before + 100, "buckets moved during the walk");
+    // And in the middle of a move: a bucket refused by both shards is not skipped silently.
+    let bucket = UserBucket::new(1).unwrap();
+    let now = app.now.get().timestamp();
+    let map = pollster::block_on(store::bucket_map(&app.db, 8)).unwrap();
+    let (from, to) = (map.shard_of(bucket), (map.shard_of(bucket) + 1) % 8);
+    assert!(pollster::block_on(store::start_bucket_move(&app.db, bucket, from, to, "stuck", now, now + 120)).unwrap());
+    pollster::block_on(store::refuse_bucket(app.shards.shard(from).unwrap(), bucket, now)).unwrap();
+    let refused = walk_page(&app, None, 200).unwrap_err();
+    assert!(refused.contains("moving"), "{refused}");
+}

@@ -59,6 +59,26 @@ fn parse_map(row: &crate::ports::Row, shards: usize) -> Result<BucketMap, Databa
         .map_err(|err| DatabaseError(format!("bucket map: {err}")))
 }
 
+/// The bucket map's version and the buckets being moved: a walk over every shard reads them
+/// before and after, and trusts what it read in between only if they did not change.
+pub async fn routing_state(global: &impl Database) -> Result<(Option<i64>, Vec<i64>), DatabaseError> {
+    let outcomes = global
+        .batch(vec![
+            Statement::new("SELECT version FROM bucket_map WHERE id = 1", []),
+            Statement::new("SELECT bucket FROM bucket_moves ORDER BY bucket", []),
+        ])
+        .await?;
+    let version = first_row(&outcomes).map(|row| integer(row, "version")).transpose()?;
+    let moving = outcomes
+        .get(1)
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| integer(row, "bucket"))
+        .collect::<Result<_, _>>()?;
+    Ok((version, moving))
+}
+
 /// Replaces the map if it is still at `expected.version`: `true` if this call changed it.
 pub async fn swap_bucket_map(
     global: &impl Database,

@@ -263,3 +263,47 @@ pub async fn upgrade_password_hash(
         .await?;
     Ok(changes(&outcomes, 0) == 1)
 }
+
+/// An account as a walk over every shard lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSummary {
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub created_at: i64,
+    pub bucket: i64,
+}
+
+/// Up to `limit` accounts of one shard after (`after_bucket`, `after_id`) in (bucket, id)
+/// order, leaving out buckets the shard refuses (moved away, or moving: not its to list).
+pub async fn users_after(
+    shard: &impl Database,
+    after_bucket: i64,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<UserSummary>, DatabaseError> {
+    let outcomes = shard
+        .batch(vec![Statement::new(
+            "SELECT id, email, email_verified_at, created_at, bucket FROM users
+             WHERE (bucket > ?1 OR (bucket = ?1 AND id > ?2))
+               AND bucket NOT IN (SELECT bucket FROM refused_buckets)
+             ORDER BY bucket, id LIMIT ?3",
+            [after_bucket.into(), after_id.into(), limit.into()],
+        )])
+        .await?;
+    outcomes
+        .first()
+        .map(|outcome| &outcome.rows[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|row| {
+            Ok(UserSummary {
+                id: text(row, "id")?,
+                email: text(row, "email")?,
+                email_verified: optional_integer(row, "email_verified_at")?.is_some(),
+                created_at: integer(row, "created_at")?,
+                bucket: integer(row, "bucket")?,
+            })
+        })
+        .collect()
+}
