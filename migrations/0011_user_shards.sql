@@ -9,6 +9,11 @@
 ALTER TABLE users ADD COLUMN bucket INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX users_by_bucket ON users (bucket, id);
 
+-- In a user shard: an account being moved to another bucket (src/flows/user_move.rs), 'leaving'
+-- in its old bucket's shard and 'arriving' in its new one's; which one a login sees is the
+-- move's phase in DB (user_moves). NULL for every other account.
+ALTER TABLE users ADD COLUMN move_state TEXT CHECK (move_state IN ('leaving', 'arriving'));
+
 -- In a user shard: buckets it no longer serves (moved away, or being moved). Every routed batch
 -- starts with the fence below, which fails the whole batch for such a bucket.
 CREATE TABLE refused_buckets (
@@ -40,4 +45,14 @@ CREATE TABLE bucket_moves (
     started_at INTEGER NOT NULL,
     lease TEXT,
     lease_until INTEGER NOT NULL DEFAULT 0
+);
+
+-- In DB: an account moving to another bucket (its address changes): no address here, only where
+-- from and to, and whether the new row has become the account (the one switch a login sees).
+CREATE TABLE user_moves (
+    user_id TEXT PRIMARY KEY,
+    from_bucket INTEGER NOT NULL,
+    to_bucket INTEGER NOT NULL,
+    phase TEXT NOT NULL CHECK (phase IN ('copying', 'switched')),
+    started_at INTEGER NOT NULL
 );

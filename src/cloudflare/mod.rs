@@ -193,6 +193,11 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
     let outbox = flows::Outbox::default();
     let ctx = bindings.context(&config, &outbox, None, None);
+    match flows::user_move::finish_user_moves(&ctx).await {
+        Ok(0) => {}
+        Ok(finished) => log::info!("account moves a request left: {finished} finished or given up"),
+        Err(err) => log::error!("finishing account moves failed: {err}"),
+    }
     match flows::normalise_stored_addresses(&ctx).await {
         Ok(report) if report == flows::Normalised::default() => {}
         Ok(report) => log::info!("addresses normalised: {report:?}"),

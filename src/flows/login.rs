@@ -8,7 +8,7 @@ use crate::domain::rate_limit::BucketKind;
 use crate::domain::shard::UserBucket;
 use crate::domain::tokens::{issue_tokens, Subject, LOGIN_SCOPE};
 use crate::flows::throttle::{self, Throttled};
-use crate::flows::{Context, Deferred, Internal};
+use crate::flows::{user_move, Context, Deferred, Internal};
 use crate::ports::{Crypto, Database, HttpClient};
 use crate::store::{self, KnownNetwork, NewSession, SessionKind};
 
@@ -147,7 +147,9 @@ async fn prove_password<D: Database, E: Crypto, H: HttpClient>(
     let (taken, outcomes) =
         throttle::take_with(ctx, &budgets, Some((&users, vec![store::find_user_statement(&email)]))).await?;
     let taken = taken?;
-    let user = store::user_from(outcomes.first()).map_err(Internal::from)?;
+    // An account moving to another bucket is in two shards for an instant: the move's switch
+    // says which row is the account.
+    let user = user_move::as_seen_by_login(ctx, store::user_from(outcomes.first()).map_err(Internal::from)?).await?;
     // An unknown email costs one Argon2id run too, against a hash nobody's password matches
     // that costs what the configured parameters cost (which every account converges on below).
     let dummy_hash = dummy_password_hash(&ctx.config.password_hash);

@@ -29,6 +29,7 @@ pub mod resharding;
 pub mod session;
 pub mod signup;
 pub mod throttle;
+pub mod user_move;
 pub mod user_walk;
 pub mod verify_email;
 

@@ -14,6 +14,7 @@ mod one_time_tokens;
 mod resharding;
 mod routing;
 mod sessions;
+mod user_moves;
 mod users;
 
 pub use authorizations::*;
@@ -26,6 +27,7 @@ pub use one_time_tokens::*;
 pub use resharding::*;
 pub use routing::*;
 pub use sessions::*;
+pub use user_moves::*;
 pub use users::*;
 
 use crate::ports::{Database, DatabaseError, Row, SqlValue, Statement, StatementOutcome};

@@ -241,9 +241,10 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "updated_at",
             "locale",
             "password_version",
-            "bucket"
+            "bucket",
+            "move_state"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
     ),
     copied_table!(
         "sessions",

@@ -27,8 +27,9 @@ pub fn is_fence_refusal(err: &DatabaseError) -> bool {
 }
 
 /// Every bucket the map holds a shard for is served there unless that shard refuses it: a
-/// move inserts the refusal in the old shard before it copies anything (`resharding`).
-fn fence(bucket: UserBucket) -> Statement {
+/// move inserts the refusal in the old shard before it copies anything (`resharding`). A batch
+/// about two buckets of one shard (an account moving between them) adds the second's itself.
+pub fn fence(bucket: UserBucket) -> Statement {
     Statement::new(FENCE, [i64::from(bucket.index()).into()])
 }
 

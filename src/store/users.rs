@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{changes, first_row, integer, optional_integer, text, NewOneTimeToken};
+use super::{changes, first_row, integer, optional_integer, optional_text, text, NewOneTimeToken};
 use crate::domain::email::Email;
 use crate::domain::shard::UserBucket;
 use crate::ports::{Database, DatabaseError, Row, Statement, StatementOutcome};
@@ -17,6 +17,8 @@ pub struct UserRecord {
     /// Counts the password's replacements (resets, a sign-up taking over an unverified
     /// account), not its re-hashes: what a login's session is conditional on.
     pub password_version: i64,
+    /// `leaving` or `arriving` while the account moves to another bucket (`flows::user_move`).
+    pub move_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +179,7 @@ pub async fn find_user_by_email(db: &impl Database, email: &Email) -> Result<Opt
 /// The statement of [`find_user_by_email`], to ride in another batch ([`user_from`] reads it).
 pub fn find_user_statement(email: &Email) -> Statement {
     Statement::new(
-        "SELECT id, email, password_hash, email_verified_at, password_version FROM users WHERE email = ?1",
+        "SELECT id, email, password_hash, email_verified_at, password_version, move_state FROM users WHERE email = ?1",
         [email.as_str().into()],
     )
 }
@@ -194,6 +196,7 @@ pub(crate) fn user_record(row: &Row) -> Result<UserRecord, DatabaseError> {
         password_hash: text(row, "password_hash")?,
         email_verified: optional_integer(row, "email_verified_at")?.is_some(),
         password_version: integer(row, "password_version")?,
+        move_state: optional_text(row, "move_state")?,
     })
 }
 
