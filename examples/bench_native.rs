@@ -62,9 +62,93 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 /// The D1 round trips (batches) one request makes, and its answer.
 fn counted(app: &support::App, request: ApiRequest) -> (usize, support::Reply) {
-    let before = app.round_trips();
+    let (cost, reply) = costed(app, request);
+    (cost.round_trips, reply)
+}
+
+/// What one request (with the work it leaves for after its response) asks of the databases:
+/// sequential round trips, and statements in `DB` and in the user shards (a routed batch's
+/// fence included).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Cost {
+    round_trips: usize,
+    db_statements: usize,
+    shard_statements: usize,
+}
+
+fn statements(app: &support::App) -> (usize, usize) {
+    (app.db.statements.get(), app.user_shards().map(|shard| shard.statements.get()).sum())
+}
+
+fn costed(app: &support::App, request: ApiRequest) -> (Cost, support::Reply) {
+    let (trips, (db, shards)) = (app.round_trips(), statements(app));
     let reply = app.send(request);
-    (app.round_trips() - before, reply)
+    let (db_after, shards_after) = statements(app);
+    let cost = Cost {
+        round_trips: app.round_trips() - trips,
+        db_statements: db_after - db,
+        shard_statements: shards_after - shards,
+    };
+    (cost, reply)
+}
+
+fn json_post(path: &str, body: serde_json::Value) -> ApiRequest {
+    ApiRequest {
+        method: "POST".into(),
+        path: path.into(),
+        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+        body: body.to_string().into_bytes(),
+        ..Default::default()
+    }
+}
+
+/// The account flows' costs, each after a warm-up (the bucket map and the key table cached, as
+/// in a busy isolate): sign-up (with its work after the response), verification by link,
+/// login (with its budgets given back after the response), the first-party refresh, userinfo,
+/// a forgot-password and the reset.
+fn flow_costs() -> Result<serde_json::Value, String> {
+    let mut app = support::App::new();
+    let password = "a benchmark passphrase";
+    app.verified_account("warm@example.com", password);
+    app.get("/.well-known/jwks.json");
+    app.keyring = Keyring::new(60);
+    app.post("/v1/login", json!({"email": "warm@example.com", "password": password}));
+    let email = "costs@example.com";
+    let (signup, _) = costed(&app, json_post("/v1/signup", json!({"email": email, "password": password})));
+    let token = support::token_in_link(&app.single_mail_to(email).text, "/verify-email");
+    let (verify, _) = costed(&app, json_post("/v1/email/verify", json!({"token": token})));
+    let (login, reply) = costed(&app, json_post("/v1/login", json!({"email": email, "password": password})));
+    let refresh_token = reply.json["refresh_token"].as_str().ok_or(format!("login: {}", reply.text()))?.to_owned();
+    let access = reply.json["access_token"].as_str().unwrap_or_default().to_owned();
+    let (refresh, _) = costed(
+        &app,
+        ApiRequest {
+            method: "POST".into(),
+            path: "/oauth/token".into(),
+            headers: vec![("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned())],
+            body: form(&[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)]).into_bytes(),
+            ..Default::default()
+        },
+    );
+    let (userinfo, _) = costed(
+        &app,
+        ApiRequest {
+            method: "GET".into(),
+            path: "/userinfo".into(),
+            headers: vec![("Authorization".to_owned(), format!("Bearer {access}"))],
+            ..Default::default()
+        },
+    );
+    let (forgot, _) = costed(&app, json_post("/v1/password/forgot", json!({"email": email})));
+    let reset_token = support::token_in_link(&app.single_mail_to(email).text, "/reset-password");
+    let (reset, _) =
+        costed(&app, json_post("/v1/password/reset", json!({"token": reset_token, "password": "another passphrase"})));
+    let (jwks, _) =
+        costed(&app, ApiRequest { method: "GET".into(), path: "/.well-known/jwks.json".into(), ..Default::default() });
+    Ok(json!({
+        "signup": signup, "verify_email": verify, "login": login, "refresh_first_party": refresh,
+        "userinfo": userinfo, "forgot_password": forgot, "reset_password": reset, "jwks": jwks,
+    }))
 }
 
 fn token_request(client_id: &str, secret: &str, fields: &[(&str, &str)]) -> ApiRequest {
@@ -211,7 +295,7 @@ fn round_trips() -> Result<serde_json::Value, String> {
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|mode| mode == "round-trips") {
-        println!("{{\"round_trips\": {}}}", round_trips()?);
+        println!("{{\"round_trips\": {}, \"flows\": {}}}", round_trips()?, flow_costs()?);
         return Ok(());
     }
     if let [mode, hashes] = args.as_slice() {

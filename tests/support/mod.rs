@@ -33,6 +33,8 @@ pub struct Sqlite {
     pub broken: Cell<bool>,
     /// Batches run so far on this database.
     pub batches: Cell<usize>,
+    /// Statements run so far on this database (a routed batch's fence included).
+    pub statements: Cell<usize>,
     /// Sequential round trips, shared by the databases of one app (`DB` and its user shards).
     pub trips: Rc<RoundTrips>,
     /// When set to `n`, the batch after the next `n` fails (and this is cleared): an
@@ -95,6 +97,7 @@ impl Sqlite {
             connection: RefCell::new(connection),
             broken: Cell::new(false),
             batches: Cell::new(0),
+            statements: Cell::new(0),
             trips: Rc::default(),
             fail_after: Cell::new(None),
         }
@@ -136,6 +139,7 @@ impl Sqlite {
 impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
         self.batches.set(self.batches.get() + 1);
+        self.statements.set(self.statements.get() + statements.len());
         if self.trips.in_flight.get() == 0 {
             self.trips.sequential.set(self.trips.sequential.get() + 1);
         }
