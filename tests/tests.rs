@@ -18,6 +18,7 @@ mod pages;
 mod properties;
 mod provider;
 mod races;
+mod review_shards;
 mod sessions;
 mod shards;
 mod support;
