@@ -92,22 +92,36 @@ fn costed(app: &support::App, request: ApiRequest) -> (Cost, support::Reply) {
     (cost, reply)
 }
 
+/// A JSON POST from a client address, so that the per-client budgets are drawn as in production.
 fn json_post(path: &str, body: serde_json::Value) -> ApiRequest {
     ApiRequest {
         method: "POST".into(),
         path: path.into(),
-        headers: vec![("Content-Type".to_owned(), "application/json".to_owned())],
+        headers: vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            ("CF-Connecting-IP".to_owned(), "203.0.113.7".to_owned()),
+        ],
         body: body.to_string().into_bytes(),
         ..Default::default()
     }
 }
 
-/// The account flows' costs, each after a warm-up (the bucket map and the key table cached, as
-/// in a busy isolate): sign-up (with its work after the response), verification by link,
+/// The account flows' costs with every budget at its default, each after a warm-up (the bucket
+/// map and the key table cached, as in a busy isolate): sign-up (with its work after the response), verification by link,
 /// login (with its budgets given back after the response), the first-party refresh, userinfo,
 /// a forgot-password and the reset.
 fn flow_costs() -> Result<serde_json::Value, String> {
-    let mut app = support::App::new();
+    // Every budget at its default (API.md), as an installation runs.
+    let mut app = support::App::with_config(support::test_config(&[
+        ("RATE_LIMIT_LOGIN_PER_IP", "100/900"),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT", "100/3600"),
+        ("RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK", "10/900"),
+        ("RATE_LIMIT_CODE_PER_IP", "30/3600"),
+        ("RATE_LIMIT_CODE_PER_DOMAIN", "100/3600"),
+        ("RATE_LIMIT_MAIL_PER_IP", "30/3600"),
+        ("RATE_LIMIT_MAIL_PER_ADDRESS", "5/3600"),
+        ("RATE_LIMIT_TOKEN_PER_IP", "60/900"),
+    ]));
     let password = "a benchmark passphrase";
     app.verified_account("warm@example.com", password);
     app.get("/.well-known/jwks.json");

@@ -4,9 +4,9 @@
 -- shards' global tables do.
 
 -- In a user shard: the virtual bucket of each account (src/domain/shard.rs), which the
--- resharding command moves by. Rows written before shards are in bucket 0 (a single-database
--- installation, where every bucket is in DB).
-ALTER TABLE users ADD COLUMN bucket INTEGER NOT NULL DEFAULT 0;
+-- resharding command moves by. Rows written before shards have -1 until the reshard (or the
+-- cron) files them under their address's bucket (store::file_unbucketed_accounts).
+ALTER TABLE users ADD COLUMN bucket INTEGER NOT NULL DEFAULT -1;
 CREATE INDEX users_by_bucket ON users (bucket, id);
 
 -- In a user shard: an account being moved to another bucket (src/flows/user_move.rs), 'leaving'
@@ -14,11 +14,16 @@ CREATE INDEX users_by_bucket ON users (bucket, id);
 -- move's phase in DB (user_moves). NULL for every other account.
 ALTER TABLE users ADD COLUMN move_state TEXT CHECK (move_state IN ('leaving', 'arriving'));
 
--- In a user shard: buckets it no longer serves (moved away, or being moved). Every routed batch
--- starts with the fence below, which fails the whole batch for such a bucket.
+-- In a user shard: buckets a move has touched here, and whether the shard refuses them (moved
+-- away, or being moved). Every routed batch starts with the fence below, which fails the whole
+-- batch for a refused bucket. `generation` is the fencing token of the move that last claimed
+-- the row: a mover only writes a bucket's rows here while its own generation is the row's, and
+-- a higher generation (a mover that took the move over) always wins.
 CREATE TABLE refused_buckets (
     bucket INTEGER PRIMARY KEY,
-    refused_at INTEGER NOT NULL
+    refused_at INTEGER NOT NULL,
+    refused INTEGER NOT NULL DEFAULT 1 CHECK (refused IN (0, 1)),
+    generation INTEGER NOT NULL DEFAULT 0
 );
 
 -- Never holds a row: inserting a bucket number (>= 0) is how the fence fails a batch.
@@ -32,7 +37,9 @@ CREATE TABLE bucket_fence (
 CREATE TABLE bucket_map (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     shards TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    -- The last fencing token handed to a mover (bucket_moves.generation): only ever grows.
+    generations INTEGER NOT NULL DEFAULT 0
 );
 
 -- In DB: a bucket being moved between shards (src/flows/resharding.rs), how far the move got
@@ -44,7 +51,8 @@ CREATE TABLE bucket_moves (
     phase TEXT NOT NULL CHECK (phase IN ('refusing', 'copying', 'switching', 'cleaning')),
     started_at INTEGER NOT NULL,
     lease TEXT,
-    lease_until INTEGER NOT NULL DEFAULT 0
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 
 -- In DB: an account moving to another bucket (its address changes): no address here, only where

@@ -301,9 +301,10 @@ fn a_move_another_mover_holds_is_taken_over_only_when_its_lease_runs_out() {
     // A mover that died after refusing bucket 4 (shard 0 to shard 4) and copying part of it.
     let bucket = UserBucket::new(4).unwrap();
     let now = app.now.get().timestamp();
-    assert!(pollster::block_on(store::start_bucket_move(&app.db, bucket, 0, 4, "dead", now, now + 120)).unwrap());
-    pollster::block_on(store::refuse_bucket(first, bucket, now)).unwrap();
-    pollster::block_on(store::refuse_bucket(app.shards.shard(4).unwrap(), bucket, now)).unwrap();
+    let generation =
+        pollster::block_on(store::start_bucket_move(&app.db, bucket, 0, 4, "dead", now, now + 120)).unwrap().unwrap();
+    pollster::block_on(store::refuse_bucket(first, bucket, generation, now)).unwrap();
+    pollster::block_on(store::refuse_bucket(app.shards.shard(4).unwrap(), bucket, generation, now)).unwrap();
     app.db.execute("UPDATE bucket_moves SET phase = 'copying'");
     let progress = reshard(&app, "other", 64).unwrap();
     assert_eq!(progress.held_elsewhere, 1, "{progress:?}");
@@ -450,8 +451,10 @@ fn a_walk_while_buckets_move_still_lists_every_account_exactly_once() {
     let now = app.now.get().timestamp();
     let map = pollster::block_on(store::bucket_map(&app.db, 8)).unwrap();
     let (from, to) = (map.shard_of(bucket), (map.shard_of(bucket) + 1) % 8);
-    assert!(pollster::block_on(store::start_bucket_move(&app.db, bucket, from, to, "stuck", now, now + 120)).unwrap());
-    pollster::block_on(store::refuse_bucket(app.shards.shard(from).unwrap(), bucket, now)).unwrap();
+    let generation = pollster::block_on(store::start_bucket_move(&app.db, bucket, from, to, "stuck", now, now + 120))
+        .unwrap()
+        .unwrap();
+    pollster::block_on(store::refuse_bucket(app.shards.shard(from).unwrap(), bucket, generation, now)).unwrap();
     let refused = walk_page(&app, None, 200).unwrap_err();
     assert!(refused.contains("moving"), "{refused}");
 }

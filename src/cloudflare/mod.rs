@@ -110,9 +110,7 @@ async fn after_response(
                 let outbox = flows::Outbox::default();
                 let ctx = bindings.context(&config, &outbox, None, None);
                 for work in deferred {
-                    if let Err(err) = flows::run_deferred(&ctx, work).await {
-                        log::error!("account work after the response failed: {err}");
-                    }
+                    run_deferred_until_served(&ctx, work).await;
                 }
                 mails.extend(outbox.take());
             }
@@ -121,6 +119,21 @@ async fn after_response(
     }
     if !mails.is_empty() {
         mail_queue::enqueue(&env, &config, mails).await;
+    }
+}
+
+/// Runs deferred account work, again a second later (for half a minute at most) while its
+/// bucket is between shards: a move takes about that long, and the request was already
+/// answered.
+async fn run_deferred_until_served(ctx: &flows::Context<'_, d1::D1, WebCrypto, fetch::Fetcher>, work: flows::Deferred) {
+    for attempt in 1..=30 {
+        match flows::run_deferred(ctx, work.clone()).await {
+            Ok(()) => return,
+            Err(flows::Internal::Database(err)) if err.is_moving() && attempt < 30 => {
+                worker::Delay::from(std::time::Duration::from_secs(1)).await;
+            }
+            Err(err) => return log::error!("account work after the response failed: {err}"),
+        }
     }
 }
 

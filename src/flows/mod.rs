@@ -131,8 +131,8 @@ impl Outbox {
 
 /// Account work done after the response (the adapter runs it in `waitUntil`, the tests right
 /// after `handle`), through [`run_deferred`]. Each holds only what the request had already
-/// checked.
-#[derive(Debug)]
+/// checked. Running one again is safe (the adapter does when its bucket was between shards).
+#[derive(Debug, Clone)]
 pub enum Deferred {
     /// `signup::finish_signup`: the password is already hashed.
     Signup { email: Email, password_hash: String, locale: Locale },

@@ -49,6 +49,22 @@ pub async fn reshard<D: Database, E: Crypto, H: HttpClient>(
     let shards = ctx.shards.count();
     let target = BucketMap::striped(shards).map_err(|err| DatabaseError(err.to_string()))?;
     let now = ctx.now.timestamp();
+    // Accounts from before shards are filed under their address's bucket first: a move copies
+    // by that column, and one left at -1 would stay behind where no login looks.
+    for (index, shard) in ctx.shards.all().enumerate() {
+        loop {
+            let (filed, left) = store::file_unbucketed_accounts(shard, 200).await?;
+            if left > 0 {
+                return Err(Internal::Database(DatabaseError(format!(
+                    "shard {index} holds {left} accounts whose stored address is not in today's normal form; \
+                     the cron's normalisation files them (on one shard) before any bucket can move"
+                ))));
+            }
+            if filed < 200 {
+                break;
+            }
+        }
+    }
     let mut moved = 0;
     let mut held_elsewhere = 0;
     for under_way in store::bucket_moves(ctx.db).await? {
@@ -56,11 +72,11 @@ pub async fn reshard<D: Database, E: Crypto, H: HttpClient>(
             break;
         }
         match store::lease_bucket_move(ctx.db, under_way.bucket, lease, now, now + LEASE_SECONDS).await? {
-            true => {
-                finish(ctx, &under_way, lease).await?;
+            Some(generation) => {
+                finish(ctx, &under_way, lease, generation).await?;
                 moved += 1;
             }
-            false => held_elsewhere += 1,
+            None => held_elsewhere += 1,
         }
     }
     let mut map = store::bucket_map(ctx.db, shards).await?;
@@ -72,9 +88,11 @@ pub async fn reshard<D: Database, E: Crypto, H: HttpClient>(
         if from == to {
             continue;
         }
-        if !store::start_bucket_move(ctx.db, bucket, from, to, lease, now, now + LEASE_SECONDS).await? {
+        let Some(generation) =
+            store::start_bucket_move(ctx.db, bucket, from, to, lease, now, now + LEASE_SECONDS).await?
+        else {
             continue; // Another mover's, counted above.
-        }
+        };
         let started = BucketMove {
             bucket,
             from_shard: from,
@@ -83,7 +101,7 @@ pub async fn reshard<D: Database, E: Crypto, H: HttpClient>(
             lease: Some(lease.to_owned()),
             lease_until: now + LEASE_SECONDS,
         };
-        finish(ctx, &started, lease).await?;
+        finish(ctx, &started, lease, generation).await?;
         moved += 1;
         map = store::bucket_map(ctx.db, shards).await?;
     }
@@ -92,11 +110,15 @@ pub async fn reshard<D: Database, E: Crypto, H: HttpClient>(
     Ok(Progress { shards, moved, buckets_to_move, held_elsewhere })
 }
 
-/// Runs a leased move from its recorded phase to its end.
+/// Runs a leased move from its recorded phase to its end. `generation` is this mover's fencing
+/// token: it first claims the bucket's rows in both shards with it, and every step there is
+/// conditional on it still holding them, so that a mover whose lease ran out (and who may
+/// still be running, slowly) changes nothing once another has taken the move over.
 async fn finish<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     under_way: &BucketMove,
     lease: &str,
+    generation: i64,
 ) -> Result<(), Internal> {
     let shard = |index: usize| {
         ctx.shards.shard(index).ok_or_else(|| {
@@ -111,30 +133,44 @@ async fn finish<D: Database, E: Crypto, H: HttpClient>(
     let now = ctx.now.timestamp();
     let lost = || Internal::Database(DatabaseError(format!("the lease on the move of {bucket} was taken over")));
     let mut phase = under_way.phase;
+    // A move taken over past its refusals: claim what is there (refused or served as it is).
+    if matches!(phase, MovePhase::Switching | MovePhase::Cleaning) {
+        store::claim_bucket(source, bucket, generation).await?;
+        store::claim_bucket(destination, bucket, generation).await?;
+    }
     loop {
         match phase {
             MovePhase::Refusing => {
-                store::refuse_bucket(source, bucket, now).await?;
-                store::refuse_bucket(destination, bucket, now).await?;
+                store::refuse_bucket(source, bucket, generation, now).await?;
+                store::refuse_bucket(destination, bucket, generation, now).await?;
                 phase = MovePhase::Copying;
             }
             MovePhase::Copying => {
-                while store::delete_bucket_page(destination, bucket).await? > 0 {}
+                // Claimed again first (a move taken over before its copy was done: nobody serves
+                // the bucket then, so both shards may refuse it under this token).
+                store::refuse_bucket(source, bucket, generation, now).await?;
+                store::refuse_bucket(destination, bucket, generation, now).await?;
+                while store::delete_bucket_page(destination, bucket, generation).await? > 0 {}
                 for table in store::COPIED_TABLES {
                     let mut after = 0;
-                    while let Some(next) = store::copy_bucket_page(source, destination, table, bucket, after).await? {
+                    while let Some(next) =
+                        store::copy_bucket_page(source, destination, table, bucket, generation, after).await?
+                    {
                         after = next;
                     }
                 }
                 phase = MovePhase::Switching;
             }
             MovePhase::Switching => {
-                store::serve_bucket(destination, bucket).await?;
+                // (Served already if an earlier holder got this far: this token claimed it.)
+                if !store::serve_bucket(destination, bucket, generation).await? {
+                    return Err(lost());
+                }
                 point_map_at(ctx, bucket, under_way.from_shard, under_way.to_shard).await?;
                 phase = MovePhase::Cleaning;
             }
             MovePhase::Cleaning => {
-                while store::delete_bucket_page(source, bucket).await? > 0 {}
+                while store::delete_bucket_page(source, bucket, generation).await? > 0 {}
                 if !store::finish_bucket_move(ctx.db, bucket, lease).await? {
                     return Err(lost());
                 }
@@ -211,8 +247,9 @@ pub async fn check<D: Database, E: Crypto, H: HttpClient>(ctx: &Context<'_, D, E
         let held: i64 = by_bucket.iter().map(|(_, count)| count).sum();
         accounts += held;
         misplaced.extend(by_bucket.iter().filter(|(bucket, _)| map.shard_of(*bucket) != index).map(|(b, _)| b.index()));
-        // A shard that holds a bucket must also serve it.
+        // A shard that holds a bucket, or that the map names for it, must also serve it.
         misplaced.extend(by_bucket.iter().filter(|(bucket, _)| refused.contains(bucket)).map(|(b, _)| b.index()));
+        misplaced.extend(refused.iter().filter(|bucket| map.shard_of(**bucket) == index).map(|b| b.index()));
         shards.push(ShardCensus {
             shard: index,
             buckets: map.buckets_of(index).count(),

@@ -43,11 +43,17 @@ pub(crate) async fn take_mail_budget<D: Database, E: Crypto, H: HttpClient>(
     ctx: &Context<'_, D, E, H>,
     email: &Email,
 ) -> Result<Result<throttle::Taken, Throttled>, Internal> {
-    throttle::take(
+    // The address's shard is asked nothing about the address, only whether it serves the
+    // bucket now (its fence, at the same time as the budgets): a bucket between shards gets a
+    // 503 before anything is accepted, rather than account work that would fail after the 202.
+    let users = ctx.users_of(email);
+    let (taken, _) = throttle::take_with(
         ctx,
         &[(BucketKind::MailPerIp, Subject::Client), (BucketKind::MailPerAddress, Subject::Mailbox(email))],
+        Some((&users, vec![crate::ports::Statement::new("SELECT 1 AS serving", [])])),
     )
-    .await
+    .await?;
+    Ok(taken)
 }
 
 /// Accepts a sign-up: checks the address and the password, takes the mail budgets, hashes the

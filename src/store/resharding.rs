@@ -81,8 +81,9 @@ pub async fn bucket_moves(global: &impl Database) -> Result<Vec<BucketMove>, Dat
     outcomes.first().map_or(Ok(Vec::new()), |outcome| outcome.rows.iter().map(move_record).collect())
 }
 
-/// Records a move of `bucket` from `from` to `to`, unless one is under way; the move record is
-/// created leased to `lease` until `lease_until`. Returns whether it was recorded.
+/// Records a move of `bucket` from `from` to `to`, unless one is under way, leased to `lease`
+/// until `lease_until`, with a fresh fencing token (the map's `generations`, one higher). Returns
+/// the token if it was recorded.
 pub async fn start_bucket_move(
     global: &impl Database,
     bucket: UserBucket,
@@ -91,43 +92,69 @@ pub async fn start_bucket_move(
     lease: &str,
     now: i64,
     lease_until: i64,
-) -> Result<bool, DatabaseError> {
-    changed_one(
-        global,
-        Statement::new(
-            "INSERT INTO bucket_moves (bucket, from_shard, to_shard, phase, started_at, lease, lease_until)
-         VALUES (?1, ?2, ?3, 'refusing', ?4, ?5, ?6) ON CONFLICT (bucket) DO NOTHING",
-            [
-                i64::from(bucket.index()).into(),
-                (from as i64).into(),
-                (to as i64).into(),
-                now.into(),
-                lease.into(),
-                lease_until.into(),
-            ],
-        ),
-    )
-    .await
+) -> Result<Option<i64>, DatabaseError> {
+    let outcomes = global
+        .batch(vec![
+            Statement::new(
+                "UPDATE bucket_map SET generations = generations + 1
+                 WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM bucket_moves WHERE bucket = ?1)",
+                [i64::from(bucket.index()).into()],
+            ),
+            Statement::new(
+                "INSERT INTO bucket_moves (bucket, from_shard, to_shard, phase, started_at, lease, lease_until, generation)
+                 SELECT ?1, ?2, ?3, 'refusing', ?4, ?5, ?6, generations FROM bucket_map WHERE id = 1
+                 ON CONFLICT (bucket) DO NOTHING",
+                [
+                    i64::from(bucket.index()).into(),
+                    (from as i64).into(),
+                    (to as i64).into(),
+                    now.into(),
+                    lease.into(),
+                    lease_until.into(),
+                ],
+            ),
+            Statement::new("SELECT generations FROM bucket_map WHERE id = 1", []),
+        ])
+        .await?;
+    if changes(&outcomes, 1) != 1 {
+        return Ok(None);
+    }
+    outcomes.get(2).and_then(|outcome| outcome.rows.first()).map(|row| integer(row, "generations")).transpose()
 }
 
-/// Takes (or extends) the lease on a move, if nobody else holds a live one: one mover at a
-/// time, and a mover that died gives the move up when its lease ends.
+/// Takes the lease on a move, if nobody else holds a live one, with a fresh fencing token
+/// (returned): one mover at a time, and a mover that died gives the move up when its lease
+/// ends. The token is what the shards' rows are claimed with, so a mover that lost its lease
+/// (and carries an older token) can change nothing there any more.
 pub async fn lease_bucket_move(
     global: &impl Database,
     bucket: UserBucket,
     lease: &str,
     now: i64,
     lease_until: i64,
-) -> Result<bool, DatabaseError> {
-    changed_one(
-        global,
-        Statement::new(
-            "UPDATE bucket_moves SET lease = ?2, lease_until = ?4
-         WHERE bucket = ?1 AND (lease IS ?2 OR lease_until <= ?3)",
-            [i64::from(bucket.index()).into(), lease.into(), now.into(), lease_until.into()],
-        ),
-    )
-    .await
+) -> Result<Option<i64>, DatabaseError> {
+    let params =
+        || -> Vec<SqlValue> { vec![i64::from(bucket.index()).into(), lease.into(), now.into(), lease_until.into()] };
+    let outcomes = global
+        .batch(vec![
+            Statement::new(
+                "UPDATE bucket_map SET generations = generations + 1
+                 WHERE id = 1 AND EXISTS (SELECT 1 FROM bucket_moves WHERE bucket = ?1 AND (lease IS ?2 OR lease_until <= ?3))",
+                params().into_iter().take(3),
+            ),
+            Statement::new(
+                "UPDATE bucket_moves SET lease = ?2, lease_until = ?4,
+                     generation = (SELECT generations FROM bucket_map WHERE id = 1)
+                 WHERE bucket = ?1 AND (lease IS ?2 OR lease_until <= ?3)",
+                params(),
+            ),
+            Statement::new("SELECT generation FROM bucket_moves WHERE bucket = ?1 AND lease = ?2", params().into_iter().take(2)),
+        ])
+        .await?;
+    if changes(&outcomes, 1) != 1 {
+        return Ok(None);
+    }
+    outcomes.get(2).and_then(|outcome| outcome.rows.first()).map(|row| integer(row, "generation")).transpose()
 }
 
 /// Moves a move on to `next`, if its lease is still `lease`.
@@ -163,39 +190,66 @@ pub async fn finish_bucket_move(
     .await
 }
 
-/// The shard stops serving `bucket`: from the next batch on, its fence fails every routed batch
-/// of the bucket there.
-pub async fn refuse_bucket(shard: &impl Database, bucket: UserBucket, now: i64) -> Result<(), DatabaseError> {
+/// The shard stops serving `bucket` (from its next batch on, its fence fails every routed
+/// batch of the bucket there), claimed for the mover with fencing token `generation`: unless a
+/// mover with a higher token has claimed it already.
+pub async fn refuse_bucket(
+    shard: &impl Database,
+    bucket: UserBucket,
+    generation: i64,
+    now: i64,
+) -> Result<(), DatabaseError> {
     shard
         .batch(vec![Statement::new(
-            "INSERT INTO refused_buckets (bucket, refused_at) VALUES (?1, ?2) ON CONFLICT (bucket) DO NOTHING",
-            [i64::from(bucket.index()).into(), now.into()],
+            "INSERT INTO refused_buckets (bucket, refused_at, refused, generation) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (bucket) DO UPDATE SET refused = 1, refused_at = excluded.refused_at, generation = excluded.generation
+             WHERE excluded.generation > refused_buckets.generation",
+            [i64::from(bucket.index()).into(), now.into(), generation.into()],
         )])
         .await
         .map(drop)
 }
 
-/// The shard serves `bucket` again.
-pub async fn serve_bucket(shard: &impl Database, bucket: UserBucket) -> Result<(), DatabaseError> {
+/// Claims the bucket's row in a shard for `generation` (a mover taking a move over past its
+/// refusals), leaving whether the shard refuses it as it is.
+pub async fn claim_bucket(shard: &impl Database, bucket: UserBucket, generation: i64) -> Result<(), DatabaseError> {
     shard
         .batch(vec![Statement::new(
-            "DELETE FROM refused_buckets WHERE bucket = ?1",
-            [i64::from(bucket.index()).into()],
+            "UPDATE refused_buckets SET generation = ?2 WHERE bucket = ?1 AND generation < ?2",
+            [i64::from(bucket.index()).into(), generation.into()],
         )])
         .await
         .map(drop)
+}
+
+/// The shard serves `bucket` again, if `generation` still holds its row.
+pub async fn serve_bucket(shard: &impl Database, bucket: UserBucket, generation: i64) -> Result<bool, DatabaseError> {
+    changed_one(
+        shard,
+        Statement::new(
+            "UPDATE refused_buckets SET refused = 0 WHERE bucket = ?1 AND generation = ?2",
+            [i64::from(bucket.index()).into(), generation.into()],
+        ),
+    )
+    .await
 }
 
 /// Rows a page of the copy or the clean-up handles at most.
 pub const MOVE_PAGE: i64 = 100;
 
 /// Deletes up to a page of the bucket's accounts from a shard, with everything that belongs to
-/// them (the schema's `ON DELETE CASCADE`). Returns how many accounts went.
-pub async fn delete_bucket_page(shard: &impl Database, bucket: UserBucket) -> Result<u64, DatabaseError> {
+/// them (the schema's `ON DELETE CASCADE`), if `generation` holds the shard's refusal of the
+/// bucket. Returns how many accounts went.
+pub async fn delete_bucket_page(
+    shard: &impl Database,
+    bucket: UserBucket,
+    generation: i64,
+) -> Result<u64, DatabaseError> {
     let outcomes = shard
         .batch(vec![Statement::new(
-            "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE bucket = ?1 LIMIT ?2)",
-            [i64::from(bucket.index()).into(), MOVE_PAGE.into()],
+            "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE bucket = ?1 LIMIT ?2)
+               AND EXISTS (SELECT 1 FROM refused_buckets WHERE bucket = ?1 AND generation = ?3 AND refused = 1)",
+            [i64::from(bucket.index()).into(), MOVE_PAGE.into(), generation.into()],
         )])
         .await?;
     Ok(changes(&outcomes, 0))
@@ -212,7 +266,8 @@ pub struct CopiedTable {
 
 /// The rows of the bucket's accounts (`?1`) after a rowid (`?2`), a page (`?3`) in rowid order.
 macro_rules! copied_table {
-    ($name:literal, $of_bucket:literal, [$first:literal $(, $column:literal)*], $placeholders:literal) => {
+    ($name:literal, $of_bucket:literal, [$first:literal $(, $column:literal)*], $placeholders:literal,
+     $bucket_param:literal, $generation_param:literal) => {
         CopiedTable {
             name: $name,
             columns: &[$first $(, $column)*],
@@ -220,7 +275,13 @@ macro_rules! copied_table {
                 "SELECT rowid AS copy_rowid, ", $first $(, ", ", $column)*, " FROM ", $name,
                 " WHERE ", $of_bucket, " AND rowid > ?2 ORDER BY rowid LIMIT ?3"
             ),
-            insert: concat!("INSERT INTO ", $name, " (", $first $(, ", ", $column)*, ") VALUES (", $placeholders, ")"),
+            // Only while the copying mover's token holds the destination's refusal of the bucket
+            // (`?bucket` and `?generation` follow the columns' parameters).
+            insert: concat!(
+                "INSERT INTO ", $name, " (", $first $(, ", ", $column)*, ") SELECT ", $placeholders,
+                " WHERE EXISTS (SELECT 1 FROM refused_buckets WHERE bucket = ?", $bucket_param,
+                " AND generation = ?", $generation_param, " AND refused = 1)"
+            ),
         }
     };
 }
@@ -244,7 +305,9 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "bucket",
             "move_state"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11",
+        "12",
+        "13"
     ),
     copied_table!(
         "sessions",
@@ -260,7 +323,9 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "scope",
             "browser_session_id"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9",
+        "10",
+        "11"
     ),
     copied_table!(
         "refresh_tokens",
@@ -276,7 +341,9 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "successor_sealed",
             "revoked_at"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9",
+        "10",
+        "11"
     ),
     copied_table!(
         "one_time_tokens",
@@ -293,13 +360,17 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "code_expires_at",
             "code_failures"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10",
+        "11",
+        "12"
     ),
     copied_table!(
         "browser_sessions",
         "user_id IN (SELECT id FROM users WHERE bucket = ?1)",
         ["id", "cookie_hash", "user_id", "auth_time", "created_at", "expires_at", "ended_at"],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7",
+        "8",
+        "9"
     ),
     copied_table!(
         "authorization_codes",
@@ -319,23 +390,29 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
             "consumed_at",
             "session_id"
         ],
-        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13"
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13",
+        "14",
+        "15"
     ),
     copied_table!(
         "consents",
         "user_id IN (SELECT id FROM users WHERE bucket = ?1)",
         ["user_id", "client_id", "scope", "granted_at"],
-        "?1, ?2, ?3, ?4"
+        "?1, ?2, ?3, ?4",
+        "5",
+        "6"
     ),
 ];
 
 /// Copies one page of `table`'s rows of the bucket's accounts from `source` to `destination`,
-/// after `after_rowid`. Returns the rowid to continue after, or `None` when the table is done.
+/// after `after_rowid`, while `generation` holds the destination's refusal of the bucket (a
+/// mover that lost its lease copies nothing). Returns the rowid to continue after, or `None` when the table is done.
 pub async fn copy_bucket_page(
     source: &impl Database,
     destination: &impl Database,
     table: &CopiedTable,
     bucket: UserBucket,
+    generation: i64,
     after_rowid: i64,
 ) -> Result<Option<i64>, DatabaseError> {
     let outcomes = source
@@ -351,8 +428,9 @@ pub async fn copy_bucket_page(
     let inserts = rows
         .iter()
         .map(|row| {
-            let params: Vec<SqlValue> =
+            let mut params: Vec<SqlValue> =
                 table.columns.iter().map(|column| row.get(*column).cloned().unwrap_or(SqlValue::Null)).collect();
+            params.extend([i64::from(bucket.index()).into(), generation.into()]);
             Statement::new(table.insert, params)
         })
         .collect();
@@ -366,7 +444,7 @@ pub async fn shard_census(shard: &impl Database) -> Result<(Vec<(UserBucket, i64
     let outcomes = shard
         .batch(vec![
             Statement::new("SELECT bucket, count(*) AS accounts FROM users GROUP BY bucket ORDER BY bucket", []),
-            Statement::new("SELECT bucket FROM refused_buckets ORDER BY bucket", []),
+            Statement::new("SELECT bucket FROM refused_buckets WHERE refused = 1 ORDER BY bucket", []),
         ])
         .await?;
     let bucket = |row: &Row| -> Result<UserBucket, DatabaseError> {

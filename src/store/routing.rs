@@ -18,7 +18,7 @@ use super::{first_row, integer, text};
 /// shard that refuses the bucket, by inserting a row the table's `CHECK` forbids. The error
 /// names the constraint, which is how [`is_fence_refusal`] recognises it.
 const FENCE: &str = "INSERT INTO bucket_fence (bucket)
-     SELECT ?1 WHERE EXISTS (SELECT 1 FROM refused_buckets WHERE bucket = ?1)";
+     SELECT ?1 WHERE EXISTS (SELECT 1 FROM refused_buckets WHERE bucket = ?1 AND refused = 1)";
 const FENCE_CONSTRAINT: &str = "edgeid_bucket_refused";
 
 /// Whether a batch failed at its fence.

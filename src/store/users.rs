@@ -289,7 +289,7 @@ pub async fn users_after(
         .batch(vec![Statement::new(
             "SELECT id, email, email_verified_at, created_at, bucket FROM users
              WHERE (bucket > ?1 OR (bucket = ?1 AND id > ?2))
-               AND bucket NOT IN (SELECT bucket FROM refused_buckets)
+               AND bucket NOT IN (SELECT bucket FROM refused_buckets WHERE refused = 1)
              ORDER BY bucket, id LIMIT ?3",
             [after_bucket.into(), after_id.into(), limit.into()],
         )])
@@ -309,4 +309,34 @@ pub async fn users_after(
             })
         })
         .collect()
+}
+
+/// Files up to `limit` accounts written before shards (`bucket` -1) under their address's
+/// bucket, in one shard. Returns how many it filed and how many it had to leave (an address not
+/// in today's normal form: the cron's normalisation files it when it rewrites it).
+pub async fn file_unbucketed_accounts(shard: &impl Database, limit: i64) -> Result<(u64, u64), DatabaseError> {
+    let outcomes = shard
+        .batch(vec![Statement::new(
+            "SELECT id, email FROM users WHERE bucket < 0 ORDER BY id LIMIT ?1",
+            [limit.into()],
+        )])
+        .await?;
+    let rows = outcomes.into_iter().next().map(|outcome| outcome.rows).unwrap_or_default();
+    let mut updates = Vec::new();
+    let mut left = 0;
+    for row in &rows {
+        let (id, stored) = (text(row, "id")?, text(row, "email")?);
+        match Email::parse(&stored) {
+            Ok(email) if email.as_str() == stored => updates.push(Statement::new(
+                "UPDATE users SET bucket = ?2 WHERE id = ?1 AND bucket < 0",
+                [id.into(), i64::from(UserBucket::of_email(&email).index()).into()],
+            )),
+            _ => left += 1,
+        }
+    }
+    let filed = updates.len() as u64;
+    if !updates.is_empty() {
+        shard.batch(updates).await?;
+    }
+    Ok((filed, left))
 }
