@@ -64,3 +64,11 @@ CREATE TABLE user_moves (
     phase TEXT NOT NULL CHECK (phase IN ('copying', 'switched')),
     started_at INTEGER NOT NULL
 );
+
+-- In DB: the password version a reset gave an account when it cleared its login budgets and
+-- known networks, by the same keyed prefix (no address): a login's work after its response
+-- (which remembers its network) remembers nothing for a login that proved an older password.
+CREATE TABLE budget_resets (
+    prefix TEXT PRIMARY KEY,
+    password_version INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -249,7 +249,6 @@ fn a_sign_up_accepted_during_a_move_is_not_lost() {
 /// have too"). Before the shards both were in one batch of one database, conditional on the
 /// session; now the insert is unconditional and can land after the reset's clean-up.
 #[test]
-#[ignore = "finding 4: AfterSignIn re-inserts a known network after a reset cleared it"]
 fn a_reset_between_a_login_and_its_deferred_work_leaves_no_known_network() {
     let app = App::new();
     let email = "known-network@example.com";

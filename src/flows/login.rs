@@ -4,7 +4,7 @@ use chrono::Duration;
 
 use crate::domain::email::{Email, EmailError};
 use crate::domain::password::{dummy_password_hash, hash_password, needs_rehash, verify_password, Password};
-use crate::domain::rate_limit::BucketKind;
+use crate::domain::rate_limit::{Bucket, BucketKind};
 use crate::domain::shard::UserBucket;
 use crate::domain::tokens::{issue_tokens, Subject, LOGIN_SCOPE};
 use crate::flows::throttle::{self, Throttled};
@@ -207,6 +207,12 @@ async fn start<D: Database, E: Crypto, H: HttpClient>(
             known_network: KnownNetwork {
                 key: proven.known_network.clone(),
                 expires_at: (ctx.now + Duration::days(KNOWN_NETWORK_DAYS)).timestamp(),
+                account_prefix: Bucket::account_prefix(
+                    BucketKind::LoginPerAccountNetwork,
+                    proven.user.email.as_str(),
+                    &ctx.config.bucket_keyer,
+                ),
+                password_version: proven.user.password_version,
             },
         });
     }

@@ -124,10 +124,10 @@ pub async fn reset_password<D: Database, E: Crypto, H: HttpClient>(
         prefixes: vec![Bucket::account_prefix(BucketKind::LoginPerAccountNetwork, &owner_email, keyer)],
     };
     match store::reset_password(&users, &hash, &nonce, &password_hash, ctx.now).await.map_err(Internal::from)? {
-        Some((email, locale)) => {
+        Some((email, locale, password_version)) => {
             // The reset has committed: a failure here leaves budgets that run out by themselves,
             // and must not make the answer (or the notice) say otherwise.
-            if let Err(err) = store::clear_budgets(ctx.db, &cleared).await {
+            if let Err(err) = store::clear_budgets(ctx.db, &cleared, password_version).await {
                 log::error!("reset committed, but its budgets were not cleared: {err}");
             }
             // The owner hears of every change: if it was not them, the notice says what to do.

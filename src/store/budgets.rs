@@ -77,16 +77,21 @@ pub async fn take_from_buckets(
         .collect::<Result<Vec<_>, DatabaseError>>()
 }
 
-/// A network an account signed in from, remembered until `expires_at` (`known_networks`).
+/// A network an account signed in from, remembered until `expires_at` (`known_networks`), by a
+/// login that proved the account's password of `password_version` (its budgets share
+/// `account_prefix`).
 #[derive(Debug, Clone)]
 pub struct KnownNetwork {
     pub key: String,
     pub expires_at: i64,
+    pub account_prefix: String,
+    pub password_version: i64,
 }
 
 /// What a session that started leaves for `DB`, after the response: the budget units its
 /// login gives back (a right password does not count against the account), and the network
-/// it signed in from.
+/// it signed in from — unless a password reset has replaced the password the login proved
+/// (`budget_resets`): whoever knew the old password gets nothing remembered.
 pub async fn after_sign_in(
     db: &impl Database,
     returned: &[BucketDraw],
@@ -94,9 +99,15 @@ pub async fn after_sign_in(
 ) -> Result<(), DatabaseError> {
     let mut statements: Vec<Statement> = returned.iter().map(return_statement).collect();
     statements.push(Statement::new(
-        "INSERT INTO known_networks (key, expires_at) VALUES (?1, ?2)
+        "INSERT INTO known_networks (key, expires_at)
+         SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM budget_resets WHERE prefix = ?3 AND password_version > ?4)
          ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-        [known_network.key.as_str().into(), known_network.expires_at.into()],
+        [
+            known_network.key.as_str().into(),
+            known_network.expires_at.into(),
+            known_network.account_prefix.as_str().into(),
+            known_network.password_version.into(),
+        ],
     ));
     db.batch(statements).await.map(drop)
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{changes, first_row, prefix_end, text};
+use super::{changes, first_row, integer, prefix_end, text};
 use crate::domain::email::Email;
 use crate::domain::opaque_token::TokenHash;
 use crate::ports::{Database, DatabaseError, SqlValue, Statement};
@@ -206,7 +206,7 @@ pub async fn reset_password(
     nonce: &str,
     new_password_hash: &str,
     now: DateTime<Utc>,
-) -> Result<Option<(String, String)>, DatabaseError> {
+) -> Result<Option<(String, String, i64)>, DatabaseError> {
     let params = || -> Vec<SqlValue> { vec![hash.as_str().into(), nonce.into(), now.timestamp().into()] };
     let outcomes = db
         .batch(vec![
@@ -235,9 +235,9 @@ pub async fn reset_password(
                    AND user_id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
                 params(),
             ),
-            // Who it was, for the "password changed" notice.
+            // Who it was, for the "password changed" notice, and its password's new version.
             Statement::new(
-                "SELECT email, locale FROM users
+                "SELECT email, locale, password_version FROM users
                  WHERE id = (SELECT user_id FROM one_time_tokens WHERE token_hash = ?1 AND consumed_by = ?2)",
                 [hash.as_str().into(), nonce.into()],
             ),
@@ -254,14 +254,18 @@ pub async fn reset_password(
         return Ok(None);
     }
     match outcomes.get(5).and_then(|outcome| outcome.rows.first()) {
-        Some(row) => Ok(Some((text(row, "email")?, text(row, "locale")?))),
+        Some(row) => Ok(Some((text(row, "email")?, text(row, "locale")?, integer(row, "password_version")?))),
         None => Err(DatabaseError("the reset account vanished within its own batch".to_owned())),
     }
 }
 
 /// Deletes rate-limit buckets (by exact key, and every key under a prefix) and the known
 /// networks under the same prefixes, in `DB`: what a password reset starts again.
-pub async fn clear_budgets(db: &impl Database, cleared: &ClearedBudgets) -> Result<(), DatabaseError> {
+pub async fn clear_budgets(
+    db: &impl Database,
+    cleared: &ClearedBudgets,
+    password_version: i64,
+) -> Result<(), DatabaseError> {
     let mut statements = Vec::new();
     for bucket in &cleared.buckets {
         statements.push(Statement::new("DELETE FROM rate_limits WHERE bucket = ?1", [bucket.as_str().into()]));
@@ -275,6 +279,13 @@ pub async fn clear_budgets(db: &impl Database, cleared: &ClearedBudgets) -> Resu
         statements.push(Statement::new(
             "DELETE FROM known_networks WHERE key >= ?1 AND key < ?2",
             [prefix.as_str().into(), prefix_end(prefix).into()],
+        ));
+        // And the password's new version, so that a login that proved the old one (under way
+        // now) remembers nothing after its response.
+        statements.push(Statement::new(
+            "INSERT INTO budget_resets (prefix, password_version) VALUES (?1, ?2)
+             ON CONFLICT (prefix) DO UPDATE SET password_version = max(password_version, excluded.password_version)",
+            [prefix.as_str().into(), password_version.into()],
         ));
     }
     if statements.is_empty() {
