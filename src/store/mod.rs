@@ -63,6 +63,11 @@ pub(crate) fn changes(outcomes: &[StatementOutcome], index: usize) -> u64 {
     outcomes.get(index).map_or(0, |outcome| outcome.changes)
 }
 
+/// The rows statement `index` of a batch returned (none if it returned none).
+pub(crate) fn rows(outcomes: &[StatementOutcome], index: usize) -> &[Row] {
+    outcomes.get(index).map(|outcome| &outcome.rows[..]).unwrap_or_default()
+}
+
 pub(crate) fn first_row(outcomes: &[StatementOutcome]) -> Option<&Row> {
     outcomes.first().and_then(|outcome| outcome.rows.first())
 }

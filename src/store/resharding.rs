@@ -453,7 +453,7 @@ pub async fn shard_census(shard: &impl Database) -> Result<(Vec<(UserBucket, i64
             .and_then(UserBucket::new)
             .ok_or_else(|| DatabaseError("a row names no bucket".to_owned()))
     };
-    let rows = |index: usize| outcomes.get(index).map(|outcome| &outcome.rows[..]).unwrap_or_default();
+    let rows = |index: usize| super::rows(&outcomes, index);
     let accounts = rows(0).iter().map(|row| Ok((bucket(row)?, integer(row, "accounts")?))).collect::<Result<_, _>>()?;
     let refused = rows(1).iter().map(bucket).collect::<Result<_, _>>()?;
     Ok((accounts, refused))

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use crate::domain::shard::{BucketMap, UserBucket};
 use crate::ports::{Database, DatabaseError, Statement, StatementOutcome};
 
-use super::{first_row, integer, text};
+use super::{first_row, integer, rows, text};
 
 /// The fence every routed batch starts with: it fails the batch (rolling all of it back) in a
 /// shard that refuses the bucket, by inserting a row the table's `CHECK` forbids. The error
@@ -70,13 +70,7 @@ pub async fn routing_state(global: &impl Database) -> Result<(Option<i64>, Vec<i
         ])
         .await?;
     let version = first_row(&outcomes).map(|row| integer(row, "version")).transpose()?;
-    let moving = outcomes
-        .get(1)
-        .map(|outcome| &outcome.rows[..])
-        .unwrap_or_default()
-        .iter()
-        .map(|row| integer(row, "bucket"))
-        .collect::<Result<_, _>>()?;
+    let moving = rows(&outcomes, 1).iter().map(|row| integer(row, "bucket")).collect::<Result<_, _>>()?;
     Ok((version, moving))
 }
 

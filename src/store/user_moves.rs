@@ -76,13 +76,7 @@ pub async fn user_move(global: &impl Database, user_id: &str) -> Result<Option<U
 /// Every move under way (for the cron to finish those a request left).
 pub async fn user_moves(global: &impl Database) -> Result<Vec<String>, DatabaseError> {
     let outcomes = global.batch(vec![Statement::new("SELECT user_id FROM user_moves ORDER BY user_id", [])]).await?;
-    outcomes
-        .first()
-        .map(|outcome| &outcome.rows[..])
-        .unwrap_or_default()
-        .iter()
-        .map(|row| text(row, "user_id"))
-        .collect()
+    super::rows(&outcomes, 0).iter().map(|row| text(row, "user_id")).collect()
 }
 
 /// The switch: from here on the new row is the account. True if this call made it.
@@ -211,10 +205,7 @@ pub async fn leaving_row(users: &impl Database, user_id: &str) -> Result<Option<
         ])
         .await?;
     let Some(row) = super::first_row(&outcomes) else { return Ok(None) };
-    let consents = outcomes
-        .get(1)
-        .map(|outcome| &outcome.rows[..])
-        .unwrap_or_default()
+    let consents = super::rows(&outcomes, 1)
         .iter()
         .map(|row| Ok((text(row, "client_id")?, text(row, "scope")?, integer(row, "granted_at")?)))
         .collect::<Result<_, DatabaseError>>()?;

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{changes, first_row, integer, optional_integer, optional_text, text, NewOneTimeToken};
+use super::{changes, first_row, integer, optional_integer, optional_text, rows, text, NewOneTimeToken};
 use crate::domain::email::Email;
 use crate::domain::shard::UserBucket;
 use crate::ports::{Database, DatabaseError, Row, Statement, StatementOutcome};
@@ -214,13 +214,7 @@ pub async fn addresses_to_normalise(
             [after.into(), limit.into()],
         )])
         .await?;
-    outcomes
-        .first()
-        .map(|outcome| &outcome.rows[..])
-        .unwrap_or_default()
-        .iter()
-        .map(|row| Ok((text(row, "id")?, text(row, "email")?, integer(row, "bucket")?)))
-        .collect()
+    rows(&outcomes, 0).iter().map(|row| Ok((text(row, "id")?, text(row, "email")?, integer(row, "bucket")?))).collect()
 }
 
 /// Rewrites one account's address into its normal form, and its bucket into that form's,
@@ -294,10 +288,7 @@ pub async fn users_after(
             [after_bucket.into(), after_id.into(), limit.into()],
         )])
         .await?;
-    outcomes
-        .first()
-        .map(|outcome| &outcome.rows[..])
-        .unwrap_or_default()
+    rows(&outcomes, 0)
         .iter()
         .map(|row| {
             Ok(UserSummary {
