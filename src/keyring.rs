@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::domain::sealing;
+use crate::domain::sealing::{self, ValueKey};
 use crate::domain::signing::{KeyError, KeyMaterial, SigningAlg, SigningKeys};
 use crate::domain::tokens::LEEWAY_SECONDS;
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, KeyValue, KeyValueError};
@@ -136,6 +136,9 @@ pub enum UnusableSnapshot {
     Missing,
     /// Not a snapshot this release reads: not JSON, another version, another shape.
     Unreadable(String),
+    /// Its tag was made with none of the configured key-encryption keys: edited or forged by
+    /// someone who can write KV, or written by a deployment with other keys.
+    Unauthenticated,
     /// The D1 read it holds is this old: [`snapshot_max_age_seconds`] or more.
     TooOld {
         age_seconds: i64,
@@ -346,10 +349,11 @@ impl Keyring {
     }
 
     async fn snapshot_from_kv(&self, kv: &impl KeyValue, config: &Config, at: i64) -> SnapshotRefresh {
-        let snapshot = match store::read_signing_key_snapshot(kv).await {
+        let snapshot = match store::read_signing_key_snapshot(kv, &snapshot_keys(config)).await {
             Ok(StoredSnapshot::Found(snapshot)) => snapshot,
             Ok(StoredSnapshot::Missing) => return SnapshotRefresh::Unusable(UnusableSnapshot::Missing),
             Ok(StoredSnapshot::Unreadable(why)) => return SnapshotRefresh::Unusable(UnusableSnapshot::Unreadable(why)),
+            Ok(StoredSnapshot::Unauthenticated) => return SnapshotRefresh::Unusable(UnusableSnapshot::Unauthenticated),
             Err(err) => return SnapshotRefresh::Unusable(UnusableSnapshot::Store(err.to_string())),
         };
         let max_age = snapshot_max_age_seconds(config);
@@ -702,12 +706,27 @@ pub async fn maintain(
 pub async fn write_snapshot(
     db: &impl Database,
     kv: &impl KeyValue,
+    config: &Config,
     now: DateTime<Utc>,
 ) -> Result<SigningKeySnapshot, KeyringError> {
     let records = store::list_signing_keys(db).await?;
     let snapshot = SigningKeySnapshot::of(&records, now.timestamp());
-    store::write_signing_key_snapshot(kv, &snapshot).await?;
+    store::write_signing_key_snapshot(kv, &snapshot_key(config), &snapshot).await?;
     Ok(snapshot)
+}
+
+/// The key a snapshot is tagged with when written: derived from `KEY_ENCRYPTION_KEY`, so that
+/// only a holder of the key that opens the private parts can make a snapshot an isolate takes.
+pub fn snapshot_key(config: &Config) -> ValueKey {
+    ValueKey::derive(&config.key_encryption_key.0)
+}
+
+/// The keys a snapshot's tag is checked against: `KEY_ENCRYPTION_KEY`'s, then
+/// `KEY_ENCRYPTION_KEY_PREVIOUS`'s (a snapshot written by an isolate of the deployment before
+/// the rotation stays usable until it expires).
+fn snapshot_keys(config: &Config) -> Vec<ValueKey> {
+    let previous = config.key_encryption_key_previous.as_ref().map(|previous| ValueKey::derive(&previous.0));
+    std::iter::once(snapshot_key(config)).chain(previous).collect()
 }
 
 /// Seals under `KEY_ENCRYPTION_KEY` every key (but those marked compromised, which never open

@@ -224,8 +224,11 @@ fn end_to_end_the_key_snapshot_in_kv() {
     let names: Vec<&str> = listed.as_array().unwrap().iter().map(|key| key["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["signing-keys"]);
     let text = local_kv(&state, &["get", "signing-keys"]);
-    let snapshot: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(snapshot["version"], 1);
+    // The snapshot's text, tagged under the KEK (a new isolate takes nothing else).
+    let tagged: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(tagged["tag"].as_str().map(str::len), Some(43), "{tagged}");
+    let snapshot: Value = serde_json::from_str(tagged["snapshot"].as_str().unwrap()).unwrap();
+    assert_eq!(snapshot["version"], 2);
     let mut kids: Vec<String> =
         snapshot["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect();
     kids.sort();

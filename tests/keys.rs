@@ -846,7 +846,12 @@ const JWKS: &str = "/.well-known/jwks.json";
 
 /// The cron's snapshot at the app's instant.
 fn write_snapshot(app: &App, kv: &MemoryKv) -> SigningKeySnapshot {
-    pollster::block_on(keyring::write_snapshot(&app.db, kv, app.now.get())).unwrap()
+    pollster::block_on(keyring::write_snapshot(&app.db, kv, &app.config, app.now.get())).unwrap()
+}
+
+/// Writes `snapshot` as the adapter does after a bootstrap: tagged under the app's KEK.
+fn put_snapshot(app: &App, kv: &MemoryKv, snapshot: &SigningKeySnapshot) {
+    pollster::block_on(store::write_signing_key_snapshot(kv, &keyring::snapshot_key(&app.config), snapshot)).unwrap();
 }
 
 /// What the adapter does before each request, at the app's instant, for the isolate `keyring`.
@@ -861,9 +866,14 @@ fn new_isolate(app: &mut App, kv: &MemoryKv) -> SnapshotRefresh {
     refresh(app, &app.keyring, kv)
 }
 
-/// The snapshot in KV, as JSON.
-fn snapshot_json(kv: &MemoryKv) -> Value {
+/// What KV holds, as JSON: the snapshot's text and its tag.
+fn tagged_json(kv: &MemoryKv) -> Value {
     serde_json::from_str(&kv.value(SIGNING_KEY_SNAPSHOT_KEY).expect("a snapshot in KV")).unwrap()
+}
+
+/// The snapshot in KV (the tagged text), as JSON.
+fn snapshot_json(kv: &MemoryKv) -> Value {
+    serde_json::from_str(tagged_json(kv)["snapshot"].as_str().expect("the snapshot's text")).unwrap()
 }
 
 /// D1's key table as the snapshot should hold it: every key not marked compromised, each
@@ -904,8 +914,11 @@ fn the_cron_writes_the_published_key_set_to_kv_and_nothing_else() {
     let snapshot = write_snapshot(&app, &kv);
     assert_eq!(kv.writes.get(), 1);
     assert_eq!(kv.values.borrow().keys().collect::<Vec<_>>(), [SIGNING_KEY_SNAPSHOT_KEY], "one key, nothing else");
+    let tagged = tagged_json(&kv);
+    assert_eq!(tagged.as_object().unwrap().len(), 2, "the snapshot's text and its tag: {tagged}");
+    assert_eq!(tagged["tag"].as_str().unwrap().len(), 43, "HMAC-SHA256, base64url");
     let json = snapshot_json(&kv);
-    assert_eq!((json["version"].clone(), json["read_at"].clone()), (json!(1), json!(app.now.get().timestamp())));
+    assert_eq!((json["version"].clone(), json["read_at"].clone()), (json!(2), json!(app.now.get().timestamp())));
     assert_eq!(json["keys"], stored_keys(&app), "every key but the compromised one, exactly as D1 holds it");
     assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
     assert_eq!(snapshot.read_at, app.now.get().timestamp());
@@ -989,11 +1002,22 @@ fn a_new_isolate_signs_and_serves_the_jwks_from_the_snapshot_without_d1() {
     assert_eq!(app.db.batches.get(), batches + 1, "one read of D1");
 }
 
-/// What a snapshot holds, edited.
+/// What a snapshot holds, edited, and tagged again under the test KEK (as by a holder of the
+/// key: what a reader checks beyond the tag).
 fn edited(snapshot: &Value, edit: impl FnOnce(&mut Value)) -> String {
+    tagged(&edited_text(snapshot, edit))
+}
+
+/// The text of a snapshot, edited (and not tagged).
+fn edited_text(snapshot: &Value, edit: impl FnOnce(&mut Value)) -> String {
     let mut snapshot = snapshot.clone();
     edit(&mut snapshot);
     snapshot.to_string()
+}
+
+/// A snapshot text tagged under the test configuration's KEK, as KV holds it.
+fn tagged(text: &str) -> String {
+    store::tagged_snapshot(&keyring::snapshot_key(&test_config(&[])), text)
 }
 
 /// A new isolate does not take what KV holds (`None`: nothing), for the reason `expected`
@@ -1034,7 +1058,8 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
         check_unusable(&mut app, &kv, Some(garbage), unreadable);
     }
     let cases: Vec<(&str, String)> = vec![
-        ("another version", edited(&good, |s| s["version"] = json!(2))),
+        ("another version", edited(&good, |s| s["version"] = json!(3))),
+        ("the first version", edited(&good, |s| s["version"] = json!(1))),
         ("an unknown field", edited(&good, |s| s["keys"][0]["compromised_at"] = json!(now))),
         ("keys not a list", edited(&good, |s| s["keys"] = json!({}))),
         (
@@ -1056,9 +1081,22 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
     check_unusable(
         &mut app,
         &kv,
-        Some(&edited(&good, |s| s["version"] = json!(2))),
-        |why| matches!(why, Unreadable(reason) if reason.contains("version 2")),
+        Some(&edited(&good, |s| s["version"] = json!(3))),
+        |why| matches!(why, Unreadable(reason) if reason.contains("version 3")),
     );
+    // What KV holds is not a tagged text: the text alone (as version 1 wrote it), the tag
+    // missing, another field, the text not a string.
+    let good_text = good.to_string();
+    let good_tag = tagged_json(&kv)["tag"].clone();
+    let with_tag = |value: Value| serde_json::to_string(&value).unwrap();
+    for untagged in [
+        good_text.clone(),
+        with_tag(json!({"snapshot": good_text})),
+        with_tag(json!({"snapshot": good_text, "tag": good_tag, "mac": good_tag})),
+        with_tag(json!({"snapshot": good, "tag": good_tag})),
+    ] {
+        check_unusable(&mut app, &kv, Some(&untagged), unreadable);
+    }
 
     // Too old (three minutes after its read), or ahead of the clock by more than a few seconds.
     let read_at = |at: i64| edited(&good, |s| s["read_at"] = json!(at));
@@ -1095,8 +1133,12 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
     let swapped =
         edited(&good, |s| s["keys"][es256_at]["private_sealed"] = s["keys"][rs256_at]["private_sealed"].clone());
     check_unusable(&mut app, &kv, Some(&swapped), no_signing_key(SigningAlg::Es256));
+    // Tagged and sealed under a KEK this worker does not have: the tag fails first; tagged
+    // under its own KEK, the keys still open with none of its keys.
     app.config = test_config(&[("KEY_ENCRYPTION_KEY", UNRELATED_KEK)]);
-    check_unusable(&mut app, &kv, Some(&good.to_string()), no_signing_key(SigningAlg::Es256));
+    check_unusable(&mut app, &kv, Some(&tagged(&good.to_string())), |why| *why == Unauthenticated);
+    let own_tag = store::tagged_snapshot(&keyring::snapshot_key(&app.config), &good.to_string());
+    check_unusable(&mut app, &kv, Some(&own_tag), no_signing_key(SigningAlg::Es256));
     app.config = test_config(&[]);
     // Opens, but is not the key its kid names: it is not assembled.
     let other = KeyMaterial::generate(SigningAlg::Es256, &app.crypto);
@@ -1111,13 +1153,61 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
     );
 
     // KV down.
-    kv.set(SIGNING_KEY_SNAPSHOT_KEY, &good.to_string());
+    kv.set(SIGNING_KEY_SNAPSHOT_KEY, &tagged(&good.to_string()));
     kv.broken.set(true);
     let from_d1 = keys_of(&app, &Keyring::new(60)).jwks_json().to_owned();
     assert!(matches!(new_isolate(&mut app, &kv), SnapshotRefresh::Unusable(Store(_))));
     assert_eq!(keys_of(&app, &app.keyring).jwks_json(), from_d1);
     kv.broken.set(false);
     assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "the same snapshot, KV back");
+}
+
+/// Whoever can write KV but holds no key-encryption key (another Worker bound to the namespace,
+/// an API token scoped to KV) can neither forge a snapshot nor edit one: not its `read_at`, to
+/// keep a snapshot from before a compromise alive, nor its keys. Every byte of the text is
+/// covered. A snapshot tagged under `KEY_ENCRYPTION_KEY_PREVIOUS` (an isolate of the deployment
+/// before a KEK rotation wrote it) is taken; without that key configured it is not.
+#[test]
+fn a_snapshot_not_tagged_by_a_holder_of_the_kek_is_not_taken() {
+    let mut app = App::new();
+    app.get("/healthz");
+    let kv = MemoryKv::default();
+    write_snapshot(&app, &kv);
+    let written = kv.value(SIGNING_KEY_SNAPSHOT_KEY).unwrap();
+    let text = tagged_json(&kv)["snapshot"].as_str().unwrap().to_owned();
+    let tag = tagged_json(&kv)["tag"].as_str().unwrap().to_owned();
+    let good = snapshot_json(&kv);
+    let now = app.now.get().timestamp();
+    let with = |text: &str, tag: &str| json!({"snapshot": text, "tag": tag}).to_string();
+
+    let unauthenticated = |why: &UnusableSnapshot| *why == UnusableSnapshot::Unauthenticated;
+    let edits = [
+        edited_text(&good, |s| s["read_at"] = json!(now + 1)),
+        edited_text(&good, |s| drop(s["keys"].as_array_mut().unwrap().pop())),
+        format!("{text} "),
+        // The same JSON, another order of its fields.
+        good.to_string(),
+    ];
+    for edit in &edits {
+        assert_ne!(edit, &text);
+        check_unusable(&mut app, &kv, Some(&with(edit, &tag)), unauthenticated);
+    }
+    let flipped = format!("{}{}", if tag.starts_with('A') { 'B' } else { 'A' }, &tag[1..]);
+    for forged in [flipped.as_str(), &tag[..tag.len() - 1], "", "not base64!"] {
+        check_unusable(&mut app, &kv, Some(&with(&text, forged)), unauthenticated);
+    }
+    // Tagged under a key derived from another KEK.
+    let foreign = store::tagged_snapshot(&sealing::ValueKey::derive(&[7; 32]), &text);
+    check_unusable(&mut app, &kv, Some(&foreign), unauthenticated);
+    kv.set(SIGNING_KEY_SNAPSHOT_KEY, &written);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "as written");
+
+    // The KEK rotated: the previous KEK's snapshot is taken while it is configured.
+    app.config =
+        test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK), ("KEY_ENCRYPTION_KEY_PREVIOUS", TEST_KEY_ENCRYPTION_KEY)]);
+    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "tagged under the previous KEK");
+    app.config = test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK)]);
+    check_unusable(&mut app, &kv, Some(&written), unauthenticated);
 }
 
 /// Nothing usable in KV: it is not asked again for a cache period (a minute), so requests that
@@ -1208,7 +1298,7 @@ fn a_key_compromised_after_the_snapshot_stops_signing_within_its_maximum_age() {
 
     // The bootstrapping isolate's snapshot arrives: a new isolate takes it, with no D1 read and
     // no compromised key.
-    pollster::block_on(store::write_signing_key_snapshot(&kv, &snapshot)).unwrap();
+    put_snapshot(&app, &kv, &snapshot);
     assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
     let batches = app.db.batches.get();
     assert!(!kids(&app).contains(&kid));
@@ -1235,7 +1325,7 @@ fn after_a_compromise_the_crons_snapshot_sends_new_isolates_to_d1() {
     let fresh = signing_kid(&app, SigningAlg::Es256);
     assert_ne!(fresh, kid);
     let after_bootstrap = app.keyring.take_snapshot_to_write().unwrap();
-    pollster::block_on(store::write_signing_key_snapshot(&kv, &after_bootstrap)).unwrap();
+    put_snapshot(&app, &kv, &after_bootstrap);
     assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken);
     assert_eq!(signing_kid(&app, SigningAlg::Es256), fresh);
 }

@@ -12,7 +12,7 @@ use edgeid::domain::email::Email;
 use edgeid::domain::shard::{BucketMap, UserBucket};
 use edgeid::flows::resharding::{Progress, LEASE_SECONDS};
 use edgeid::flows::Outbox;
-use edgeid::keyring::{self, Keyring, SnapshotRefresh};
+use edgeid::keyring::{self, Keyring, SnapshotRefresh, UnusableSnapshot};
 use edgeid::store::{self, Directory, UserShards, SIGNING_KEY_SNAPSHOT_KEY};
 use serde_json::{json, Value};
 
@@ -296,7 +296,7 @@ fn a_committed_reset_is_answered_as_done_even_if_the_budget_clean_up_fails() {
     assert_eq!(app.take_mails().len(), 1, "the password-changed notice");
 }
 
-// Finding 6: the snapshot in KV is not authenticated.
+// Finding 6: the snapshot in KV was not authenticated (fixed: it is tagged under the KEK).
 
 /// Whoever can write the KV namespace (another Worker bound to it, a leaked API token scoped to
 /// KV) replays an old snapshot with a fresh `read_at`: a new isolate takes it and signs with, and
@@ -304,7 +304,6 @@ fn a_committed_reset_is_answered_as_done_even_if_the_budget_clean_up_fails() {
 /// the replay is repeated. A snapshot whose `read_at` (or anything else) was not written by a
 /// holder of `KEY_ENCRYPTION_KEY` must not be taken.
 #[test]
-#[ignore = "finding 6: an edited snapshot (read_at refreshed) brings back a compromised key"]
 fn a_replayed_snapshot_with_a_new_read_at_does_not_bring_back_a_compromised_key() {
     let app = App::new();
     app.verified_account("replay@example.com", PASSWORD);
@@ -312,20 +311,23 @@ fn a_replayed_snapshot_with_a_new_read_at_does_not_bring_back_a_compromised_key(
     let access = reply.json["access_token"].as_str().unwrap();
     let kid = jwt_compact::UntrustedToken::new(access).unwrap().header().key_id.clone().unwrap();
     let kv = MemoryKv::default();
-    pollster::block_on(keyring::write_snapshot(&app.db, &kv, app.now.get())).unwrap();
+    pollster::block_on(keyring::write_snapshot(&app.db, &kv, &app.config, app.now.get())).unwrap();
     let old: Value = serde_json::from_str(&kv.value(SIGNING_KEY_SNAPSHOT_KEY).unwrap()).unwrap();
+    let mut old_text: Value = serde_json::from_str(old["snapshot"].as_str().unwrap()).unwrap();
     app.db.execute(&format!("UPDATE signing_keys SET compromised_at = unixepoch() WHERE kid = '{kid}'"));
 
     app.advance(3600);
+    // The snapshot's read_at refreshed, the text under its old tag.
+    old_text["read_at"] = json!(app.now.get().timestamp());
     let mut replayed = old.clone();
-    replayed["read_at"] = json!(app.now.get().timestamp());
+    replayed["snapshot"] = json!(old_text.to_string());
     kv.set(SIGNING_KEY_SNAPSHOT_KEY, &replayed.to_string());
     let isolate = Keyring::new(60);
     let refreshed = pollster::block_on(isolate.refresh_from_snapshot(&kv, &app.config, app.now.get()));
     let keys = pollster::block_on(isolate.signing_keys(&app.db, &app.config, &app.crypto, app.now.get())).unwrap();
     assert_ne!(keys.active_kid(), kid, "signs with the compromised key an hour after the command");
     assert!(!keys.jwks_json().contains(&kid), "publishes the compromised key");
-    assert_ne!(refreshed, SnapshotRefresh::Taken, "an edited snapshot was taken");
+    assert_eq!(refreshed, SnapshotRefresh::Unusable(UnusableSnapshot::Unauthenticated), "an edited snapshot was taken");
 }
 
 // Finding 7: the check passes with a bucket its mapped shard refuses.

@@ -80,8 +80,9 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
 
     // After the response: the key table a bootstrap read, for new isolates to find in KV.
     if let Some(snapshot) = bindings.keyring.take_snapshot_to_write() {
+        let key = keyring::snapshot_key(&config);
         worker_ctx.wait_until(async move {
-            match store::write_signing_key_snapshot(&kv, &snapshot).await {
+            match store::write_signing_key_snapshot(&kv, &key, &snapshot).await {
                 Ok(()) => log::info!("key snapshot written after a bootstrap: {} keys", snapshot.keys.len()),
                 Err(err) => log::warn!("key snapshot not written after a bootstrap: {err}"),
             }
@@ -154,6 +155,7 @@ fn log_snapshot_refresh(refresh: &SnapshotRefresh) {
         UnusableSnapshot::Missing | UnusableSnapshot::TooOld { .. } | UnusableSnapshot::NoSigningKey(_) => {}
         UnusableSnapshot::Store(_)
         | UnusableSnapshot::Unreadable(_)
+        | UnusableSnapshot::Unauthenticated
         | UnusableSnapshot::Ahead { .. }
         | UnusableSnapshot::Keys(_) => log::warn!("key snapshot in KV not used, reading D1: {why:?}"),
     }
@@ -185,7 +187,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let db = &bindings.global;
     let scheduled_minute = (event.schedule() as i64).div_euclid(60_000).rem_euclid(60);
     if event.cron() == EVERY_MINUTE && scheduled_minute != MAINTENANCE_MINUTE {
-        return write_key_snapshot(&env, db).await;
+        return write_key_snapshot(&env, db, &config).await;
     }
     let force = event.cron() == "rotate";
     match keyring::maintain(db, &config, &WebCrypto, now(), force).await {
@@ -216,12 +218,12 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(report) => log::info!("addresses normalised: {report:?}"),
         Err(err) => log::error!("address normalisation failed: {err}"),
     }
-    write_key_snapshot(&env, db).await;
+    write_key_snapshot(&env, db, &config).await;
 }
 
 /// The key table as D1 holds it now, to KV for new isolates (`keyring::write_snapshot`).
-async fn write_key_snapshot(env: &Env, db: &d1::D1) {
-    match keyring::write_snapshot(db, &kv::Kv::binding(env, "KV"), now()).await {
+async fn write_key_snapshot(env: &Env, db: &d1::D1, config: &Config) {
+    match keyring::write_snapshot(db, &kv::Kv::binding(env, "KV"), config, now()).await {
         Ok(snapshot) => log::info!("key snapshot written: {} keys, read at {}", snapshot.keys.len(), snapshot.read_at),
         Err(err) => log::error!("key snapshot not written: {err}"),
     }

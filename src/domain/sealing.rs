@@ -1,10 +1,15 @@
 //! Authenticated encryption of small secrets at rest (private keys, refresh-token successors):
-//! XChaCha20-Poly1305 with a random 192-bit nonce, base64url of nonce ‖ ciphertext.
+//! XChaCha20-Poly1305 with a random 192-bit nonce, base64url of nonce ‖ ciphertext. And the
+//! authentication of what edgeid keeps outside D1 in the clear (the signing-key snapshot in KV):
+//! HMAC-SHA256 under a key derived from the key-encryption key.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::ports::{Crypto, EntropyError};
 
@@ -38,6 +43,52 @@ pub fn open(key: &[u8; 32], associated_data: &[u8], sealed: &str) -> Option<Vec<
     XChaCha20Poly1305::new(&Key::from(*key)).decrypt(&nonce, Payload { msg: ciphertext, aad: associated_data }).ok()
 }
 
+/// The key that authenticates a value edgeid stores outside D1 (the signing-key snapshot in KV):
+/// HKDF-SHA256 of the key-encryption key, for this use only. Whoever can write KV but holds no
+/// key-encryption key can then neither forge a value nor edit one (its `read_at`, its keys),
+/// only replay one as it was written, or delete it.
+#[derive(Clone)]
+pub struct ValueKey([u8; 32]);
+
+impl std::fmt::Debug for ValueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValueKey(..)")
+    }
+}
+
+impl ValueKey {
+    pub fn derive(key_encryption_key: &[u8; 32]) -> ValueKey {
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
+        let _ =
+            Hkdf::<Sha256>::new(Some(b"edgeid stored values v1"), key_encryption_key).expand(b"value tags", &mut key);
+        ValueKey(key)
+    }
+
+    /// HMAC takes keys of any length, so this is always `Some`.
+    fn mac(&self, name: &str, value: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
+        // The name first, ended by a NUL (no name holds one): a tag holds for one name only.
+        mac.update(name.as_bytes());
+        mac.update(&[0]);
+        mac.update(value);
+        Some(mac)
+    }
+
+    /// The tag of `value` stored under `name` (base64url).
+    pub fn tag(&self, name: &str, value: &[u8]) -> String {
+        self.mac(name, value).map(|mac| URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())).unwrap_or_default()
+    }
+
+    /// Whether `tag` is the tag of `value` under `name`, compared in constant time.
+    pub fn verify(&self, name: &str, value: &[u8], tag: &str) -> bool {
+        match (URL_SAFE_NO_PAD.decode(tag), self.mac(name, value)) {
+            (Ok(tag), Some(mac)) => mac.verify_slice(&tag).is_ok(),
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +108,20 @@ mod tests {
         assert_eq!(open(&[1; 32], b"kid-1", "!"), None);
         // A fresh nonce every time: the same plaintext seals differently.
         assert_ne!(seal(&[1; 32], b"kid-1", b"private key", &crypto).unwrap(), sealed);
+    }
+
+    #[test]
+    fn a_value_tag_holds_for_its_key_name_and_value_only() {
+        let key = ValueKey::derive(&[1; 32]);
+        let tag = key.tag("signing-keys", b"{}");
+        assert!(key.verify("signing-keys", b"{}", &tag));
+        assert!(!ValueKey::derive(&[2; 32]).verify("signing-keys", b"{}", &tag));
+        assert!(!key.verify("signing-keys", b"{ }", &tag));
+        assert!(!key.verify("signing-key", b"s{}", &tag), "the name and the value are kept apart");
+        assert!(!key.verify("signing-keys", b"{}", &tag[..tag.len() - 1]));
+        assert!(!key.verify("signing-keys", b"{}", ""));
+        assert!(!key.verify("signing-keys", b"{}", "!"));
+        // Not the key-encryption key itself, nor the CSRF key (other derivations).
+        assert_ne!(key.0, [1; 32]);
     }
 }

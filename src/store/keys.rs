@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{changes, integer, optional_integer, optional_text, text};
+use crate::domain::sealing::ValueKey;
 use crate::ports::{Database, DatabaseError, KeyValue, KeyValueError, SqlValue, Statement, StatementOutcome};
 
 /// A signing key as stored.
@@ -331,8 +332,9 @@ pub async fn is_signing_key_compromised(db: &impl Database, kid: &str) -> Result
 pub const SIGNING_KEY_SNAPSHOT_KEY: &str = "signing-keys";
 
 /// The snapshot's version: a reader takes no other (an older or newer release's snapshot is
-/// simply not there for it).
-pub const SIGNING_KEY_SNAPSHOT_VERSION: u32 = 1;
+/// simply not there for it). Version 2 is version 1 with its tag (an older release reads the
+/// tagged value as no snapshot, and this one reads an untagged one as none).
+pub const SIGNING_KEY_SNAPSHOT_VERSION: u32 = 2;
 
 /// The published key set as one read of `signing_keys` found it, as KV holds it: every key but
 /// those marked compromised (which never sign and are never published), each exactly as stored,
@@ -438,6 +440,23 @@ impl SigningKeySnapshot {
     }
 }
 
+/// What KV holds under [`SIGNING_KEY_SNAPSHOT_KEY`]: the snapshot's text (what
+/// [`SigningKeySnapshot::to_json`] writes) and its tag under the key-encryption key
+/// ([`ValueKey`]), which covers the text byte for byte and the KV key's name.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaggedSnapshot {
+    snapshot: String,
+    tag: String,
+}
+
+/// The value to store in KV for the snapshot text `text`: tagged under `key`.
+pub fn tagged_snapshot(key: &ValueKey, text: &str) -> String {
+    let tagged = TaggedSnapshot { snapshot: text.to_owned(), tag: key.tag(SIGNING_KEY_SNAPSHOT_KEY, text.as_bytes()) };
+    // Two strings: serialising cannot fail.
+    serde_json::to_string(&tagged).unwrap_or_default()
+}
+
 /// Why a text is no snapshot, without quoting it (serde's messages may quote the value).
 fn not_a_snapshot(err: serde_json::Error) -> String {
     format!("not a snapshot: {:?} error at line {} column {}", err.classify(), err.line(), err.column())
@@ -449,25 +468,38 @@ pub enum StoredSnapshot {
     Missing,
     /// Something this release cannot read, and why.
     Unreadable(String),
+    /// A snapshot whose tag no configured key-encryption key made: written by someone who holds
+    /// none of them (or edited since), or by a deployment with other keys.
+    Unauthenticated,
     Found(SigningKeySnapshot),
 }
 
-/// The signing-key snapshot in KV (one read). A value that cannot be read is no error: it is
-/// [`StoredSnapshot::Unreadable`], and the caller reads D1 instead.
-pub async fn read_signing_key_snapshot(kv: &impl KeyValue) -> Result<StoredSnapshot, KeyValueError> {
-    Ok(match kv.get(SIGNING_KEY_SNAPSHOT_KEY).await? {
-        None => StoredSnapshot::Missing,
-        Some(text) => match SigningKeySnapshot::from_json(&text) {
-            Ok(snapshot) => StoredSnapshot::Found(snapshot),
-            Err(reason) => StoredSnapshot::Unreadable(reason),
-        },
+/// The signing-key snapshot in KV (one read), taken only if one of `keys` tagged it. A value
+/// that cannot be read or whose tag fails is no error: it is [`StoredSnapshot::Unreadable`] or
+/// [`StoredSnapshot::Unauthenticated`], and the caller reads D1 instead.
+pub async fn read_signing_key_snapshot(kv: &impl KeyValue, keys: &[ValueKey]) -> Result<StoredSnapshot, KeyValueError> {
+    let Some(value) = kv.get(SIGNING_KEY_SNAPSHOT_KEY).await? else {
+        return Ok(StoredSnapshot::Missing);
+    };
+    let tagged: TaggedSnapshot = match serde_json::from_str(&value) {
+        Ok(tagged) => tagged,
+        Err(err) => return Ok(StoredSnapshot::Unreadable(not_a_snapshot(err))),
+    };
+    // Nothing of the text is read before its tag holds.
+    if !keys.iter().any(|key| key.verify(SIGNING_KEY_SNAPSHOT_KEY, tagged.snapshot.as_bytes(), &tagged.tag)) {
+        return Ok(StoredSnapshot::Unauthenticated);
+    }
+    Ok(match SigningKeySnapshot::from_json(&tagged.snapshot) {
+        Ok(snapshot) => StoredSnapshot::Found(snapshot),
+        Err(reason) => StoredSnapshot::Unreadable(reason),
     })
 }
 
-/// Replaces the signing-key snapshot in KV (one write).
+/// Replaces the signing-key snapshot in KV (one write), tagged under `key`.
 pub async fn write_signing_key_snapshot(
     kv: &impl KeyValue,
+    key: &ValueKey,
     snapshot: &SigningKeySnapshot,
 ) -> Result<(), KeyValueError> {
-    kv.put(SIGNING_KEY_SNAPSHOT_KEY, &snapshot.to_json()).await
+    kv.put(SIGNING_KEY_SNAPSHOT_KEY, &tagged_snapshot(key, &snapshot.to_json())).await
 }
