@@ -20,19 +20,16 @@ function freePort() {
   });
 }
 
-function run(args, options = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn("npx", args, { cwd: root, stdio: ["ignore", "ignore", "inherit"], ...options });
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`npx ${args.join(" ")}: ${code}`))));
-  });
-}
-
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const state = `${root}target/bench/load-state`;
 rmSync(state, { recursive: true, force: true });
 mkdirSync(state, { recursive: true });
-await run(["wrangler", "d1", "migrations", "apply", "DB", "--local", "--persist-to", state]);
+// Every D1 binding of wrangler.toml (DB and the four user shards), as scripts/dev.sh does.
+await new Promise((resolve, reject) => {
+  const child = spawn(process.execPath, [`${root}scripts/migrate-local.mjs`, "--persist-to", state], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+  child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`scripts/migrate-local.mjs: ${code}`))));
+});
 const vars = [
   `ISSUER:${base}`,
   "MAIL_PROVIDER:log",
@@ -41,6 +38,9 @@ const vars = [
   "BREACHED_PASSWORD_CHECK:off",
   "RATE_LIMIT_LOGIN_PER_IP:off",
   "RATE_LIMIT_LOGIN_PER_ACCOUNT:off",
+  "RATE_LIMIT_LOGIN_PER_ACCOUNT_NETWORK:off",
+  // wrangler dev simulates the Rate Limiting bindings of wrangler.toml too.
+  "RATE_LIMIT_PREFILTER:off",
   "RATE_LIMIT_MAIL_PER_IP:off",
   "RATE_LIMIT_MAIL_PER_ADDRESS:off",
   "RATE_LIMIT_TOKEN_PER_IP:off",
