@@ -721,12 +721,13 @@ pub fn snapshot_key(config: &Config) -> ValueKey {
     ValueKey::derive(&config.key_encryption_key.0)
 }
 
-/// The keys a snapshot's tag is checked against: `KEY_ENCRYPTION_KEY`'s, then
-/// `KEY_ENCRYPTION_KEY_PREVIOUS`'s (a snapshot written by an isolate of the deployment before
-/// the rotation stays usable until it expires).
+/// The keys a snapshot's tag is checked against: `KEY_ENCRYPTION_KEY`'s only. Not
+/// `KEY_ENCRYPTION_KEY_PREVIOUS`'s: whoever holds the key being rotated out could then forge a
+/// snapshot (its `read_at`, a key of their own sealed under that key) with KV's write alone.
+/// A snapshot the deployment before the rotation wrote sends new isolates to D1 until the
+/// next cron run writes one under the new key (a minute).
 fn snapshot_keys(config: &Config) -> Vec<ValueKey> {
-    let previous = config.key_encryption_key_previous.as_ref().map(|previous| ValueKey::derive(&previous.0));
-    std::iter::once(snapshot_key(config)).chain(previous).collect()
+    vec![snapshot_key(config)]
 }
 
 /// Seals under `KEY_ENCRYPTION_KEY` every key (but those marked compromised, which never open

@@ -1166,7 +1166,7 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
 /// an API token scoped to KV) can neither forge a snapshot nor edit one: not its `read_at`, to
 /// keep a snapshot from before a compromise alive, nor its keys. Every byte of the text is
 /// covered. A snapshot tagged under `KEY_ENCRYPTION_KEY_PREVIOUS` (an isolate of the deployment
-/// before a KEK rotation wrote it) is taken; without that key configured it is not.
+/// before a KEK rotation wrote it) is not taken, configured or not.
 #[test]
 fn a_snapshot_not_tagged_by_a_holder_of_the_kek_is_not_taken() {
     let mut app = App::new();
@@ -1202,10 +1202,11 @@ fn a_snapshot_not_tagged_by_a_holder_of_the_kek_is_not_taken() {
     kv.set(SIGNING_KEY_SNAPSHOT_KEY, &written);
     assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "as written");
 
-    // The KEK rotated: the previous KEK's snapshot is taken while it is configured.
+    // The KEK rotated: the previous KEK's snapshot is not taken, even while that KEK is
+    // configured (whoever holds it alone could forge one: see below).
     app.config =
         test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK), ("KEY_ENCRYPTION_KEY_PREVIOUS", TEST_KEY_ENCRYPTION_KEY)]);
-    assert_eq!(new_isolate(&mut app, &kv), SnapshotRefresh::Taken, "tagged under the previous KEK");
+    check_unusable(&mut app, &kv, Some(&written), unauthenticated);
     app.config = test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK)]);
     check_unusable(&mut app, &kv, Some(&written), unauthenticated);
 }
@@ -1371,4 +1372,43 @@ fn a_snapshot_never_replaces_a_read_of_d1_that_answers_after_it() {
     let batches = app.db.batches.get();
     assert_eq!(keys_of(&app, &keyring).jwks_json().matches("\"kid\"").count(), 4, "D1's read is kept");
     assert_eq!(app.db.batches.get(), batches);
+}
+
+/// Review 6: whoever holds the key-encryption key being rotated out (`KEY_ENCRYPTION_KEY_PREVIOUS`,
+/// e.g. from an old `.dev.vars`, a CI secret, a former operator) but not the current one, and can
+/// write KV, forges a snapshot: tagged under the previous KEK, `read_at` now, and an ES256 key of
+/// their own sealed under the previous KEK, active. While the previous KEK is configured (from
+/// the rotation's deploy until step 4 of the README's procedure, or for good if it is forgotten)
+/// new isolates take it: they sign with, and publish, the attacker's key; rewritten every
+/// minute, it never expires. Without the snapshot path that attacker would need D1's write.
+#[test]
+fn a_snapshot_forged_under_the_previous_kek_alone_is_not_taken() {
+    let mut app = App::new();
+    app.get("/healthz");
+    app.config =
+        test_config(&[("KEY_ENCRYPTION_KEY", NEXT_KEK), ("KEY_ENCRYPTION_KEY_PREVIOUS", TEST_KEY_ENCRYPTION_KEY)]);
+    let kv = MemoryKv::default();
+    write_snapshot(&app, &kv);
+    // What the attacker knows: the previous KEK, and what KV holds (readable to them).
+    let old_kek = app.config.key_encryption_key_previous.as_ref().unwrap().0;
+    let mut forged = snapshot_json(&kv);
+    let mine = pollster::block_on(KeyMaterial::generate(SigningAlg::Es256, &app.crypto)).unwrap();
+    let sealed = sealing::seal(&old_kek, mine.kid().as_bytes(), &mine.private_jwk(), &app.crypto).unwrap();
+    let now = app.now.get().timestamp();
+    let es256_at =
+        forged["keys"].as_array().unwrap().iter().position(|key| key["alg"] == "ES256").expect("an ES256 key");
+    forged["keys"][es256_at] = json!({
+        "kid": mine.kid(), "alg": "ES256",
+        "public_jwk": serde_json::to_string(mine.public_jwk()).unwrap(),
+        "private_sealed": sealed, "published_at": now - 1, "activates_at": now - 1, "retired_at": null,
+    });
+    forged["read_at"] = json!(now);
+    let value = store::tagged_snapshot(&sealing::ValueKey::derive(&old_kek), &forged.to_string());
+    kv.set(SIGNING_KEY_SNAPSHOT_KEY, &value);
+
+    let refreshed = new_isolate(&mut app, &kv);
+    let keys = keys_of(&app, &app.keyring);
+    assert_ne!(keys.active_kid_of(SigningAlg::Es256), Some(mine.kid()), "signs with the attacker's key");
+    assert!(!keys.jwks_json().contains(mine.kid()), "publishes the attacker's key");
+    assert_ne!(refreshed, SnapshotRefresh::Taken, "a snapshot made without the current KEK was taken");
 }
