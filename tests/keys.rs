@@ -1089,6 +1089,14 @@ fn a_snapshot_that_is_not_usable_sends_the_isolate_to_d1() {
     let good_text = good.to_string();
     let good_tag = tagged_json(&kv)["tag"].clone();
     let with_tag = |value: Value| serde_json::to_string(&value).unwrap();
+    // Larger than any snapshot: not even parsed.
+    let huge = tagged(&format!("{}{}", good_text, " ".repeat(store::MAX_SNAPSHOT_BYTES)));
+    check_unusable(
+        &mut app,
+        &kv,
+        Some(&huge),
+        |why| matches!(why, Unreadable(reason) if reason.contains("bytes, over")),
+    );
     for untagged in [
         good_text.clone(),
         with_tag(json!({"snapshot": good_text})),

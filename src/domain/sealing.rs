@@ -121,7 +121,7 @@ mod tests {
         assert!(!key.verify("signing-keys", b"{}", &tag[..tag.len() - 1]));
         assert!(!key.verify("signing-keys", b"{}", ""));
         assert!(!key.verify("signing-keys", b"{}", "!"));
-        // Not the key-encryption key itself, nor the CSRF key (other derivations).
+        // Derived: not the key-encryption key itself.
         assert_ne!(key.0, [1; 32]);
     }
 }

@@ -450,6 +450,10 @@ struct TaggedSnapshot {
     tag: String,
 }
 
+/// The most a snapshot in KV may take: a real one is a few KB (a key's public JWK and sealed
+/// private part are at most about 3 KB, for RS256), so this is room for dozens of keys.
+pub const MAX_SNAPSHOT_BYTES: usize = 256 * 1024;
+
 /// The value to store in KV for the snapshot text `text`: tagged under `key`.
 pub fn tagged_snapshot(key: &ValueKey, text: &str) -> String {
     let tagged = TaggedSnapshot { snapshot: text.to_owned(), tag: key.tag(SIGNING_KEY_SNAPSHOT_KEY, text.as_bytes()) };
@@ -481,6 +485,10 @@ pub async fn read_signing_key_snapshot(kv: &impl KeyValue, keys: &[ValueKey]) ->
     let Some(value) = kv.get(SIGNING_KEY_SNAPSHOT_KEY).await? else {
         return Ok(StoredSnapshot::Missing);
     };
+    // Whoever can write KV could put megabytes there for every new isolate to parse and MAC.
+    if value.len() > MAX_SNAPSHOT_BYTES {
+        return Ok(StoredSnapshot::Unreadable(format!("{} bytes, over {MAX_SNAPSHOT_BYTES}", value.len())));
+    }
     let tagged: TaggedSnapshot = match serde_json::from_str(&value) {
         Ok(tagged) => tagged,
         Err(err) => return Ok(StoredSnapshot::Unreadable(not_a_snapshot(err))),
