@@ -24,6 +24,16 @@ async function miniflare(worker) {
   return instance;
 }
 
+/// The floor's tables: `floor`, whose rows the `w` statements upsert and the `r` ones read, and
+/// `floor_rows` with two indexes, where each `i` inserts a new row (as a grant inserts its
+/// session and its refresh token). Also in edgeid's database, for `/__bench/d1`.
+async function createFloorTables(db) {
+  await db.prepare("CREATE TABLE floor (k INTEGER PRIMARY KEY, v INTEGER)").run();
+  await db.prepare("CREATE TABLE floor_rows (id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, payload TEXT)").run();
+  await db.prepare("CREATE INDEX floor_rows_owner ON floor_rows (owner)").run();
+  await db.prepare("CREATE INDEX floor_rows_expiry ON floor_rows (expires_at)").run();
+}
+
 if (kind === "edgeid") {
   const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
   const mf = await miniflare({
@@ -59,6 +69,8 @@ if (kind === "edgeid") {
       await db.prepare(statement).run();
     }
   }
+  // The floor Worker's table (below), for /__bench/d1: its batches through edgeid's adapter.
+  await createFloorTables(db);
 } else if (kind === "constant") {
   await miniflare({
     modules: true,
@@ -68,8 +80,8 @@ if (kind === "edgeid") {
   // The least a Worker can do with D1: `/?batches=5,3` runs a batch of 5 statements, then one
   // of 3, and answers "ok". The statements alternate between an upsert and a read of one row
   // (a rate-limit budget, a token's rotation, a lookup), as edgeid's batches do; a batch
-  // spelled in letters says which is which (`/?batches=r,wwwr`: one read, then three writes
-  // and a read). `&spin=MS` keeps the CPU busy for MS ms after the first batch, as a login's
+  // spelled in letters says which is which (`/?batches=r,wwir`: one read, then two upserts, a
+  // new row and a read; `i` inserts a new row into a table with two indexes). `&spin=MS` keeps the CPU busy for MS ms after the first batch, as a login's
   // Argon2id does.
   const mf = await miniflare({
     modules: true,
@@ -82,13 +94,16 @@ if (kind === "edgeid") {
       async fetch(request, env) {
         const query = new URL(request.url).searchParams;
         const shapes = (query.get("batches") ?? "").split(",").filter(Boolean)
-          .map((spec) => (/^[rw]+$/.test(spec) ? [...spec] : Array.from({ length: Number(spec) }, (_, i) => (i % 2 === 0 ? "w" : "r"))));
+          .map((spec) => (/^[rwi]+$/.test(spec) ? [...spec] : Array.from({ length: Number(spec) }, (_, i) => (i % 2 === 0 ? "w" : "r"))));
         let spin = Number(query.get("spin") ?? 0);
         for (const shape of shapes) {
           const statements = [];
           for (let i = 0; i < shape.length; i++) {
             statements.push(shape[i] === "w"
               ? env.DB.prepare("INSERT INTO floor (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v").bind(i, Date.now())
+              : shape[i] === "i"
+              ? env.DB.prepare("INSERT INTO floor_rows (id, owner, created_at, expires_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
+                  .bind(crypto.randomUUID() + crypto.randomUUID(), "u-" + (i % 7), Date.now(), Date.now() + 86400000, "p".repeat(160))
               : env.DB.prepare("SELECT v FROM floor WHERE k = ?1").bind(Math.max(i - 1, 0)));
           }
           await env.DB.batch(statements);
@@ -100,7 +115,7 @@ if (kind === "edgeid") {
       },
     };`,
   });
-  await (await mf.getD1Database("DB")).prepare("CREATE TABLE floor (k INTEGER PRIMARY KEY, v INTEGER)").run();
+  await createFloorTables(await mf.getD1Database("DB"));
 } else if (kind === "oidc-provider") {
   const { startPeer } = await import("./oidc-provider.mjs");
   await startPeer(port);

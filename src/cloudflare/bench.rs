@@ -6,6 +6,8 @@
 //! - `GET /__bench/argon2?n=N`: Argon2id with the configured parameters, ms per hash;
 //! - `GET /__bench/sign?n=N`: the token pair of a login, ms per token, through WebCrypto and
 //!   through jwt-compact in wasm;
+//! - `GET /__bench/d1?batches=r,wwiir`: the D1 floor Worker's batches (bench/serve.mjs) through
+//!   this worker's D1 adapter, and nothing else;
 //! - `POST /__bench/refresh-tokens?n=N`: N fresh sessions of one verified user, their refresh
 //!   tokens (to drive the refresh grant without N logins).
 
@@ -107,6 +109,19 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
                 "ms_per_token_webcrypto": timings[0],
                 "ms_per_token_wasm": timings[1],
             }))
+        }
+        ("GET", "/__bench/d1") => {
+            // The floor Worker's batches (bench/serve.mjs `d1`), through this worker's D1
+            // adapter: what a request's D1 work costs through the wasm, with nothing else.
+            let shapes = request.query_param("batches").unwrap_or_default();
+            let mut rows = 0;
+            let mut new_id = || random_id(ctx.crypto).unwrap_or_default();
+            for shape in
+                shapes.split(',').filter(|shape| !shape.is_empty() && shape.bytes().all(|b| b"rwi".contains(&b)))
+            {
+                rows += store::floor_batch(ctx.db, shape, ctx.now.timestamp_millis(), &mut new_id).await?;
+            }
+            ApiResponse::new(200, "text/plain", format!("ok {rows}").into_bytes())
         }
         ("POST", "/__bench/refresh-tokens") => {
             let n = count(request, 100, 5000);

@@ -110,11 +110,17 @@ export async function signJws(key, alg, message) {
 }
 
 /// The flood pre-filter: one unit of `key` from the Workers Rate Limiting binding `binding`
-/// (wrangler.toml `[[ratelimits]]`). True where the runtime has no such binding, or the
-/// binding fails: it only keeps floods off D1, where the exact budgets are kept.
-export async function prefilter(env, binding, key) {
+/// (wrangler.toml `[[ratelimits]]`). True where the runtime has no such binding — at once, not
+/// as a promise, so that the wasm need not wait for one — else a promise of whether the unit
+/// was granted, true if the binding fails: it only keeps floods off D1, where the exact
+/// budgets are kept.
+export function prefilter(env, binding, key) {
   const limiter = env[binding];
   if (!limiter || typeof limiter.limit !== "function") return true;
+  return limitOf(limiter, key);
+}
+
+async function limitOf(limiter, key) {
   try {
     const outcome = await limiter.limit({ key });
     return !(outcome && outcome.success === false);

@@ -14,7 +14,7 @@ mod webcrypto;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, web_sys, Context, Env, MessageBatch, ScheduleContext, ScheduledEvent};
 
 use crate::api::error::ApiError;
@@ -60,7 +60,7 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
                 crate::domain::rate_limit::NetworkWidth::Client => "RATE_LIMITER",
                 crate::domain::rate_limit::NetworkWidth::Site => "RATE_LIMITER_SITE",
             };
-            if glue::prefilter(env, binding, &network.name).await.is_falsy() {
+            if !prefilter_allows(env, binding, &network.name).await {
                 return Ok(ApiError::rate_limited(crate::flows::throttle::Throttled { retry_after_seconds: 60 }).into());
             }
         }
@@ -323,6 +323,17 @@ fn now() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(millis as i64).unwrap_or_default()
 }
 
+/// Whether the pre-filter binding `binding` grants `key` a unit: at once where the runtime has
+/// no such binding (`glue.js` answers `true` rather than a promise), else what its promise says.
+async fn prefilter_allows(env: &Env, binding: &str, key: &str) -> bool {
+    let outcome = glue::prefilter(env, binding, key);
+    match outcome.dyn_into::<worker::js_sys::Promise>() {
+        // `glue.js` catches the binding's failures: a rejection is not expected, and lets through.
+        Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await.map_or(true, |granted| granted.is_truthy()),
+        Err(granted) => granted.is_truthy(),
+    }
+}
+
 /// Reads the request: its line and the headers of `REQUEST_HEADERS` in one call into
 /// JavaScript (`glue.js`), then the body. Bodies over the limit are refused from
 /// `Content-Length` before a byte is read; bodies without one (chunked) are read as they
@@ -465,7 +476,7 @@ pub(crate) mod glue {
         pub async fn d1_batch(db: &JsValue, statements: &str) -> Result<JsValue, JsValue>;
 
         #[wasm_bindgen(js_name = prefilter)]
-        pub async fn prefilter(env: &JsValue, binding: &str, key: &str) -> JsValue;
+        pub fn prefilter(env: &JsValue, binding: &str, key: &str) -> JsValue;
     }
 }
 

@@ -7,6 +7,7 @@
 mod authorizations;
 mod budgets;
 mod clients;
+mod floor;
 mod keys;
 mod mail;
 mod maintenance;
@@ -20,6 +21,7 @@ mod users;
 pub use authorizations::*;
 pub use budgets::*;
 pub use clients::*;
+pub use floor::*;
 pub use keys::*;
 pub use mail::*;
 pub use maintenance::*;
