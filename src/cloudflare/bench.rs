@@ -9,7 +9,7 @@
 //! - `GET /__bench/d1?batches=r,wwiir`: the D1 floor Worker's batches (bench/serve.mjs) through
 //!   this worker's D1 adapter, and nothing else;
 //! - `POST /__bench/refresh-tokens?n=N`: N fresh sessions of one verified user, their refresh
-//!   tokens (to drive the refresh grant without N logins).
+//!   tokens (to drive the refresh grant without N logins), written to the user's shard.
 
 use chrono::Duration;
 use serde_json::json;
