@@ -1,6 +1,7 @@
 // A server for the benchmark, alone in its process so that its CPU time can be measured
 // (scripts/bench.sh pins it to one core):
-//   node bench/serve.mjs edgeid PORT [NAME=VALUE ...]   the release worker on workerd (Miniflare)
+//   node bench/serve.mjs edgeid PORT [NAME=VALUE ...]   the release worker on workerd (Miniflare),
+//                                                      with DB and the user shards of wrangler.toml
 //   node bench/serve.mjs constant PORT                 a Worker that answers "ok", same runtime
 //   node bench/serve.mjs d1 PORT                       a Worker that runs D1 batches, same runtime
 //   node bench/serve.mjs oidc-provider PORT            the peer: oidc-provider on Node
@@ -36,6 +37,11 @@ async function createFloorTables(db) {
 
 if (kind === "edgeid") {
   const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
+  // DB and the user shards the development configuration declares (`USERS_0` … `USERS_{N-1}`
+  // in wrangler.toml, four of them), so that the benchmark measures the sharded layout the dev
+  // server and the tests run; the adapter binds every USERS_n it finds, in order.
+  const userShards = [...readFileSync(`${root}wrangler.toml`, "utf8").matchAll(/^\s*binding\s*=\s*"(USERS_\d+)"/gm)].map((match) => match[1]);
+  const databases = ["DB", ...userShards];
   const mf = await miniflare({
     modules: true,
     // The Worker's entry, which imports build/index.js. BENCH_ENTRY: another entry module (one
@@ -43,7 +49,7 @@ if (kind === "edgeid") {
     scriptPath: process.env.BENCH_ENTRY ?? `${root}src/cloudflare/entry.mjs`,
     modulesRoot: "/",
     modulesRules: [{ type: "ESModule", include: ["**/*.js", "**/*.mjs"] }, { type: "CompiledWasm", include: ["**/*.wasm"] }],
-    d1Databases: { DB: "bench-db" },
+    d1Databases: Object.fromEntries(databases.map((binding) => [binding, `bench-${binding.toLowerCase().replace("_", "-")}`])),
     kvNamespaces: { KV: "bench-kv" },
     queueProducers: { MAIL_QUEUE: { queueName: "edgeid-mail" }, MAIL_DEAD_LETTERS: { queueName: "edgeid-mail-dead" } },
     queueConsumers: {
@@ -61,16 +67,20 @@ if (kind === "edgeid") {
       ...vars,
     },
   });
-  // The schema, as `wrangler d1 migrations apply` would.
-  const db = await mf.getD1Database("DB");
-  for (const file of readdirSync(`${root}migrations`).filter((f) => f.endsWith(".sql")).sort()) {
-    const sql = readFileSync(`${root}migrations/${file}`, "utf8").replace(/--.*$/gm, "");
-    for (const statement of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
-      await db.prepare(statement).run();
+  // The schema in every database, as `wrangler d1 migrations apply` (scripts/migrate-local.mjs
+  // for wrangler dev) would: each binding runs the same migrations.
+  const files = readdirSync(`${root}migrations`).filter((f) => f.endsWith(".sql")).sort();
+  for (const binding of databases) {
+    const db = await mf.getD1Database(binding);
+    for (const file of files) {
+      const sql = readFileSync(`${root}migrations/${file}`, "utf8").replace(/--.*$/gm, "");
+      for (const statement of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
+        await db.prepare(statement).run();
+      }
     }
   }
-  // The floor Worker's table (below), for /__bench/d1: its batches through edgeid's adapter.
-  await createFloorTables(db);
+  // The floor Worker's table (below), in DB, for /__bench/d1: its batches through edgeid's adapter.
+  await createFloorTables(await mf.getD1Database("DB"));
 } else if (kind === "constant") {
   await miniflare({
     modules: true,

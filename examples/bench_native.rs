@@ -6,7 +6,10 @@
 //!
 //! - with `round-trips`, `round_trips`: the sequential D1 round trips (batches) of each
 //!   provider flow, counted on the tests' SQLite behind the same `Database` port
-//!   (tests/support), requests going through `api::handle` as in the worker.
+//!   (tests/support), requests going through `api::handle` as in the worker; and `flows`:
+//!   each flow's round trips (in all, before its response, after it) and statements in `DB`
+//!   and in the shards, the provider flows' included. bench/latency.mjs compares the round
+//!   trips before the response with what a delay per round trip adds to the worker's latency.
 //!
 //! `cargo run --release --example bench_native -- ISSUER AUDIENCE ACCESS_TOKEN JWKS_FILE`, or
 //! `… -- argon2 N` for `argon2_ms_per_hash` alone over N hashes (the benchmark interleaves
@@ -60,18 +63,15 @@ fn form(pairs: &[(&str, &str)]) -> String {
     serializer.finish()
 }
 
-/// The D1 round trips (batches) one request makes, and its answer.
-fn counted(app: &support::App, request: ApiRequest) -> (usize, support::Reply) {
-    let (cost, reply) = costed(app, request);
-    (cost.round_trips, reply)
-}
-
 /// What one request (with the work it leaves for after its response) asks of the databases:
-/// sequential round trips, and statements in `DB` and in the user shards (a routed batch's
-/// fence included).
+/// sequential round trips (in all; before the response, which its latency waits for; after
+/// it, in `waitUntil`), and statements in `DB` and in the user shards (a routed batch's fence
+/// included).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 struct Cost {
     round_trips: usize,
+    before_response: usize,
+    after_response: usize,
     db_statements: usize,
     shard_statements: usize,
 }
@@ -84,8 +84,11 @@ fn costed(app: &support::App, request: ApiRequest) -> (Cost, support::Reply) {
     let (trips, (db, shards)) = (app.round_trips(), statements(app));
     let reply = app.send(request);
     let (db_after, shards_after) = statements(app);
+    let (at_response, after) = (app.round_trips_at_response.get(), app.round_trips());
     let cost = Cost {
-        round_trips: app.round_trips() - trips,
+        round_trips: after - trips,
+        before_response: at_response - trips,
+        after_response: after - at_response,
         db_statements: db_after - db,
         shard_statements: shards_after - shards,
     };
@@ -109,7 +112,8 @@ fn json_post(path: &str, body: serde_json::Value) -> ApiRequest {
 /// The account flows' costs with every budget at its default, each after a warm-up (the bucket
 /// map and the key table cached, as in a busy isolate): sign-up (with its work after the response), verification by link,
 /// login (with its budgets given back after the response), the first-party refresh, userinfo,
-/// a forgot-password and the reset.
+/// a forgot-password and the reset; and `/healthz` (one batch, the latency run's check of its
+/// timer).
 fn flow_costs() -> Result<serde_json::Value, String> {
     // Every budget at its default (API.md), as an installation runs.
     let mut app = support::App::with_config(support::test_config(&[
@@ -159,9 +163,11 @@ fn flow_costs() -> Result<serde_json::Value, String> {
         costed(&app, json_post("/v1/password/reset", json!({"token": reset_token, "password": "another passphrase"})));
     let (jwks, _) =
         costed(&app, ApiRequest { method: "GET".into(), path: "/.well-known/jwks.json".into(), ..Default::default() });
+    let (health, _) = costed(&app, ApiRequest { method: "GET".into(), path: "/healthz".into(), ..Default::default() });
     Ok(json!({
         "signup": signup, "verify_email": verify, "login": login, "refresh_first_party": refresh,
         "userinfo": userinfo, "forgot_password": forgot, "reset_password": reset, "jwks": jwks,
+        "healthz": health,
     }))
 }
 
@@ -179,13 +185,14 @@ fn token_request(client_id: &str, secret: &str, fields: &[(&str, &str)]) -> ApiR
     }
 }
 
-/// Round trips of the provider's flows, as the benchmark drives them: a skip_consent
+/// Round trips (and each flow's `Cost`, statements included) of the provider's flows, as the
+/// benchmark drives them: a skip_consent
 /// confidential client (client_secret_basic), a browser session from the hosted login's
 /// sign-in, `GET /oauth/authorize` with its cookie, the code redeemed with PKCE (first with an
 /// empty key cache, as an isolate's first grant, then warm), the refresh grant of that client,
 /// and the first-party refresh grant of `/v1/login` (the one bench/run.mjs loads). The key
 /// cache lasts a minute, as the worker's does.
-fn round_trips() -> Result<serde_json::Value, String> {
+fn round_trips() -> Result<(serde_json::Value, serde_json::Value), String> {
     let mut app = support::App::with_config(support::test_config(&[
         ("CLIENT_REGISTRATION", "token"),
         ("CLIENT_REGISTRATION_TOKEN", REGISTRATION_TOKEN),
@@ -234,7 +241,7 @@ fn round_trips() -> Result<serde_json::Value, String> {
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
         ]);
-        let (trips, reply) = counted(
+        let (cost, reply) = costed(
             &app,
             ApiRequest {
                 method: "GET".into(),
@@ -249,10 +256,10 @@ fn round_trips() -> Result<serde_json::Value, String> {
             .find(|(key, _)| key == "code")
             .map(|(_, value)| value.into_owned())
             .ok_or(format!("authorize: {} {location} {}", reply.status, reply.text()))?;
-        Ok::<_, String>((trips, code))
+        Ok::<_, String>((cost, code))
     };
     let redeem = |code: &str| {
-        let (trips, reply) = counted(
+        let (cost, reply) = costed(
             &app,
             token_request(
                 &client_id,
@@ -266,16 +273,16 @@ fn round_trips() -> Result<serde_json::Value, String> {
             ),
         );
         match reply.json["refresh_token"].as_str() {
-            Some(refresh) if reply.status == 200 => Ok((trips, refresh.to_owned())),
+            Some(refresh) if reply.status == 200 => Ok((cost, refresh.to_owned())),
             _ => Err(format!("code grant: {} {}", reply.status, reply.text())),
         }
     };
-    let (authorize_trips, first_code) = authorize()?;
+    let (authorized, first_code) = authorize()?;
     let (_, second_code) = authorize()?;
     // The key cache is empty for the first grant that signs (the authorizations did not sign).
-    let (cold_trips, _) = redeem(&first_code)?;
-    let (warm_trips, refresh_token) = redeem(&second_code)?;
-    let (client_refresh_trips, reply) = counted(
+    let (cold, _) = redeem(&first_code)?;
+    let (warm, refresh_token) = redeem(&second_code)?;
+    let (client_refresh, reply) = costed(
         &app,
         token_request(&client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)]),
     );
@@ -284,7 +291,7 @@ fn round_trips() -> Result<serde_json::Value, String> {
     }
     let login = app.post("/v1/login", json!({"email": email, "password": password}));
     let first_party = login.json["refresh_token"].as_str().ok_or(format!("login: {}", login.text()))?;
-    let (first_party_trips, reply) = counted(
+    let (first_party, reply) = costed(
         &app,
         ApiRequest {
             method: "POST".into(),
@@ -297,19 +304,31 @@ fn round_trips() -> Result<serde_json::Value, String> {
     if reply.status != 200 {
         return Err(format!("first-party refresh: {} {}", reply.status, reply.text()));
     }
-    Ok(json!({
-        "authorize_with_session": authorize_trips,
-        "code_grant_keys_cached": warm_trips,
-        "code_grant_first_in_isolate": cold_trips,
-        "refresh_grant_client": client_refresh_trips,
-        "refresh_grant_first_party": first_party_trips,
-    }))
+    let round_trips = json!({
+        "authorize_with_session": authorized.round_trips,
+        "code_grant_keys_cached": warm.round_trips,
+        "code_grant_first_in_isolate": cold.round_trips,
+        "refresh_grant_client": client_refresh.round_trips,
+        "refresh_grant_first_party": first_party.round_trips,
+    });
+    let flows = json!({
+        "authorize_with_session": authorized,
+        "code_grant": warm,
+        "code_grant_first_in_isolate": cold,
+        "refresh_client": client_refresh,
+    });
+    Ok((round_trips, flows))
 }
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|mode| mode == "round-trips") {
-        println!("{{\"round_trips\": {}, \"flows\": {}}}", round_trips()?, flow_costs()?);
+        let (round_trips, provider_flows) = round_trips()?;
+        let mut flows = flow_costs()?;
+        if let (Some(flows), serde_json::Value::Object(provider_flows)) = (flows.as_object_mut(), provider_flows) {
+            flows.extend(provider_flows);
+        }
+        println!("{}", json!({ "round_trips": round_trips, "flows": flows }));
         return Ok(());
     }
     if let [mode, hashes] = args.as_slice() {

@@ -214,6 +214,10 @@ pub struct Config {
     pub redirect_allowlist: Vec<AllowedRedirect>,
     /// `BENCH_ENDPOINTS=true`: the measurement routes of the benchmark command (local only).
     pub bench_endpoints: bool,
+    /// `BENCH_D1_DELAY_MS`: milliseconds the D1 adapter waits before every batch, so that the
+    /// latency run (`bench/latency.mjs`) turns each sequential round trip into a delay it can
+    /// see. Only with `bench_endpoints`; 0 otherwise.
+    pub bench_d1_delay_ms: u32,
     /// Names the rate-limit buckets (keyed from `KEY_ENCRYPTION_KEY`).
     pub bucket_keyer: BucketKeyer,
     /// Accounts whose email was never verified are deleted by the cron this long after sign-up
@@ -567,6 +571,20 @@ impl Config {
             }
         };
 
+        // A benchmark setting, like the routes: a deployment that waited before every batch would
+        // only be slower, so anything but a local benchmark run is refused outright.
+        let bench_d1_delay_ms = match get("BENCH_D1_DELAY_MS") {
+            None => 0,
+            Some(_) if !bench_endpoints => {
+                return Err(ConfigError::Invalid {
+                    name: "BENCH_D1_DELAY_MS",
+                    reason: "the delay before each D1 batch is for benchmark runs only (BENCH_ENDPOINTS=true)"
+                        .to_owned(),
+                })
+            }
+            raw => bounded("BENCH_D1_DELAY_MS", raw, 0_u32, 0..=1000)?,
+        };
+
         let unverified_account_ttl_seconds =
             bounded("UNVERIFIED_ACCOUNT_TTL_DAYS", get("UNVERIFIED_ACCOUNT_TTL_DAYS"), 7_i64, 1..=365)? * 86_400;
         let rate_limit_prefilter = match get("RATE_LIMIT_PREFILTER").as_deref() {
@@ -631,6 +649,7 @@ impl Config {
             branding: Branding { product_name, logo_url, accent_color: accent_color.to_ascii_lowercase() },
             redirect_allowlist,
             bench_endpoints,
+            bench_d1_delay_ms,
         })
     }
 }
@@ -826,6 +845,44 @@ mod tests {
         for local in ["http://127.0.0.1:8787", "https://localhost:8787", "https://id.localhost", "http://[::1]:8787"] {
             assert!(with(local, "log").is_ok(), "{local}");
         }
+    }
+
+    #[test]
+    fn the_d1_delay_is_a_benchmark_setting_only() {
+        let local = [("ISSUER", "http://127.0.0.1:8787"), ("MAIL_PROVIDER", "log"), KEK];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = local.to_vec();
+            pairs.extend_from_slice(extra);
+            config(&pairs)
+        };
+        assert_eq!(with(&[]).map(|config| config.bench_d1_delay_ms), Ok(0));
+        let bench = ("BENCH_ENDPOINTS", "true");
+        assert_eq!(with(&[bench, ("BENCH_D1_DELAY_MS", "50")]).map(|config| config.bench_d1_delay_ms), Ok(50));
+        assert_eq!(with(&[bench, ("BENCH_D1_DELAY_MS", "0")]).map(|config| config.bench_d1_delay_ms), Ok(0));
+        let refused = |result: Result<Config, ConfigError>| match result {
+            Err(ConfigError::Invalid { name, reason }) => Some((name, reason)),
+            _ => None,
+        };
+        // Without the benchmark routes, any value is refused, and says why.
+        for extra in [
+            &[("BENCH_D1_DELAY_MS", "50")][..],
+            &[("BENCH_D1_DELAY_MS", "0")],
+            &[("BENCH_ENDPOINTS", "false"), ("BENCH_D1_DELAY_MS", "50")],
+        ] {
+            let (name, reason) = refused(with(extra)).unwrap();
+            assert_eq!(name, "BENCH_D1_DELAY_MS", "{extra:?}");
+            assert!(reason.contains("BENCH_ENDPOINTS=true"), "{reason}");
+        }
+        for value in ["-1", "1001", "fifty", "50ms"] {
+            let (name, _) = refused(with(&[bench, ("BENCH_D1_DELAY_MS", value)])).unwrap();
+            assert_eq!(name, "BENCH_D1_DELAY_MS", "{value}");
+        }
+        // On a public HTTPS issuer the routes themselves are refused, so the delay never applies.
+        let public =
+            [("ISSUER", "https://id.example.com"), ("MAIL_API_KEY", "k"), KEK, bench, ("BENCH_D1_DELAY_MS", "50")];
+        assert!(config(&public).is_err());
+        let public = [("ISSUER", "https://id.example.com"), ("MAIL_API_KEY", "k"), KEK, ("BENCH_D1_DELAY_MS", "50")];
+        assert_eq!(refused(config(&public)).map(|(name, _)| name), Some("BENCH_D1_DELAY_MS"));
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! - `GET /__bench/d1?batches=r,wwiir`: the D1 floor Worker's batches (bench/serve.mjs) through
 //!   this worker's D1 adapter, and nothing else;
 //! - `POST /__bench/refresh-tokens?n=N`: N fresh sessions of one verified user, their refresh
-//!   tokens (to drive the refresh grant without N logins).
+//!   tokens (to drive the refresh grant without N logins), written to the user's shard;
+//! - `GET /__bench/after-response`: how many runs of the work left for after a response
+//!   (`waitUntil`) this isolate has started and finished, and how long the last one took, in
+//!   ms: the latency run (`bench/latency.mjs`) times that work apart from the response.
+
+use std::cell::Cell;
 
 use chrono::Duration;
 use serde_json::json;
@@ -123,6 +128,10 @@ pub async fn handle<D: Database, E: Crypto, H: HttpClient>(
             }
             ApiResponse::new(200, "text/plain", format!("ok {rows}").into_bytes())
         }
+        ("GET", "/__bench/after-response") => {
+            let (started, finished, last_ms) = AFTER_RESPONSE.with(Cell::get);
+            json_response(&json!({ "started": started, "finished": finished, "last_ms": last_ms }))
+        }
         ("POST", "/__bench/refresh-tokens") => {
             let n = count(request, 100, 5000);
             json_response(&json!({ "refresh_tokens": refresh_tokens(ctx, n).await? }))
@@ -203,6 +212,29 @@ async fn refresh_tokens<D: Database, E: Crypto, H: HttpClient>(
         tokens.push(refresh.plaintext().to_owned());
     }
     Ok(tokens)
+}
+
+thread_local! {
+    /// Runs of the work after a response in this isolate: started, finished, and the last
+    /// one's duration in ms (`/__bench/after-response`).
+    static AFTER_RESPONSE: Cell<(u64, u64, f64)> = const { Cell::new((0, 0, 0.0)) };
+}
+
+/// A run of the work after a response is scheduled, before the response leaves: a client
+/// that has the response sees it counted as started.
+pub fn after_response_scheduled() {
+    AFTER_RESPONSE.with(|runs| {
+        let (started, finished, last_ms) = runs.get();
+        runs.set((started + 1, finished, last_ms));
+    });
+}
+
+/// That run is done, after `elapsed_ms`.
+pub fn after_response_finished(elapsed_ms: f64) {
+    AFTER_RESPONSE.with(|runs| {
+        let (started, finished, _) = runs.get();
+        runs.set((started, finished + 1, elapsed_ms));
+    });
 }
 
 /// Whether the benchmark endpoints are on (`BENCH_ENDPOINTS=true`).

@@ -1,7 +1,9 @@
 //! D1 as the core's `Database`: a batch is one D1 `batch()`, which D1 runs as a transaction.
 //! Statements go to JavaScript and rows come back as one JSON string each way (`glue.js`,
 //! `d1Batch`): converting rows value by value through the JavaScript boundary cost more CPU
-//! than the rest of a refresh grant.
+//! than the rest of a refresh grant. For the benchmark's latency run, a batch can be made to
+//! wait a fixed time before it is sent (`BENCH_D1_DELAY_MS`): a timer in JavaScript, so that
+//! batches a flow runs at once still wait at once, as their round trips overlap.
 
 use serde_json::{Map, Value};
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -9,8 +11,12 @@ use worker::Env;
 
 use crate::ports::{Database, DatabaseError, Row, SqlValue, Statement, StatementOutcome};
 
-/// The D1 binding, as the JavaScript object it is: only `glue.js` calls it.
-pub struct D1(JsValue);
+/// The D1 binding, as the JavaScript object it is (only `glue.js` calls it), and the
+/// milliseconds each batch waits before it is sent (0 but in the latency run).
+pub struct D1 {
+    binding: JsValue,
+    delay_ms: u32,
+}
 
 impl D1 {
     /// The binding `name` of `env`: one property read, where `Env::d1` also checks the
@@ -22,7 +28,13 @@ impl D1 {
         if binding.is_undefined() || binding.is_null() {
             return Err(format!("D1 binding {name} is missing"));
         }
-        Ok(D1(binding))
+        Ok(D1 { binding, delay_ms: 0 })
+    }
+
+    /// The same binding, each batch waiting `delay_ms` before it is sent: a database that far
+    /// away (`Config::bench_d1_delay_ms`, only ever set for the benchmark).
+    pub fn delayed(self, delay_ms: u32) -> D1 {
+        D1 { delay_ms, ..self }
     }
 }
 
@@ -36,7 +48,7 @@ impl Database for D1 {
             })
             .collect();
         let request = Value::Array(request).to_string();
-        let response = super::glue::d1_batch(&self.0, &request).await.map_err(|err| {
+        let response = super::glue::d1_batch(&self.binding, &request, self.delay_ms).await.map_err(|err| {
             let message = err.dyn_ref::<worker::js_sys::Error>().map(|err| String::from(err.message()));
             DatabaseError(message.or_else(|| err.as_string()).unwrap_or_else(|| format!("{err:?}")))
         })?;

@@ -88,8 +88,11 @@ export function forgetReplays() {
 
 /// One D1 batch (one transaction) from `[{ sql, params }]` as JSON; its outcome as JSON too,
 /// `[[rows, changes], …]`: a string each way instead of a call per statement, per bound value
-/// and per column of every row.
-export async function d1Batch(db, statementsJson) {
+/// and per column of every row. With `delayMs` > 0 (the benchmark's `BENCH_D1_DELAY_MS`), the
+/// batch first waits that long on a timer: batches started together wait together, as their
+/// round trips to a distant database would.
+export async function d1Batch(db, statementsJson, delayMs) {
+  if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
   const statements = JSON.parse(statementsJson).map(({ sql, params }) => db.prepare(sql).bind(...params));
   const results = await db.batch(statements);
   return JSON.stringify(results.map((result) => [result.results ?? [], result.meta?.changes ?? 0]));

@@ -394,6 +394,9 @@ pub struct App {
     pub mails: RefCell<Vec<OutgoingMail>>,
     /// Deferred account work that failed after its response (the worker logs these).
     pub deferred_failures: RefCell<Vec<String>>,
+    /// [`App::round_trips`] when the last response was ready, before its deferred work: what
+    /// the response waited for, apart from what ran after it.
+    pub round_trips_at_response: Cell<usize>,
 }
 
 /// A response with its body parsed as JSON when it is JSON.
@@ -444,6 +447,7 @@ impl App {
             now: Cell::new(epoch()),
             mails: RefCell::new(Vec::new()),
             deferred_failures: RefCell::new(Vec::new()),
+            round_trips_at_response: Cell::new(0),
         }
     }
 
@@ -542,6 +546,7 @@ impl App {
             outbox: &outbox,
         };
         let response = pollster::block_on(handle(&ctx, &request));
+        self.round_trips_at_response.set(self.round_trips());
         // What the worker does in `waitUntil`, after the response: the deferred account work.
         for work in outbox.take_deferred() {
             if let Err(err) = pollster::block_on(edgeid::flows::run_deferred(&ctx, work)) {
