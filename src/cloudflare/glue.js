@@ -22,14 +22,20 @@ export function requestHead(request, names) {
   return head;
 }
 
-/// The body, at most `limit` bytes: a Uint8Array, or null when it is longer. One read into a
-/// buffer of `limit + 1` bytes (workerd's `readAtLeast`, which waits for that many bytes or the
-/// end of the body): a shorter result is the whole body; a full one means the body passes the
-/// limit, and the rest is never read, whatever Content-Length declared (the adapter has
-/// already refused a declared length over the limit).
-export async function readBody(request, limit) {
+/// The body, at most `limit` bytes: a Uint8Array, or null when it is longer. With a declared
+/// length (`declared`, -1 for none) within the limit, the runtime ends the body there, so it
+/// is read whole (`arrayBuffer`, with no reader; its length checked all the same). Without one
+/// (chunked), one read into a buffer of `limit + 1` bytes (workerd's `readAtLeast`, which waits
+/// for that many bytes or the end of the body): a shorter result is the whole body; a full one
+/// means the body passes the limit, and the rest is never read (the adapter has already
+/// refused a declared length over the limit).
+export async function readBody(request, limit, declared) {
   const stream = request.body;
   if (stream === null) return new Uint8Array(0);
+  if (declared >= 0 && declared <= limit) {
+    const body = new Uint8Array(await request.arrayBuffer());
+    return body.byteLength > limit ? null : body;
+  }
   const reader = stream.getReader({ mode: "byob" });
   const { value } = await reader.readAtLeast(limit + 1, new Uint8Array(limit + 1));
   // workerd ends a closed stream with an empty view; no view at all would be a cancelled one.

@@ -372,7 +372,7 @@ async fn to_api_request(request: &web_sys::Request) -> Result<ApiRequest, ApiRes
             if declared_length.is_some_and(|length| length > MAX_BODY_BYTES) {
                 return Err(ApiError::payload_too_large(MAX_BODY_BYTES).into());
             }
-            read_body(request).await?
+            read_body(request, declared_length).await?
         }
     };
     Ok(ApiRequest {
@@ -385,9 +385,11 @@ async fn to_api_request(request: &web_sys::Request) -> Result<ApiRequest, ApiRes
     })
 }
 
-async fn read_body(request: &web_sys::Request) -> Result<Vec<u8>, ApiResponse> {
+async fn read_body(request: &web_sys::Request, declared_length: Option<usize>) -> Result<Vec<u8>, ApiResponse> {
     let limit = u32::try_from(MAX_BODY_BYTES).unwrap_or(u32::MAX);
-    match glue::read_body(request, limit).await {
+    // -1: no length declared (a declared length here is at most the limit).
+    let declared = declared_length.and_then(|length| i32::try_from(length).ok()).unwrap_or(-1);
+    match glue::read_body(request, limit, declared).await {
         Ok(body) if body.is_null() => Err(ApiError::payload_too_large(MAX_BODY_BYTES).into()),
         Ok(body) => Ok(worker::js_sys::Uint8Array::new(&body).to_vec()),
         Err(_) => Err(ApiError::invalid_request("the body could not be read").into()),
@@ -464,7 +466,7 @@ pub(crate) mod glue {
         pub fn request_head(request: &web_sys::Request, names: &str) -> String;
 
         #[wasm_bindgen(js_name = readBody, catch)]
-        pub async fn read_body(request: &web_sys::Request, limit: u32) -> Result<JsValue, JsValue>;
+        pub async fn read_body(request: &web_sys::Request, limit: u32, declared: i32) -> Result<JsValue, JsValue>;
 
         #[wasm_bindgen(js_name = headersOf, catch)]
         pub fn headers_of(head: &str) -> Result<JsValue, JsValue>;
