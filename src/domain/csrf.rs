@@ -6,7 +6,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -27,9 +26,7 @@ impl std::fmt::Debug for CsrfKey {
 
 impl CsrfKey {
     pub fn derive(key_encryption_key: &[u8; 32]) -> CsrfKey {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(b"edgeid csrf v1"), key_encryption_key).expand(b"form tokens", &mut key);
+        let key = crate::domain::sealing::derive_subkey(key_encryption_key, b"edgeid csrf v1", b"form tokens");
         CsrfKey(key)
     }
 

@@ -7,7 +7,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -56,10 +55,11 @@ impl std::fmt::Debug for InteractionKey {
 
 impl InteractionKey {
     pub fn derive(key_encryption_key: &[u8; 32]) -> InteractionKey {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(b"edgeid interaction v1"), key_encryption_key)
-            .expand(b"authorization interactions", &mut key);
+        let key = crate::domain::sealing::derive_subkey(
+            key_encryption_key,
+            b"edgeid interaction v1",
+            b"authorization interactions",
+        );
         InteractionKey(key)
     }
 

@@ -5,7 +5,6 @@
 
 use std::fmt;
 
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -144,10 +143,7 @@ impl fmt::Debug for BucketKeyer {
 
 impl BucketKeyer {
     pub fn derive(key_encryption_key: &[u8; 32]) -> BucketKeyer {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
-        let _ =
-            Hkdf::<Sha256>::new(Some(b"edgeid rate limits v1"), key_encryption_key).expand(b"bucket names", &mut key);
+        let key = crate::domain::sealing::derive_subkey(key_encryption_key, b"edgeid rate limits v1", b"bucket names");
         BucketKeyer(key)
     }
 

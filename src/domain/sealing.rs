@@ -43,6 +43,16 @@ pub fn open(key: &[u8; 32], associated_data: &[u8], sealed: &str) -> Option<Vec<
     XChaCha20Poly1305::new(&Key::from(*key)).decrypt(&nonce, Payload { msg: ciphertext, aad: associated_data }).ok()
 }
 
+/// A 32-byte key for one use, derived from the key-encryption key with HKDF-SHA256: `salt`
+/// names the use and its version, `info` what the key does. Every key edgeid derives from the
+/// KEK comes from here, each with its own salt, so no two uses share a key.
+pub fn derive_subkey(key_encryption_key: &[u8; 32], salt: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
+    let _ = Hkdf::<Sha256>::new(Some(salt), key_encryption_key).expand(info, &mut key);
+    key
+}
+
 /// The key that authenticates a value edgeid stores outside D1 (the signing-key snapshot in KV):
 /// HKDF-SHA256 of the key-encryption key, for this use only. Whoever can write KV but holds no
 /// key-encryption key can then neither forge a value nor edit one (its `read_at`, its keys),
@@ -58,10 +68,7 @@ impl std::fmt::Debug for ValueKey {
 
 impl ValueKey {
     pub fn derive(key_encryption_key: &[u8; 32]) -> ValueKey {
-        let mut key = [0u8; 32];
-        // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
-        let _ =
-            Hkdf::<Sha256>::new(Some(b"edgeid stored values v1"), key_encryption_key).expand(b"value tags", &mut key);
+        let key = derive_subkey(key_encryption_key, b"edgeid stored values v1", b"value tags");
         ValueKey(key)
     }
 

@@ -5,7 +5,6 @@
 //! reset: `RATE_LIMIT_CODE_PER_ACCOUNT`), per client network and per email domain. Codes are
 //! stored only as an HMAC keyed from `KEY_ENCRYPTION_KEY` and bound to the address.
 
-use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -49,9 +48,7 @@ pub fn display(code: &str) -> String {
 
 /// The stored form of a code: HMAC-SHA256 over the address and the code, hex.
 pub fn code_hash(key_encryption_key: &[u8; 32], email: &Email, code: &str) -> String {
-    let mut key = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's output limit: expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(b"edgeid short codes v1"), key_encryption_key).expand(b"code hash", &mut key);
+    let key = crate::domain::sealing::derive_subkey(key_encryption_key, b"edgeid short codes v1", b"code hash");
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&key) else { return String::new() };
     mac.update(email.as_str().as_bytes());
     mac.update(b"\0");
