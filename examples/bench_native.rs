@@ -23,6 +23,7 @@ use edgeid::api::ApiRequest;
 use edgeid::domain::password::{hash_password, HashParams, Password};
 use edgeid::flows::Outbox;
 use edgeid::keyring::Keyring;
+use edgeid::store::ClientCache;
 use edgeid_verifier::{FetchError, JwksFetcher, JwksResponse, Verifier, VerifierConfig};
 use serde_json::json;
 
@@ -203,6 +204,7 @@ fn round_trips() -> Result<(serde_json::Value, serde_json::Value), String> {
     // key), then an isolate's empty key cache.
     app.get("/.well-known/jwks.json");
     app.keyring = Keyring::new(60);
+    app.clients = ClientCache::new(60);
     let registered = app.send(ApiRequest {
         method: "POST".into(),
         path: "/oauth/register".into(),

@@ -1191,3 +1191,50 @@ fn review_provider_a_refresh_that_cannot_sign_spends_nothing() {
     let retried = refresh_with(&app);
     assert_eq!(retried.status, 200, "the refresh token was spent by a refresh that could not sign: {}", retried.text());
 }
+
+/// An isolate keeps the clients it has read (`store::ClientCache`, a minute): once the
+/// authorization endpoint has read a client, its code grant is one round trip (the shard's
+/// batch) and so is its refresh grant; a wrong secret is refused all the same and spends
+/// nothing; past the minute the client is read from `DB` again.
+#[test]
+fn a_warm_token_endpoint_authenticates_a_known_client_without_reading_db() {
+    let mut app = app();
+    app.keyring = edgeid::keyring::Keyring::new(60);
+    app.clients = edgeid::store::ClientCache::new(60);
+    app.verified_account("warm@example.com", PASSWORD);
+    let client = register(&app, json!({"skip_consent": true}));
+    let browser = Browser::new(&app);
+    let offline = [("scope", "openid offline_access")];
+    // The first grant also reads the signing keys.
+    let code = code_of(&code_for(&browser, &client, &offline, "warm@example.com"));
+    assert_eq!(redeem(&app, &client, Auth::Basic, &code, &[]).status, 200);
+    let code = code_of(&code_for(&browser, &client, &offline, "warm@example.com"));
+    let wrong = Client { secret: Some("wrong".to_owned()), ..client.clone() };
+    redeem(&app, &wrong, Auth::Basic, &code, &[]).assert_error(401, "invalid_client");
+    let before = app.round_trips();
+    let tokens = redeem(&app, &client, Auth::Basic, &code, &[]);
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    assert_eq!(app.round_trips() - before, 1, "the code grant with the client known to the isolate");
+    let refresh_token = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+    let before = app.round_trips();
+    let refreshed = token_request(
+        &app,
+        &client,
+        Auth::Basic,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)],
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    assert_eq!(app.round_trips() - before, 1, "the client's refresh grant");
+    // A minute later the copy is read again (the keys too: their cache is a minute as well).
+    app.advance(61);
+    let refresh_token = refreshed.json["refresh_token"].as_str().unwrap().to_owned();
+    let before = app.round_trips();
+    let refreshed = token_request(
+        &app,
+        &client,
+        Auth::Basic,
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)],
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    assert!(app.round_trips() - before >= 2, "the client is read from DB again");
+}

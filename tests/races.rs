@@ -60,6 +60,7 @@ fn login_through<'a>(
     let ctx = Context {
         config: &app.config,
         keyring: &app.keyring,
+        clients: &app.clients,
         db: &db,
         shards: &shards,
         crypto: &app.crypto,

@@ -268,6 +268,7 @@ struct Bindings {
     global: d1::D1,
     shards: store::UserShards<d1::D1>,
     keyring: Rc<Keyring>,
+    clients: Rc<store::ClientCache>,
 }
 
 impl Bindings {
@@ -282,7 +283,12 @@ impl Bindings {
             shards.push(d1::D1::binding(env, "DB")?.delayed(delay_ms));
         }
         let directory = DIRECTORY.with(Rc::clone);
-        Ok(Bindings { global, shards: store::UserShards::new(shards, directory), keyring: KEYRING.with(Rc::clone) })
+        Ok(Bindings {
+            global,
+            shards: store::UserShards::new(shards, directory),
+            keyring: KEYRING.with(Rc::clone),
+            clients: CLIENTS.with(Rc::clone),
+        })
     }
 
     /// A flow context over these databases, at this instant.
@@ -296,6 +302,7 @@ impl Bindings {
         flows::Context {
             config,
             keyring: &self.keyring,
+            clients: &self.clients,
             db: &self.global,
             shards: &self.shards,
             crypto: &WebCrypto,
@@ -316,6 +323,9 @@ thread_local! {
     /// The bucket map as this isolate last read it (`store::routing`): kept until a fence
     /// refuses a batch, ten minutes at most.
     static DIRECTORY: Rc<store::Directory> = Rc::new(store::Directory::new(600));
+    /// Registered clients as this isolate last read them (`store::ClientCache`): a minute at
+    /// most.
+    static CLIENTS: Rc<store::ClientCache> = Rc::new(store::ClientCache::new(60));
     /// The configuration, read and checked once per isolate: an isolate belongs to one
     /// deployment, whose variables and secrets do not change under it.
     static CONFIG: std::cell::RefCell<Option<Rc<Config>>> = const { std::cell::RefCell::new(None) };

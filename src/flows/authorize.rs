@@ -181,7 +181,12 @@ async fn read_context<D: Database, E: Crypto, H: HttpClient>(
     let cookie = session_cookie.and_then(|cookie| TokenHash::routed(cookie).ok());
     let users = cookie.as_ref().map(|(bucket, _)| ctx.users(*bucket));
     let session = users.as_ref().zip(cookie.as_ref().map(|(_, hash)| hash));
-    Ok(store::authorization_context(ctx.db, session, client_id, ctx.now).await?)
+    let context = store::authorization_context(ctx.db, session, client_id, ctx.now).await?;
+    // The token endpoint will authenticate this client: the fresh copy saves it the read.
+    if let Some(client) = &context.client {
+        ctx.clients.keep(client, ctx.now);
+    }
+    Ok(context)
 }
 
 /// OIDC Core §3.1.2.1: `prompt=login` and `select_account` ask again (one account per

@@ -60,7 +60,7 @@ pub async fn authenticate<D: Database, E: Crypto, H: HttpClient>(
             (client_id, Some(client_secret))
         }
     };
-    let client = store::find_client(ctx.db, client_id).await.map_err(Internal::from)?;
+    let client = store::find_client_cached(ctx.db, ctx.clients, client_id, ctx.now).await.map_err(Internal::from)?;
     let secret_matches = |client: &RegisteredClient, secret: &str| {
         let presented = hex(&Sha256::digest(secret.as_bytes()));
         let stored = client.secret_hash.as_deref().unwrap_or_default();

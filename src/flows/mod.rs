@@ -16,7 +16,7 @@ use crate::domain::signing::{SigningError, SigningKeys};
 use crate::keyring::{Keyring, KeyringError};
 use crate::mail::{Locale, OutgoingMail};
 use crate::ports::{Crypto, Database, DatabaseError, EntropyError, HttpClient};
-use crate::store::{Routed, UserShards};
+use crate::store::{ClientCache, Routed, UserShards};
 
 pub mod authorization_code;
 pub mod authorize;
@@ -37,6 +37,8 @@ pub mod verify_email;
 pub struct Context<'a, D, E, H> {
     pub config: &'a Config,
     pub keyring: &'a Keyring,
+    /// Registered clients as this isolate last read them (client authentication).
+    pub clients: &'a ClientCache,
     /// `DB`: what is global (keys, clients, budgets, the bucket map).
     pub db: &'a D,
     /// The user shards: everything that belongs to an account, by its bucket

@@ -12,7 +12,7 @@ use edgeid::domain::sealing;
 use edgeid::domain::signing::{KeyMaterial, SigningAlg};
 use edgeid::flows::{Context, Outbox};
 use edgeid::keyring::Keyring;
-use edgeid::store::{Directory, UserShards};
+use edgeid::store::{ClientCache, Directory, UserShards};
 
 /// User shards of every test app: as many as the development configuration declares.
 pub const USER_SHARDS: usize = 4;
@@ -384,6 +384,9 @@ impl HttpClient for FakeHttp {
 pub struct App {
     pub config: Config,
     pub keyring: Keyring,
+    /// Registered clients as an isolate keeps them (none by default: tests see a client as
+    /// `DB` holds it at once).
+    pub clients: ClientCache,
     /// `DB`: what is global.
     pub db: Sqlite,
     /// The user shards (`USERS_0` … `USERS_3`, as the development configuration declares).
@@ -437,6 +440,7 @@ impl App {
             config,
             // No cache: tests move the clock and the key table and want to see it at once.
             keyring: Keyring::new(0),
+            clients: ClientCache::new(0),
             db: Sqlite::with_migrations().counting_with(&trips),
             shards: UserShards::new(
                 (0..shards).map(|_| Sqlite::with_migrations().counting_with(&trips)).collect(),
@@ -516,6 +520,7 @@ impl App {
         Context {
             config: &self.config,
             keyring: &self.keyring,
+            clients: &self.clients,
             db: &self.db,
             shards: &self.shards,
             crypto: &self.crypto,
@@ -536,6 +541,7 @@ impl App {
         let ctx = Context {
             config: &self.config,
             keyring: &self.keyring,
+            clients: &self.clients,
             db: &self.db,
             shards: &self.shards,
             crypto: &self.crypto,
