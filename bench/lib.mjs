@@ -278,21 +278,6 @@ export function codeRequests(server, path, client, codes) {
   };
 }
 
-/// edgeid's code grant: per round, fresh codes through the authorization endpoint, then their
-/// redemption. Returns the grant's figures and the authorization endpoint's.
-export async function edgeidCodeLoad(server) {
-  const setup = await edgeidCodeSetup(server);
-  const grants = [];
-  const authorizations = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const { codes, result } = await edgeidCodes(server, setup, CODES);
-    authorizations.push(result);
-    grants.push(await load(server, codeRequests(server, "/oauth/token", setup, codes)));
-  }
-  const summary = (runs) => ({ rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)) });
-  return { grant: summary(grants), authorize: summary(authorizations) };
-}
-
 /// oidc-provider's codes through its real interaction flow, `parallel` browsers at a time:
 /// `GET /auth` (offline_access needs `prompt=consent`, so every code goes through an
 /// interaction) → its interaction URL, which bench/oidc-provider.mjs answers with
@@ -325,14 +310,4 @@ export async function peerCodes(server, count, parallel = 8) {
   };
   await Promise.all(Array.from({ length: parallel }, chain));
   return codes.slice(0, count);
-}
-
-/// oidc-provider's code grant, each round with fresh codes.
-export async function peerCodeLoad(server) {
-  const runs = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const codes = await peerCodes(server, CODES);
-    runs.push(await load(server, codeRequests(server, "/token", PEER_CODE_CLIENT, codes)));
-  }
-  return { rps: median(runs.map((r) => r.rps)), cpuUs: median(runs.map((r) => r.cpuUs)) };
 }

@@ -10,7 +10,8 @@ import { gzipSync } from "node:zlib";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
-import { CODES, ROUNDS, SECONDS, REFRESHES, SERVER_CORE, edgeidCodeLoad, fixed, json, median, medianLoad, peerCodeLoad, refreshLoad, root, start } from "./lib.mjs";
+import { CHUNK, codeGrantRounds } from "./code.mjs";
+import { CODES, ROUNDS, SECONDS, REFRESHES, SERVER_CORE, fixed, json, median, medianLoad, refreshLoad, root, start } from "./lib.mjs";
 
 // Every batch to a user shard starts with its fence (src/store/routing.rs: a conditional
 // INSERT that inserts nothing while the shard serves the bucket), so each shard batch below
@@ -18,13 +19,8 @@ import { CODES, ROUNDS, SECONDS, REFRESHES, SERVER_CORE, edgeidCodeLoad, fixed, 
 // a code), `w` an upsert of an existing one. The refresh grant's: the fence, the token's
 // conditional UPDATE, the successor's INSERT, the read of the session.
 const REFRESH_BATCHES = "wwir";
-// The code grant's: the client lookup (one read in DB), then the redemption's batch (the
-// fence, the code's conditional UPDATE, the grant's and the refresh token's INSERTs, the
-// code's read). The signing keys are cached in the isolate (a minute), so no key read. The
-// authorization endpoint's: the client's read (DB) beside the session's and the consent's
-// (the shard, fenced), then the code's INSERT (fenced).
-const CODE_BATCHES = "r,wwiir";
-const AUTHORIZE_BATCHES = "r,wrr,wi";
+// The code grant's and the authorization endpoint's: bench/code.mjs, which measures them
+// against their floor and the peer in interleaved rounds of its own.
 
 const started = performance.now();
 const rows = [];
@@ -66,10 +62,6 @@ const rustFloor = await medianLoad(edgeid, { url: `${edgeid.url}/__bench/constan
 const jwks = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/jwks.json`, duration: SECONDS });
 const discovery = await medianLoad(edgeid, { url: `${edgeid.url}/.well-known/openid-configuration`, duration: SECONDS });
 const refresh = await refreshLoad(edgeid, "/oauth/token", "");
-// The authorization-code grant: per round, codes minted at GET /oauth/authorize with the
-// browser session's cookie (a skip_consent client), then redeemed with client_secret_basic
-// and PKCE; the authorization endpoint's own figures come from the minting.
-const code = await edgeidCodeLoad(edgeid);
 // What one D1 batch costs here: Miniflare simulates D1 inside the same workerd process
 // group, so its CPU is in every figure above (in production D1 runs on its own servers).
 // /healthz is one batch (SELECT 1) on top of what the static security.txt costs.
@@ -123,9 +115,6 @@ const edgeidStartup = edgeid.startupMs;
 // Sequential D1 round trips per flow, counted natively: the same code on SQLite behind the
 // Database port, every batch counted (examples/bench_native.rs, `round-trips`).
 const trips = JSON.parse(execFileSync(nativeBinary, ["round-trips"]).toString()).round_trips;
-// The code grant's batches, the same statements as the floor Worker's below, through edgeid's
-// own entry and D1 adapter (`/__bench/d1`) and nothing else: what the wasm adds to D1 alone.
-const codeAdapterFloor = await medianLoad(edgeid, { url: `${edgeid.url}/__bench/d1?batches=${CODE_BATCHES}`, duration: SECONDS });
 edgeid.stop();
 
 // The floors the refresh and login goals meet on this runtime: a JavaScript Worker that does
@@ -136,8 +125,6 @@ edgeid.stop();
 // local D1 in the measured process group, so its CPU counts here as in edgeid's figures.
 const d1 = await start("d1");
 const d1Floor = await medianLoad(d1, { url: `${d1.url}/?batches=${REFRESH_BATCHES}`, duration: SECONDS });
-const codeFloor = await medianLoad(d1, { url: `${d1.url}/?batches=${CODE_BATCHES}`, duration: SECONDS });
-const authorizeFloor = await medianLoad(d1, { url: `${d1.url}/?batches=${AUTHORIZE_BATCHES}`, duration: SECONDS });
 const spin = Math.round(argon2);
 const floorBeyondHash = [];
 for (let i = 0; i < 60; i++) {
@@ -152,8 +139,14 @@ d1.stop();
 const peer = await start("oidc-provider");
 const peerJwks = await medianLoad(peer, { url: `${peer.url}/jwks`, duration: SECONDS });
 const peerRefresh = await refreshLoad(peer, "/token", "&client_id=edgeid");
-const peerCode = await peerCodeLoad(peer);
 peer.stop();
+
+// The authorization-code grant (bench/code.mjs): edgeid, its floor Worker and the peer side
+// by side, loaded in turn, chunk by chunk: per round, codes minted at GET /oauth/authorize
+// with the browser session's cookie (a skip_consent client), then redeemed with
+// client_secret_basic and PKCE; the authorization endpoint's figures come from the minting.
+const codeRun = await codeGrantRounds();
+const code = codeRun.edgeids[0];
 
 const met = (ok) => (ok ? "met" : "not met");
 row("Argon2id m=19456 t=2 p=1, ms per hash", fixed(argon2), `native ${fixed(argon2Native)}`, `${fixed(argon2Ratio, 2)}×`, "≤ 1.3×", met(argon2Ratio <= 1.3));
@@ -168,15 +161,14 @@ const belowFloor = (goalMet, floorMeets) => (goalMet ? "" : floorMeets ? "" : "t
 row("refresh grant's floor: a JS Worker running its D1 batch, CPU µs", fixed(d1Floor.cpuUs), `0.75 × oidc-provider = ${fixed(0.75 * peerRefresh.cpuUs)}`, `${fixed(d1Floor.cpuUs / peerRefresh.cpuUs, 2)}×`, "", belowFloor(refresh.cpuUs / peerRefresh.cpuUs <= 0.75, d1Floor.cpuUs / peerRefresh.cpuUs <= 0.75));
 row("refresh grant, req/s", fixed(refresh.rps, 0), `oidc-provider ${fixed(peerRefresh.rps, 0)}`, `${fixed(refresh.rps / peerRefresh.rps, 2)}×`, "≥ 1.3×", met(refresh.rps / peerRefresh.rps >= 1.3));
 row("refresh grant's floor (as above), req/s", fixed(d1Floor.rps, 0), `1.3 × oidc-provider = ${fixed(1.3 * peerRefresh.rps, 0)}`, `${fixed(d1Floor.rps / peerRefresh.rps, 2)}×`, "", belowFloor(refresh.rps / peerRefresh.rps >= 1.3, d1Floor.rps / peerRefresh.rps >= 1.3));
-const codeAbove = code.grant.cpuUs - codeFloor.cpuUs;
-row("authorization-code grant (client_secret_basic, PKCE, refresh token), CPU µs per request", fixed(code.grant.cpuUs), `oidc-provider ${fixed(peerCode.cpuUs)}`, `${fixed(code.grant.cpuUs / peerCode.cpuUs, 2)}×`, "", "");
-row("code grant's floor: a JS Worker running its D1 batches (a read; the fence, an update, two new rows, a read), CPU µs", fixed(codeFloor.cpuUs), `oidc-provider ${fixed(peerCode.cpuUs)}`, `${fixed(codeFloor.cpuUs / peerCode.cpuUs, 2)}×`, "", "");
-row("code grant above its floor, CPU µs", fixed(codeAbove), `0.75 × oidc-provider = ${fixed(0.75 * peerCode.cpuUs)}`, `${fixed(codeAbove / peerCode.cpuUs, 2)}×`, "≤ 0.75×", met(codeAbove / peerCode.cpuUs <= 0.75));
-row("the same batches through edgeid's entry and D1 adapter, nothing else (/__bench/d1), CPU µs", fixed(codeAdapterFloor.cpuUs), `the JS floor ${fixed(codeFloor.cpuUs)}`, `+${fixed(codeAdapterFloor.cpuUs - codeFloor.cpuUs)} µs`, "", "");
-row("code grant above those batches through its own adapter: the grant's own work, CPU µs", fixed(code.grant.cpuUs - codeAdapterFloor.cpuUs), `oidc-provider ${fixed(peerCode.cpuUs)}`, `${fixed((code.grant.cpuUs - codeAdapterFloor.cpuUs) / peerCode.cpuUs, 2)}×`, "", "");
-row("code grant, req/s", fixed(code.grant.rps, 0), `oidc-provider ${fixed(peerCode.rps, 0)}; floor ${fixed(codeFloor.rps, 0)}`, `${fixed(code.grant.rps / peerCode.rps, 2)}×`, "", "");
-row("authorization endpoint with a session (303 with a code), CPU µs per request", fixed(code.authorize.cpuUs), `floor (a read; the fence and two reads; the fence and a new row) ${fixed(authorizeFloor.cpuUs)}`, `${fixed(code.authorize.cpuUs / authorizeFloor.cpuUs, 2)}×`, "", "");
-row("authorization endpoint with a session, req/s", fixed(code.authorize.rps, 0), `floor ${fixed(authorizeFloor.rps, 0)}`, "", "", "");
+row("authorization-code grant (client_secret_basic, PKCE, refresh token), CPU µs per request", fixed(code.grantCpuUs), `oidc-provider ${fixed(codeRun.peerCpuUs)}`, `${fixed(code.grantCpuUs / codeRun.peerCpuUs, 2)}×`, "", "");
+row("code grant's floor: a JS Worker running its D1 batch (the fence, an update, two new rows, a read), CPU µs", fixed(codeRun.floorCpuUs), `oidc-provider ${fixed(codeRun.peerCpuUs)}`, `${fixed(codeRun.floorCpuUs / codeRun.peerCpuUs, 2)}×`, "", "");
+row(`code grant above its floor, CPU µs: median over ${codeRun.samples} chunks, each ratio within its chunk (quartiles)`, fixed(code.aboveUs), `oidc-provider ${fixed(codeRun.peerCpuUs)}`, `${fixed(code.ratio, 2)}× (${fixed(code.ratioQuartiles[0], 2)}–${fixed(code.ratioQuartiles[1], 2)}×)`, "≤ 0.75×", met(code.ratio <= 0.75));
+row("the same batches through edgeid's entry and D1 adapter, nothing else (/__bench/d1), CPU µs", fixed(code.adapterCpuUs), `the JS floor ${fixed(codeRun.floorCpuUs)}`, `+${fixed(code.adapterOverUs)} µs`, "", "");
+row("code grant above those batches through its own adapter: the grant's own work (quartiles)", fixed(code.grantCpuUs - code.adapterCpuUs), `oidc-provider ${fixed(codeRun.peerCpuUs)}`, `${fixed(code.ownWorkRatio, 2)}× (${fixed(code.ownWorkQuartiles[0], 2)}–${fixed(code.ownWorkQuartiles[1], 2)}×)`, "", "");
+row("code grant, req/s", fixed(code.grantRps, 0), `oidc-provider ${fixed(codeRun.peerRps, 0)}; floor ${fixed(codeRun.floorRps, 0)}`, `${fixed(code.grantRps / codeRun.peerRps, 2)}×`, "", "");
+row("authorization endpoint with a session (303 with a code), CPU µs per request", fixed(code.authorizeCpuUs), `floor (a read; the fence and two reads; the fence and a new row) ${fixed(codeRun.authorizeFloorCpuUs)}`, `${fixed(code.authorizeRatio, 2)}×`, "", "");
+row("authorization endpoint with a session, req/s", fixed(code.authorizeRps, 0), `floor ${fixed(codeRun.authorizeFloorRps, 0)}`, "", "", "");
 row("sequential D1 round trips: authorize with a session / code grant (keys cached; an isolate's first) / refresh grant (first-party; a client's)", `${trips.authorize_with_session} / ${trips.code_grant_keys_cached} (${trips.code_grant_first_in_isolate}) / ${trips.refresh_grant_first_party} (${trips.refresh_grant_client})`, "counted natively (SQLite behind the same port)", "", "", "");
 row("login latency minus hash, p50 / p99 ms", `${fixed(loginP50)} / ${fixed(loginP99)}`, `hash ${fixed(argon2)} ms`, "", "≤ 3 / 10 ms", met(loginP50 <= 3 && loginP99 <= 10));
 const floorP50 = median(floorBeyondHash);
@@ -189,7 +181,7 @@ row("JWKS / discovery / constant, req/s", `${fixed(jwks.rps, 0)} / ${fixed(disco
 
 const cpuModel = cpus()[0]?.model ?? "unknown CPU";
 const lines = [
-  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants; code: ${CODES} codes minted, then redeemed) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
+  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants; code: ${codeRun.rounds} rounds of ${CODES} codes minted, then redeemed in chunks of ${CHUNK} interleaved with the floor's and oidc-provider's) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
   "",
   "| measure | edgeid | reference | ratio | goal | |",
   "| --- | ---: | --- | ---: | --- | --- |",

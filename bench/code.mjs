@@ -1,0 +1,132 @@
+// The authorization-code grant against its floor and the peer, interleaved (issue 12's goal:
+// edgeid's CPU above its D1 floor at most 0.75× oidc-provider's whole grant). The three
+// servers run side by side, each alone in its process group on the server core, and are
+// loaded one after another in chunks of CHUNK requests: oidc-provider minting codes through
+// its interaction flow and edgeid's authorization endpoint minting its codes, then edgeid's
+// grant redeeming them, the same D1 batch through edgeid's own adapter (`/__bench/d1`), the
+// JavaScript floor Worker running that batch, and oidc-provider's grant. On a shared machine
+// a chunk's CPU moves by tens of per cent from one second to the next, and ratios of medians
+// measured minutes apart moved as much as the whole gap to the goal; so each ratio is taken
+// within its chunk, seconds apart, and the result is the median of the chunks' ratios, with
+// their quartiles.
+//
+// Run alone (`node bench/code.mjs`, pinned as scripts/bench.sh pins bench/run.mjs) it prints
+// each round; `BENCH_COMPARE_ENTRY=/path/to/entry.mjs` adds a second edgeid (that entry, which
+// imports a copy of another build) to every chunk, for an A/B of two builds.
+import { pathToFileURL } from "node:url";
+import { CODES, SECONDS, codeRequests, edgeidCodeSetup, edgeidCodes, fixed, load, median, peerCodes, start, PEER_CODE_CLIENT } from "./lib.mjs";
+
+export const CODE_ROUNDS = Number(process.env.BENCH_CODE_ROUNDS ?? 5);
+// The code grant's batch: the redemption's (the fence, the code's conditional UPDATE, the
+// grant's and the refresh token's INSERTs, the code's read). The signing keys and the client
+// are cached in the isolate (a minute each; the authorization endpoint has just read the
+// client), so no read of DB. The authorization endpoint's: the client's read (DB) beside the
+// session's and the consent's (the shard, fenced), then the code's INSERT (fenced). See
+// bench/run.mjs for the letters.
+export const CODE_BATCHES = "wwiir";
+export const AUTHORIZE_BATCHES = "r,wrr,wi";
+
+// A round is CODES codes on each side, minted and redeemed CHUNK at a time.
+export const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
+
+/// The first and third quartiles.
+const quartiles = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return [sorted[Math.floor((sorted.length - 1) / 4)], sorted[Math.ceil(((sorted.length - 1) * 3) / 4)]];
+};
+
+/// Runs the interleaved rounds. `entries`: the edgeid builds to measure (undefined: this
+/// checkout's entry). Returns, per edgeid, the medians and per-round figures.
+export async function codeGrantRounds({ rounds = CODE_ROUNDS, entries = [undefined], log = () => {} } = {}) {
+  const servers = [];
+  try {
+    const edgeids = [];
+    for (const entry of entries) {
+      const server = await start("edgeid", [], entry ? { BENCH_ENTRY: entry } : {});
+      servers.push(server);
+      edgeids.push({ server, entry, setup: await edgeidCodeSetup(server), rounds: [] });
+    }
+    const floor = await start("d1");
+    servers.push(floor);
+    const peer = await start("oidc-provider");
+    servers.push(peer);
+    const triples = [];
+    for (let round = 0; round < rounds; round++) {
+      const chunks = Math.max(1, Math.floor(CODES / CHUNK));
+      for (let chunk = 0; chunk < chunks; chunk++) {
+        // Each chunk's codes right before its redemptions (a code lives a minute on both
+        // sides): the peer's through its interaction flow, then edgeid's (each minting is also
+        // the authorization endpoint's figure for the chunk).
+        const peerCodeList = await peerCodes(peer, CHUNK);
+        const minted = [];
+        for (const edgeid of edgeids) minted.push(await edgeidCodes(edgeid.server, edgeid.setup, CHUNK));
+        const triple = { edgeids: [] };
+        for (const [i, edgeid] of edgeids.entries()) {
+          const { server, setup } = edgeid;
+          const grant = await load(server, codeRequests(server, "/oauth/token", setup, minted[i].codes));
+          const adapter = await load(server, { url: `${server.url}/__bench/d1?batches=${CODE_BATCHES}`, amount: CHUNK });
+          triple.edgeids.push({ authorize: minted[i].result, grant, adapter });
+        }
+        triple.floor = await load(floor, { url: `${floor.url}/?batches=${CODE_BATCHES}`, amount: CHUNK });
+        triple.authorizeFloor = await load(floor, { url: `${floor.url}/?batches=${AUTHORIZE_BATCHES}`, amount: CHUNK });
+        triple.peer = await load(peer, codeRequests(peer, "/token", PEER_CODE_CLIENT, peerCodeList));
+        triples.push(triple);
+      }
+      const last = triples.slice(-chunks);
+      const line = edgeids.map((_, i) => {
+        const ratios = last.map((t) => (t.edgeids[i].grant.cpuUs - t.floor.cpuUs) / t.peer.cpuUs);
+        return `edgeid${entries.length > 1 ? ` #${i}` : ""} ${fixed(median(last.map((t) => t.edgeids[i].grant.cpuUs)))} µs, above the floor ${fixed(median(ratios), 2)}× (${ratios.map((r) => fixed(r, 2)).join(" ")})`;
+      });
+      log(`round ${round + 1}/${rounds}: floor ${fixed(median(last.map((t) => t.floor.cpuUs)))} µs, oidc-provider ${fixed(median(last.map((t) => t.peer.cpuUs)))} µs; ${line.join("; ")}`);
+    }
+    const summaries = edgeids.map((edgeid, i) => {
+      const mine = triples.map((t) => ({ ...t.edgeids[i], floor: t.floor, authorizeFloor: t.authorizeFloor, peer: t.peer }));
+      const of = (pick) => median(mine.map(pick));
+      const ratios = mine.map((t) => (t.grant.cpuUs - t.floor.cpuUs) / t.peer.cpuUs);
+      const ownWork = mine.map((t) => (t.grant.cpuUs - t.adapter.cpuUs) / t.peer.cpuUs);
+      return {
+        entry: edgeid.entry,
+        grantCpuUs: of((t) => t.grant.cpuUs),
+        grantRps: of((t) => t.grant.rps),
+        authorizeCpuUs: of((t) => t.authorize.cpuUs),
+        authorizeRps: of((t) => t.authorize.rps),
+        adapterCpuUs: of((t) => t.adapter.cpuUs),
+        aboveUs: of((t) => t.grant.cpuUs - t.floor.cpuUs),
+        ratio: median(ratios),
+        ratioQuartiles: quartiles(ratios),
+        ownWorkRatio: median(ownWork),
+        ownWorkQuartiles: quartiles(ownWork),
+        adapterOverUs: of((t) => t.adapter.cpuUs - t.floor.cpuUs),
+        authorizeRatio: of((t) => t.authorize.cpuUs / t.authorizeFloor.cpuUs),
+        // Against the first edgeid of the same chunk (an A/B): its grant's CPU, this one's minus
+        // the first's, median and quartiles.
+        grantOverFirstUs: median(triples.map((t) => t.edgeids[i].grant.cpuUs - t.edgeids[0].grant.cpuUs)),
+        grantOverFirstQuartiles: quartiles(triples.map((t) => t.edgeids[i].grant.cpuUs - t.edgeids[0].grant.cpuUs)),
+      };
+    });
+    return {
+      rounds,
+      samples: triples.length,
+      edgeids: summaries,
+      floorCpuUs: median(triples.map((t) => t.floor.cpuUs)),
+      floorRps: median(triples.map((t) => t.floor.rps)),
+      authorizeFloorCpuUs: median(triples.map((t) => t.authorizeFloor.cpuUs)),
+      authorizeFloorRps: median(triples.map((t) => t.authorizeFloor.rps)),
+      peerCpuUs: median(triples.map((t) => t.peer.cpuUs)),
+      peerRps: median(triples.map((t) => t.peer.rps)),
+    };
+  } finally {
+    for (const server of servers) server.stop();
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const compare = process.env.BENCH_COMPARE_ENTRY;
+  const result = await codeGrantRounds({ entries: compare ? [undefined, compare] : [undefined], log: (line) => console.log(line) });
+  console.log(`\n${result.rounds} interleaved rounds of ${CODES} codes, ${result.samples} chunks of ${CHUNK}; medians: floor ${fixed(result.floorCpuUs)} µs, oidc-provider ${fixed(result.peerCpuUs)} µs`);
+  result.edgeids.forEach((e, i) => {
+    const name = e.entry ?? "this checkout";
+    if (i > 0) console.log(`#${i} against #0 in the same chunks: grant ${e.grantOverFirstUs >= 0 ? "+" : ""}${fixed(e.grantOverFirstUs)} µs (quartiles ${fixed(e.grantOverFirstQuartiles[0])} to ${fixed(e.grantOverFirstQuartiles[1])})`);
+    console.log(`#${i} ${name}: grant ${fixed(e.grantCpuUs)} µs, above its floor ${fixed(e.aboveUs)} µs = ${fixed(e.ratio, 3)}× oidc-provider (quartiles ${fixed(e.ratioQuartiles[0], 2)}–${fixed(e.ratioQuartiles[1], 2)}×; goal ≤ 0.75×); own work ${fixed(e.ownWorkRatio, 3)}×; adapter +${fixed(e.adapterOverUs)} µs; authorize ${fixed(e.authorizeCpuUs)} µs (${fixed(e.authorizeRatio, 2)}× its floor)`);
+  });
+}
