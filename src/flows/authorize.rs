@@ -183,8 +183,10 @@ async fn read_context<D: Database, E: Crypto, H: HttpClient>(
     let session = users.as_ref().zip(cookie.as_ref().map(|(_, hash)| hash));
     let context = store::authorization_context(ctx.db, session, client_id, ctx.now).await?;
     // The token endpoint will authenticate this client: the fresh copy saves it the read.
-    if let Some(client) = &context.client {
-        ctx.clients.keep(client, ctx.now);
+    // A read that finds none drops whatever copy the isolate held.
+    match &context.client {
+        Some(client) => ctx.clients.keep(client, ctx.now),
+        None => ctx.clients.forget(client_id),
     }
     Ok(context)
 }

@@ -52,9 +52,11 @@ pub async fn register_client(
 /// makes the code grant and a client's refresh grant one round trip each. A client is
 /// registered once and never changed in place, so a copy cannot be wrong; it is kept for
 /// `max_age_seconds` all the same, so that a change to come (an operator deleting a client)
-/// reaches every isolate within that time. Whatever such a change must stop at once is held
-/// in the user shards, where each grant checks it (a deleted client's codes and grants are
-/// ended there, as a logout ends a session's). Only clients that exist are kept: an unknown
+/// reaches every isolate within that time. A deletion must therefore end the client's codes,
+/// grants and refresh tokens in the user shards twice: at once, and again once every copy
+/// and every code an authorization request read the client for has expired (`max_age_seconds`
+/// plus a code's minute), since a request that read the client just before its deletion can
+/// still write a code after the first sweep. Only clients that exist are kept: an unknown
 /// id is read again every time, so a client registered a moment ago is found at once. The
 /// authorization endpoint reads every request's client from `DB` and refreshes the copy
 /// ([`ClientCache::keep`]).
@@ -78,6 +80,11 @@ impl ClientCache {
         let (read_at, client) = entries.get(client_id)?;
         let age = now.timestamp() - read_at;
         (0..self.max_age_seconds).contains(&age).then(|| client.clone())
+    }
+
+    /// Drops the copy of `client_id`: `DB` no longer has it.
+    pub fn forget(&self, client_id: &str) {
+        self.entries.borrow_mut().remove(client_id);
     }
 
     /// Keeps `client` as read from `DB` at `now`.
@@ -146,6 +153,9 @@ mod tests {
         // A fresher read replaces the copy.
         cache.keep(&client("c1", "One, renamed"), now + Duration::seconds(30));
         assert_eq!(cache.get("c1", now + Duration::seconds(80)), Some(client("c1", "One, renamed")));
+        // A read that finds no such client drops the copy.
+        cache.forget("c1");
+        assert_eq!(cache.get("c1", now + Duration::seconds(31)), None);
     }
 
     #[test]
