@@ -1215,26 +1215,19 @@ fn a_warm_token_endpoint_authenticates_a_known_client_without_reading_db() {
     let tokens = redeem(&app, &client, Auth::Basic, &code, &[]);
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     assert_eq!(app.round_trips() - before, 1, "the code grant with the client known to the isolate");
-    let refresh_token = tokens.json["refresh_token"].as_str().unwrap().to_owned();
-    let before = app.round_trips();
-    let refreshed = token_request(
-        &app,
-        &client,
-        Auth::Basic,
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)],
-    );
-    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
-    assert_eq!(app.round_trips() - before, 1, "the client's refresh grant");
+    // A refresh with the token of `tokens`: its reply and the round trips it made.
+    let refresh = |tokens: &Reply| {
+        let refresh_token = tokens.json["refresh_token"].as_str().unwrap().to_owned();
+        let before = app.round_trips();
+        let fields = [("grant_type", "refresh_token"), ("refresh_token", refresh_token.as_str())];
+        let refreshed = token_request(&app, &client, Auth::Basic, &fields);
+        assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+        (app.round_trips() - before, refreshed)
+    };
+    let (trips, refreshed) = refresh(&tokens);
+    assert_eq!(trips, 1, "the client's refresh grant");
     // A minute later the copy is read again (the keys too: their cache is a minute as well).
     app.advance(61);
-    let refresh_token = refreshed.json["refresh_token"].as_str().unwrap().to_owned();
-    let before = app.round_trips();
-    let refreshed = token_request(
-        &app,
-        &client,
-        Auth::Basic,
-        &[("grant_type", "refresh_token"), ("refresh_token", &refresh_token)],
-    );
-    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
-    assert!(app.round_trips() - before >= 2, "the client is read from DB again");
+    let (trips, _) = refresh(&refreshed);
+    assert!(trips >= 2, "the client is read from DB again");
 }
