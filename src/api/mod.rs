@@ -203,34 +203,43 @@ impl From<ApiError> for ApiResponse {
 /// The token response of API.md §Tokens (RFC 6749 §5.1): `id_token` with `openid`,
 /// `refresh_token` with `offline_access`.
 pub(crate) fn token_response(tokens: &login::LoginTokens) -> ApiResponse {
-    let mut body = json!({
-        "access_token": tokens.access_token,
-        "token_type": "Bearer",
-        "expires_in": tokens.expires_in,
-        "scope": tokens.scope,
-    });
-    if let Some(refresh_token) = &tokens.refresh_token {
-        body["refresh_token"] = json!(refresh_token);
+    /// RFC 6749 §5.1's members, written straight from the tokens (the members in the order a
+    /// `serde_json::Value` would write them).
+    #[derive(serde::Serialize)]
+    struct TokenResponse<'a> {
+        access_token: &'a str,
+        expires_in: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id_token: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refresh_token: Option<&'a str>,
+        scope: &'a str,
+        token_type: &'static str,
     }
-    if let Some(id_token) = &tokens.id_token {
-        body["id_token"] = json!(id_token);
-    }
-    ApiResponse::private_json(200, &body).with_header("Pragma", "no-cache")
+    let body = TokenResponse {
+        access_token: &tokens.access_token,
+        expires_in: tokens.expires_in,
+        id_token: tokens.id_token.as_deref(),
+        refresh_token: tokens.refresh_token.as_deref(),
+        scope: &tokens.scope,
+        token_type: "Bearer",
+    };
+    // Strings and integers only: writing them cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    ApiResponse::new(200, "application/json", body)
+        .with_header("Cache-Control", "no-store")
+        .with_header("Pragma", "no-cache")
 }
 
 /// A strong ETag: the first 128 bits of the body's SHA-256.
 fn etag_of(body: &str) -> String {
-    format!("\"{}\"", hex(&Sha256::digest(body.as_bytes())[..16]))
+    format!("\"{}\"", base16ct::lower::encode_string(&Sha256::digest(body.as_bytes())[..16]))
 }
 
 /// The JWKS and discovery documents of a key set with their ETags, made once per key set.
 fn public_documents(config: &crate::config::Config, keys: &SigningKeys) -> PublicDocuments {
     let discovery = openid_configuration(config, keys.algorithms()).to_string();
     PublicDocuments { jwks_etag: etag_of(keys.jwks_json()), discovery_etag: etag_of(&discovery), discovery }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 const SECURITY_TXT: &str = include_str!("../../.well-known/security.txt");

@@ -89,7 +89,7 @@ impl TokenHash {
 
     fn of_plaintext(plaintext: &str) -> TokenHash {
         let digest = Sha256::digest(plaintext.as_bytes());
-        TokenHash(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+        TokenHash(base16ct::lower::encode_string(&digest))
     }
 
     pub fn as_str(&self) -> &str {

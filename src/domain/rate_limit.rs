@@ -153,7 +153,7 @@ impl BucketKeyer {
         mac.update(tag.as_bytes());
         mac.update(&[0]);
         mac.update(subject.as_bytes());
-        mac.finalize().into_bytes()[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+        base16ct::lower::encode_string(&mac.finalize().into_bytes()[..16])
     }
 }
 

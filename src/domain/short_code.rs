@@ -53,7 +53,7 @@ pub fn code_hash(key_encryption_key: &[u8; 32], email: &Email, code: &str) -> St
     mac.update(email.as_str().as_bytes());
     mac.update(b"\0");
     mac.update(code.as_bytes());
-    mac.finalize().into_bytes().iter().map(|byte| format!("{byte:02x}")).collect()
+    base16ct::lower::encode_string(&mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -222,9 +222,21 @@ impl KeyMaterial {
         crypto: &impl Crypto,
     ) -> Result<String, SigningError> {
         let failed = |err: &dyn fmt::Display| SigningError(err.to_string());
-        let header = json!({ "alg": self.alg.jws_name(), "kid": self.kid, "typ": typ });
+        /// The JOSE header, written straight from its members (every token is signed here).
+        #[derive(Serialize)]
+        struct Header<'a> {
+            alg: &'a str,
+            kid: &'a str,
+            typ: &'a str,
+        }
+        let header = serde_json::to_vec(&Header { alg: self.alg.jws_name(), kid: &self.kid, typ })
+            .map_err(|err| failed(&err))?;
         let claims = serde_json::to_vec(claims).map_err(|err| failed(&err))?;
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims));
+        // The signing input and then the signature, base64url'd into one buffer.
+        let mut input = String::with_capacity((header.len() + claims.len()) * 4 / 3 + 96);
+        URL_SAFE_NO_PAD.encode_string(header, &mut input);
+        input.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut input);
         let signature = match crypto.sign_jws(self.alg, &self.kid, &self.private_jwk, input.as_bytes()).await {
             Ok(Some(signature)) => signature,
             Ok(None) => match &self.private {
@@ -234,7 +246,9 @@ impl KeyMaterial {
             },
             Err(err) => return Err(failed(&err)),
         };
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+        input.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut input);
+        Ok(input)
     }
 }
 

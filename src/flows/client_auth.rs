@@ -62,14 +62,14 @@ pub async fn authenticate<D: Database, E: Crypto, H: HttpClient>(
     };
     let client = store::find_client_cached(ctx.db, ctx.clients, client_id, ctx.now).await.map_err(Internal::from)?;
     let secret_matches = |client: &RegisteredClient, secret: &str| {
-        let presented = hex(&Sha256::digest(secret.as_bytes()));
+        let presented = base16ct::lower::encode_string(&Sha256::digest(secret.as_bytes()));
         let stored = client.secret_hash.as_deref().unwrap_or_default();
         bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
     };
     match (client, secret) {
         (None, Some(secret)) => {
             // The same work as a known client's comparison.
-            let _ = hex(&Sha256::digest(secret.as_bytes())).as_bytes().ct_eq(&[0u8; 64]);
+            let _ = base16ct::lower::encode_string(&Sha256::digest(secret.as_bytes())).as_bytes().ct_eq(&[0u8; 64]);
             Err(fail("unknown client"))
         }
         (None, None) => Err(fail("unknown client")),
@@ -83,8 +83,4 @@ pub async fn authenticate<D: Database, E: Crypto, H: HttpClient>(
         (Some(client), Some(secret)) if secret_matches(&client, secret) => Ok(Caller::Client(Box::new(client))),
         (Some(_), Some(_)) => Err(fail("wrong client secret")),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
