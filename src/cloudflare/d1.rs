@@ -5,7 +5,9 @@
 //! wait a fixed time before it is sent (`BENCH_D1_DELAY_MS`): a timer in JavaScript, so that
 //! batches a flow runs at once still wait at once, as their round trips overlap.
 
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
+use serde_json::Value;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::Env;
 
@@ -40,53 +42,133 @@ impl D1 {
 
 impl Database for D1 {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
-        let request: Vec<Value> = statements
-            .iter()
-            .map(|statement| {
-                let params: Vec<Value> = statement.params.iter().map(to_json).collect();
-                serde_json::json!({ "sql": statement.sql, "params": params })
-            })
-            .collect();
-        let request = Value::Array(request).to_string();
+        let request = serde_json::to_string(&Batch(&statements))
+            .map_err(|err| DatabaseError(format!("the batch could not be written: {err}")))?;
         let response = super::glue::d1_batch(&self.binding, &request, self.delay_ms).await.map_err(|err| {
             let message = err.dyn_ref::<worker::js_sys::Error>().map(|err| String::from(err.message()));
             DatabaseError(message.or_else(|| err.as_string()).unwrap_or_else(|| format!("{err:?}")))
         })?;
         let response = response.as_string().ok_or_else(|| DatabaseError("D1 answered no JSON".to_owned()))?;
-        let outcomes: Vec<(Vec<Map<String, Value>>, u64)> = serde_json::from_str(&response)
+        let outcomes: Vec<(Vec<RowOf>, u64)> = serde_json::from_str(&response)
             .map_err(|err| DatabaseError(format!("D1's answer could not be read: {err}")))?;
         Ok(outcomes
             .into_iter()
-            .map(|(rows, changes)| StatementOutcome { rows: rows.into_iter().map(to_row).collect(), changes })
+            .map(|(rows, changes)| StatementOutcome { rows: rows.into_iter().map(|RowOf(row)| row).collect(), changes })
             .collect())
     }
 }
 
-fn to_json(value: &SqlValue) -> Value {
-    match value {
-        SqlValue::Null => Value::Null,
-        // Timestamps and counters fit a double exactly; INTEGER columns store them as integers.
-        SqlValue::Integer(value) => Value::from(*value),
-        SqlValue::Text(value) => Value::from(value.as_str()),
+/// A batch as `glue.js` takes it, `[{"sql": …, "params": […]}, …]`, written straight from the
+/// statements (no `serde_json::Value` in between: this runs for every batch).
+struct Batch<'a>(&'a [Statement]);
+
+impl Serialize for Batch<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut batch = serializer.serialize_seq(Some(self.0.len()))?;
+        for statement in self.0 {
+            batch.serialize_element(&StatementOf(statement))?;
+        }
+        batch.end()
     }
 }
 
-fn to_row(columns: Map<String, Value>) -> Row {
-    columns
-        .into_iter()
-        .map(|(name, value)| {
-            let value = match value {
-                Value::Null => SqlValue::Null,
-                Value::String(text) => SqlValue::Text(text),
-                Value::Number(number) => match number.as_i64() {
-                    Some(integer) => SqlValue::Integer(integer),
-                    // JavaScript hands integers over as doubles.
-                    None => SqlValue::Integer(number.as_f64().unwrap_or_default() as i64),
-                },
-                Value::Bool(flag) => SqlValue::Integer(i64::from(flag)),
-                other => SqlValue::Text(other.to_string()),
-            };
-            (name, value)
-        })
-        .collect()
+struct StatementOf<'a>(&'a Statement);
+
+impl Serialize for StatementOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut statement = serializer.serialize_struct("Statement", 2)?;
+        statement.serialize_field("sql", self.0.sql)?;
+        statement.serialize_field("params", &Params(&self.0.params))?;
+        statement.end()
+    }
+}
+
+struct Params<'a>(&'a [SqlValue]);
+
+impl Serialize for Params<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut params = serializer.serialize_seq(Some(self.0.len()))?;
+        for value in self.0 {
+            match value {
+                SqlValue::Null => params.serialize_element(&())?,
+                // Timestamps and counters fit a double exactly; INTEGER columns store them as
+                // integers.
+                SqlValue::Integer(value) => params.serialize_element(value)?,
+                SqlValue::Text(value) => params.serialize_element(value.as_str())?,
+            }
+        }
+        params.end()
+    }
+}
+
+/// A row as D1 hands it over (an object of column values), read straight into a `Row`.
+struct RowOf(Row);
+
+impl<'de> Deserialize<'de> for RowOf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Columns;
+        impl<'de> Visitor<'de> for Columns {
+            type Value = RowOf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a row object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowOf, A::Error> {
+                let mut row = Row::new();
+                while let Some((name, CellOf(value))) = map.next_entry::<String, CellOf>()? {
+                    row.insert(name, value);
+                }
+                Ok(RowOf(row))
+            }
+        }
+        deserializer.deserialize_map(Columns)
+    }
+}
+
+/// A column's value: D1's null, integer (JavaScript hands integers over as doubles), text; a
+/// boolean as 0 or 1, anything else (a blob's array) as its JSON text.
+struct CellOf(SqlValue);
+
+impl<'de> Deserialize<'de> for CellOf {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Cell;
+        impl<'de> Visitor<'de> for Cell {
+            type Value = CellOf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a column value")
+            }
+            fn visit_unit<E>(self) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Null))
+            }
+            fn visit_none<E>(self) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Null))
+            }
+            fn visit_bool<E>(self, flag: bool) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Integer(i64::from(flag))))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Integer(value)))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))))
+            }
+            fn visit_f64<E>(self, value: f64) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Integer(value as i64)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Text(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<CellOf, E> {
+                Ok(CellOf(SqlValue::Text(text)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CellOf, A::Error> {
+                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(CellOf(SqlValue::Text(value.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CellOf, A::Error> {
+                let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(CellOf(SqlValue::Text(value.to_string())))
+            }
+        }
+        deserializer.deserialize_any(Cell)
+    }
 }
