@@ -121,6 +121,44 @@ pub struct EntropyError(pub String);
 #[error("crypto operation failed: {0}")]
 pub struct CryptoError(pub String);
 
+/// Random bytes from a source (`crypto.getRandomValues` in the worker) taken a pool at a time,
+/// for a platform where each call to the source costs more than the few bytes an id needs.
+/// Every byte is handed out once and wiped from the pool as it goes; a request for more than
+/// half a pool goes to the source directly.
+pub struct EntropyPool {
+    bytes: [u8; EntropyPool::BYTES],
+    /// Bytes of `bytes` handed out (and wiped) since the last refill: `BYTES` when empty.
+    used: usize,
+}
+
+impl EntropyPool {
+    const BYTES: usize = 256;
+
+    pub const fn empty() -> EntropyPool {
+        EntropyPool { bytes: [0; EntropyPool::BYTES], used: EntropyPool::BYTES }
+    }
+
+    /// Fills `buffer`, refilling the pool from `source` when it holds too few bytes.
+    pub fn fill(
+        &mut self,
+        buffer: &mut [u8],
+        source: impl FnOnce(&mut [u8]) -> Result<(), EntropyError>,
+    ) -> Result<(), EntropyError> {
+        if buffer.len() > EntropyPool::BYTES / 2 {
+            return source(buffer);
+        }
+        if EntropyPool::BYTES - self.used < buffer.len() {
+            source(&mut self.bytes)?;
+            self.used = 0;
+        }
+        let taken = &mut self.bytes[self.used..self.used + buffer.len()];
+        buffer.copy_from_slice(taken);
+        taken.fill(0);
+        self.used += buffer.len();
+        Ok(())
+    }
+}
+
 /// Cryptographically secure randomness, and signing in the platform's own crypto: in the
 /// worker, WebCrypto, which runs natively in workerd (BoringSSL) — far faster than the same
 /// algorithms compiled to wasm, and the only place RSA private-key operations may run (the
@@ -197,5 +235,75 @@ impl<F: Fn(&mut [u8])> Crypto for TestCrypto<F> {
 
     async fn sign_jws(&self, _: SigningAlg, _: &str, _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that writes 1, 2, 3, … (wrapping) across its calls.
+    fn counting(next: &mut u8) -> impl FnMut(&mut [u8]) -> Result<(), EntropyError> + '_ {
+        move |into: &mut [u8]| {
+            for byte in into.iter_mut() {
+                *next = next.wrapping_add(1);
+                *byte = *next;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_entropy_pool_hands_each_byte_out_once_and_wipes_it() {
+        let mut pool = EntropyPool::empty();
+        let mut next = 0;
+        let mut source = counting(&mut next);
+        let mut seen = Vec::new();
+        let mut refills = 0;
+        // 16 ids of 32 bytes: two refills of the 256-byte pool, and every byte distinct in order.
+        for _ in 0..16 {
+            let mut id = [0u8; 32];
+            pool.fill(&mut id, |into| {
+                refills += 1;
+                source(into)
+            })
+            .unwrap();
+            seen.extend_from_slice(&id);
+        }
+        assert_eq!(refills, 2);
+        assert_eq!(seen, (1..=512).map(|n| n as u8).collect::<Vec<_>>());
+        // What was handed out is no longer in the pool.
+        assert!(pool.bytes.iter().all(|&byte| byte == 0));
+    }
+
+    #[test]
+    fn the_entropy_pool_refills_rather_than_split_a_request_and_passes_large_ones_through() {
+        let mut pool = EntropyPool::empty();
+        let mut next = 0u8;
+        let mut source = |into: &mut [u8]| {
+            into.fill({
+                next += 1;
+                next
+            });
+            Ok(())
+        };
+        let mut first = [0u8; 100];
+        pool.fill(&mut first, &mut source).unwrap();
+        let mut second = [0u8; 100];
+        pool.fill(&mut second, &mut source).unwrap();
+        // 56 bytes left: a third request of 100 takes a fresh pool, not the rest of the old one.
+        let mut third = [0u8; 100];
+        pool.fill(&mut third, &mut source).unwrap();
+        assert_eq!((first[0], second[99], third[0]), (1, 1, 2));
+        // More than half a pool comes from the source itself.
+        let mut large = [0u8; 129];
+        pool.fill(&mut large, &mut source).unwrap();
+        assert!(large.iter().all(|&byte| byte == 3));
+        // A failing source fails the request and hands out nothing it did not write.
+        let mut pool = EntropyPool::empty();
+        let mut id = [0u8; 16];
+        let err = pool.fill(&mut id, |_| Err(EntropyError("no entropy".to_owned()))).unwrap_err();
+        assert_eq!(err.0, "no entropy");
+        assert_eq!(id, [0; 16]);
     }
 }

@@ -12,7 +12,7 @@ use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{CryptoKey, SubtleCrypto};
 
 use crate::domain::signing::SigningAlg;
-use crate::ports::{Crypto, CryptoError, EntropyError};
+use crate::ports::{Crypto, CryptoError, EntropyError, EntropyPool};
 
 pub struct WebCrypto;
 
@@ -20,6 +20,12 @@ thread_local! {
     /// Imported signing keys by kid, for the life of the isolate: importing a JWK costs more
     /// than signing with it.
     static IMPORTED: RefCell<HashMap<String, CryptoKey>> = RefCell::new(HashMap::new());
+}
+
+thread_local! {
+    /// `crypto.getRandomValues`, a pool at a time (see `EntropyPool`): a request takes several
+    /// ids and tokens, and each call into JavaScript for a few bytes cost more than the bytes.
+    static ENTROPY: RefCell<EntropyPool> = const { RefCell::new(EntropyPool::empty()) };
 }
 
 fn error(context: &str) -> impl Fn(JsValue) -> CryptoError + '_ {
@@ -46,7 +52,9 @@ fn rsassa() -> Result<Object, CryptoError> {
 
 impl Crypto for WebCrypto {
     fn fill(&self, buffer: &mut [u8]) -> Result<(), EntropyError> {
-        getrandom::getrandom(buffer).map_err(|err| EntropyError(err.to_string()))
+        let get_random_values =
+            |into: &mut [u8]| getrandom::getrandom(into).map_err(|err| EntropyError(err.to_string()));
+        ENTROPY.with(|pool| pool.borrow_mut().fill(buffer, get_random_values))
     }
 
     async fn generate_rsa_key(&self) -> Result<Vec<u8>, CryptoError> {
