@@ -65,7 +65,7 @@ async fn respond(request: &web_sys::Request, env: &Env, worker_ctx: &Context) ->
             }
         }
     }
-    let bindings = Bindings::of(env, &config)?;
+    let bindings = Bindings::of_isolate(env, &config)?;
     let kv = kv::Kv::binding(env, "KV");
     let outbox = flows::Outbox::default();
     // A new isolate, or one whose read of the key table has expired, takes the snapshot from KV
@@ -272,6 +272,23 @@ struct Bindings {
 }
 
 impl Bindings {
+    /// The bindings of `env`, read once per isolate: workerd hands every request of an isolate
+    /// the same `env` object, whose bindings do not change, so the D1 objects read from it
+    /// are kept with it and read again only for another `env` (one comparison instead of a
+    /// property read per database).
+    fn of_isolate(env: &Env, config: &Config) -> Result<Rc<Bindings>, String> {
+        let kept = BINDINGS.with(|kept| {
+            let kept = kept.borrow();
+            kept.as_ref().filter(|(of, _)| of == AsRef::<JsValue>::as_ref(env)).map(|(_, bindings)| Rc::clone(bindings))
+        });
+        if let Some(bindings) = kept {
+            return Ok(bindings);
+        }
+        let bindings = Rc::new(Bindings::of(env, config)?);
+        BINDINGS.with(|kept| *kept.borrow_mut() = Some((JsValue::from(env.clone()), Rc::clone(&bindings))));
+        Ok(bindings)
+    }
+
     fn of(env: &Env, config: &Config) -> Result<Bindings, String> {
         let delay_ms = config.bench_d1_delay_ms;
         let global = d1::D1::binding(env, "DB")?.delayed(delay_ms);
@@ -326,6 +343,8 @@ thread_local! {
     /// Registered clients as this isolate last read them (`store::ClientCache`): a minute at
     /// most.
     static CLIENTS: Rc<store::ClientCache> = Rc::new(store::ClientCache::new(60));
+    /// The bindings of the `env` every request of this isolate has had (`Bindings::of_isolate`).
+    static BINDINGS: std::cell::RefCell<Option<(JsValue, Rc<Bindings>)>> = const { std::cell::RefCell::new(None) };
     /// The configuration, read and checked once per isolate: an isolate belongs to one
     /// deployment, whose variables and secrets do not change under it.
     static CONFIG: std::cell::RefCell<Option<Rc<Config>>> = const { std::cell::RefCell::new(None) };
