@@ -35,6 +35,26 @@ const quartiles = (values) => {
   return [sorted[Math.floor((sorted.length - 1) / 4)], sorted[Math.ceil(((sorted.length - 1) * 3) / 4)]];
 };
 
+/// A distribution-free 95 % confidence interval of the median of `values` (which assumes
+/// only that the chunks are independent draws): the order statistics x(k) and x(n+1-k) with the
+/// largest k for which a Binomial(n, ½) falls below k with probability at most 2.5 %. The
+/// quartiles say how much one chunk moves; this says how well the median is known, and it
+/// narrows as chunks are added. Null for fewer than 6 values (no such k).
+export const medianInterval = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const n = sorted.length;
+  let below = 0; // P(Binomial(n, ½) < k), for k = 1, 2, …
+  let term = 0.5 ** n; // P(Binomial(n, ½) = k - 1)
+  let k = 0;
+  for (let next = 1; next <= n / 2; next++) {
+    below += term;
+    if (below > 0.025) break;
+    k = next;
+    term = (term * (n - next + 1)) / next;
+  }
+  return k === 0 ? null : [sorted[k - 1], sorted[n - k]];
+};
+
 /// Runs the interleaved rounds. `entries`: the edgeid builds to measure (undefined: this
 /// checkout's entry). Returns, per edgeid, the medians and per-round figures.
 export async function codeGrantRounds({ rounds = CODE_ROUNDS, entries = [undefined], log = () => {} } = {}) {
@@ -94,6 +114,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, entries = [undefin
         aboveUs: of((t) => t.grant.cpuUs - t.floor.cpuUs),
         ratio: median(ratios),
         ratioQuartiles: quartiles(ratios),
+        ratioInterval: medianInterval(ratios),
         ownWorkRatio: median(ownWork),
         ownWorkQuartiles: quartiles(ownWork),
         adapterOverUs: of((t) => t.adapter.cpuUs - t.floor.cpuUs),
@@ -127,6 +148,6 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   result.edgeids.forEach((e, i) => {
     const name = e.entry ?? "this checkout";
     if (i > 0) console.log(`#${i} against #0 in the same chunks: grant ${e.grantOverFirstUs >= 0 ? "+" : ""}${fixed(e.grantOverFirstUs)} µs (quartiles ${fixed(e.grantOverFirstQuartiles[0])} to ${fixed(e.grantOverFirstQuartiles[1])})`);
-    console.log(`#${i} ${name}: grant ${fixed(e.grantCpuUs)} µs, above its floor ${fixed(e.aboveUs)} µs = ${fixed(e.ratio, 3)}× oidc-provider (quartiles ${fixed(e.ratioQuartiles[0], 2)}–${fixed(e.ratioQuartiles[1], 2)}×; goal ≤ 0.75×); own work ${fixed(e.ownWorkRatio, 3)}×; adapter +${fixed(e.adapterOverUs)} µs; authorize ${fixed(e.authorizeCpuUs)} µs (${fixed(e.authorizeRatio, 2)}× its floor)`);
+    console.log(`#${i} ${name}: grant ${fixed(e.grantCpuUs)} µs, above its floor ${fixed(e.aboveUs)} µs = ${fixed(e.ratio, 3)}× oidc-provider (95 % interval of the median ${e.ratioInterval ? `${fixed(e.ratioInterval[0], 2)}–${fixed(e.ratioInterval[1], 2)}×` : "n/a"}, quartiles ${fixed(e.ratioQuartiles[0], 2)}–${fixed(e.ratioQuartiles[1], 2)}×; goal ≤ 0.75×); own work ${fixed(e.ownWorkRatio, 3)}×; adapter +${fixed(e.adapterOverUs)} µs; authorize ${fixed(e.authorizeCpuUs)} µs (${fixed(e.authorizeRatio, 2)}× its floor)`);
   });
 }
