@@ -124,7 +124,8 @@ pub struct CryptoError(pub String);
 /// Random bytes from a source (`crypto.getRandomValues` in the worker) taken a pool at a time,
 /// for a platform where each call to the source costs more than the few bytes an id needs.
 /// Every byte is handed out once and wiped from the pool as it goes; a request for more than
-/// half a pool goes to the source directly.
+/// half a pool goes to the source directly. The source must write into the buffer it is given
+/// and keep no copy (in the worker, getrandom 0.4 has `getRandomValues` write into wasm memory).
 pub struct EntropyPool {
     bytes: [u8; EntropyPool::BYTES],
     /// Bytes of `bytes` handed out (and wiped) since the last refill: `BYTES` when empty.
