@@ -12,7 +12,7 @@ export const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 export const SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? 5);
 export const REFRESHES = Number(process.env.BENCH_REFRESHES ?? 3000);
 export const SERVER_CORE = cpus().length > 1 ? "0" : null;
-const CONNECTIONS = 16;
+export const CONNECTIONS = 16;
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"]).toString().trim());
 
 export const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

@@ -183,7 +183,7 @@ row("JWKS / discovery / constant, req/s", `${fixed(jwks.rps, 0)} / ${fixed(disco
 
 const cpuModel = cpus()[0]?.model ?? "unknown CPU";
 const lines = [
-  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants; code: ${codeRun.rounds} rounds of ${CODES} codes minted, then redeemed in chunks of ${CHUNK} interleaved with the floor's and oidc-provider's) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
+  `edgeid benchmark, ${new Date().toISOString()}: ${cpus().length} × ${cpuModel}; servers pinned to core ${SERVER_CORE ?? "(one core only)"}, load on the other; ${ROUNDS} rounds of ${SECONDS} s (refresh: ${REFRESHES} grants; code: ${codeRun.warmup} warm-up rounds, then ${codeRun.rounds} rounds of ${CODES} codes minted, then redeemed in chunks of ${CHUNK} interleaved with the floor's and oidc-provider's) each, medians; Miniflare 4 (workerd) for the Workers, Node ${process.versions.node} for oidc-provider 9.13.3; ${fixed((performance.now() - started) / 1000, 0)} s in all.`,
   "",
   "| measure | edgeid | reference | ratio | goal | |",
   "| --- | ---: | --- | ---: | --- | --- |",
