@@ -5,7 +5,7 @@
 //! wait a fixed time before it is sent (`BENCH_D1_DELAY_MS`): a timer in JavaScript, so that
 //! batches a flow runs at once still wait at once, as their round trips overlap.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, SerializeStruct, Serializer};
 use serde_json::Value;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -101,7 +101,8 @@ impl Serialize for Params<'_> {
     }
 }
 
-/// A row as D1 hands it over (an object of column values), read straight into a `Row`.
+/// A row as D1 hands it over (an object of column values), read straight into a `Row`: no
+/// `Map` per row on the way.
 struct RowOf(Row);
 
 impl<'de> Deserialize<'de> for RowOf {
@@ -114,8 +115,8 @@ impl<'de> Deserialize<'de> for RowOf {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowOf, A::Error> {
                 let mut row = Row::new();
-                while let Some((name, CellOf(value))) = map.next_entry::<String, CellOf>()? {
-                    row.insert(name, value);
+                while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                    row.insert(name, to_sql_value(value));
                 }
                 Ok(RowOf(row))
             }
@@ -124,51 +125,16 @@ impl<'de> Deserialize<'de> for RowOf {
     }
 }
 
-/// A column's value: D1's null, integer (JavaScript hands integers over as doubles), text; a
-/// boolean as 0 or 1, anything else (a blob's array) as its JSON text.
-struct CellOf(SqlValue);
-
-impl<'de> Deserialize<'de> for CellOf {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Cell;
-        impl<'de> Visitor<'de> for Cell {
-            type Value = CellOf;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a column value")
-            }
-            fn visit_unit<E>(self) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Null))
-            }
-            fn visit_none<E>(self) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Null))
-            }
-            fn visit_bool<E>(self, flag: bool) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Integer(i64::from(flag))))
-            }
-            fn visit_i64<E>(self, value: i64) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Integer(value)))
-            }
-            fn visit_u64<E>(self, value: u64) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))))
-            }
-            fn visit_f64<E>(self, value: f64) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Integer(value as i64)))
-            }
-            fn visit_str<E>(self, text: &str) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Text(text.to_owned())))
-            }
-            fn visit_string<E>(self, text: String) -> Result<CellOf, E> {
-                Ok(CellOf(SqlValue::Text(text)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CellOf, A::Error> {
-                let value = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(CellOf(SqlValue::Text(value.to_string())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<CellOf, A::Error> {
-                let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(CellOf(SqlValue::Text(value.to_string())))
-            }
-        }
-        deserializer.deserialize_any(Cell)
+fn to_sql_value(value: Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::String(text) => SqlValue::Text(text),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => SqlValue::Integer(integer),
+            // JavaScript hands integers over as doubles.
+            None => SqlValue::Integer(number.as_f64().unwrap_or_default() as i64),
+        },
+        Value::Bool(flag) => SqlValue::Integer(i64::from(flag)),
+        other => SqlValue::Text(other.to_string()),
     }
 }

@@ -1,7 +1,7 @@
 //! The `Crypto` port in workerd: `crypto.getRandomValues` (through getrandom 0.4, a pool at a
-//! time) and WebCrypto signing (ECDSA P-256, Ed25519, RSASSA-PKCS1-v1_5), which runs natively (BoringSSL): about
-//! 0.02 ms per ES256 signature against ≈0.7 ms for the same in wasm, and it keeps RSA
-//! private-key operations out of the `rsa` crate (RUSTSEC-2023-0071).
+//! time) and WebCrypto signing (ECDSA P-256, Ed25519, RSASSA-PKCS1-v1_5), which runs natively
+//! (BoringSSL): about 0.02 ms per ES256 signature against ≈0.7 ms for the same in wasm, and it
+//! keeps RSA private-key operations out of the `rsa` crate (RUSTSEC-2023-0071).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

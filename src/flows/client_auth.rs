@@ -61,15 +61,17 @@ pub async fn authenticate<D: Database, E: Crypto, H: HttpClient>(
         }
     };
     let client = store::find_client_cached(ctx.db, ctx.clients, client_id, ctx.now).await.map_err(Internal::from)?;
+    // Stored as the hex of its SHA-256 (`flows::clients`).
+    let digest_of = |secret: &str| base16ct::lower::encode_string(&Sha256::digest(secret.as_bytes()));
     let secret_matches = |client: &RegisteredClient, secret: &str| {
-        let presented = base16ct::lower::encode_string(&Sha256::digest(secret.as_bytes()));
+        let presented = digest_of(secret);
         let stored = client.secret_hash.as_deref().unwrap_or_default();
         bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
     };
     match (client, secret) {
         (None, Some(secret)) => {
             // The same work as a known client's comparison.
-            let _ = base16ct::lower::encode_string(&Sha256::digest(secret.as_bytes())).as_bytes().ct_eq(&[0u8; 64]);
+            let _ = digest_of(secret).as_bytes().ct_eq(&[0u8; 64]);
             Err(fail("unknown client"))
         }
         (None, None) => Err(fail("unknown client")),
