@@ -1,41 +1,25 @@
 // How much the machine moves a CPU measurement by itself: edgeid's `/__bench/d1` (the code
 // grant's batches through the wasm's D1 adapter) and the floor Worker's same batches, loaded
 // back to back in PAIRS triples (edgeid, floor, edgeid again) of BENCH_NOISE_REQUESTS requests,
-// each server's CPU read from every thread's `schedstat` (nanoseconds, not the clock ticks of
-// `/proc/<pid>/stat`). Prints each triple and the coefficient of variation of edgeid's loads,
-// the floor's, their ratio within a triple, and of two identical loads of the same server a
-// moment apart: the noise a ratio of two loads carries on this machine (README "Performance").
+// each server's CPU read as bench/lib.mjs reads it (its workerd's threads' `schedstat`).
+// Prints each triple and the coefficient of variation of edgeid's loads, the floor's, their
+// ratio within a triple, and of two identical loads of the same server a moment apart: the
+// noise a ratio of two loads carries on this machine (README "Performance").
 //
 //   node bench/noise.mjs     (pinned as scripts/bench.sh pins the other runs; not part of it)
-import { readFileSync, readdirSync } from "node:fs";
 import autocannon from "autocannon";
-import { CONNECTIONS, fixed, start } from "./lib.mjs";
+import { CONNECTIONS, fixed, groupCpuNs, start } from "./lib.mjs";
 import { CODE_BATCHES } from "./code.mjs";
 
 const PAIRS = Number(process.env.BENCH_NOISE_PAIRS ?? 30);
 const REQUESTS = Number(process.env.BENCH_NOISE_REQUESTS ?? 200);
 
-/// CPU nanoseconds so far of every thread of every process of a process group.
-function groupCpuNs(pgid) {
-  let ns = 0;
-  for (const pid of readdirSync("/proc").filter((name) => /^\d+$/.test(name))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]) !== pgid) continue;
-      for (const tid of readdirSync(`/proc/${pid}/task`)) {
-        ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      }
-    } catch {}
-  }
-  return ns;
-}
-
 /// CPU µs per successful request of one load.
 async function cpuUs(server, url) {
-  const before = groupCpuNs(server.pgid);
+  const before = groupCpuNs(server.pgid, server.serving).serving;
   const result = await autocannon({ url, amount: REQUESTS, connections: CONNECTIONS, sampleInt: 10 });
   if (result["2xx"] !== REQUESTS) throw new Error(`${url}: ${result["2xx"]} of ${REQUESTS} answered 2xx`);
-  return (groupCpuNs(server.pgid) - before) / 1000 / REQUESTS;
+  return (groupCpuNs(server.pgid, server.serving).serving - before) / 1000 / REQUESTS;
 }
 
 const variation = (values) => {

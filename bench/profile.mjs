@@ -133,7 +133,7 @@ const report = [
   "also ticks while Miniflare's entry worker or the local D1 runs, or the thread waits; those",
   "ticks land on whatever edgeid's stack shows (often `(program)` or the pending call), so",
   "absolute sampled times overstate and only the shares are read. CPU per request is the",
-  "server's whole process group's, measured as bench/run.mjs does (the profiler adds to it).",
+  "its workerd's, measured as bench/run.mjs does (the profiler adds to it).",
 ];
 try {
   const targets = await json(`http://127.0.0.1:${inspectorPort}/json/list`);
