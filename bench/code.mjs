@@ -102,6 +102,9 @@ export const bootstrapInterval = (chunks, statistic, draws = 10000, seed = 0x9e3
   return [estimates[Math.floor(draws * 0.025)], estimates[Math.ceil(draws * 0.975) - 1]];
 };
 
+/// One chunk's figures for `ratioOfMeans`, of its `i`th edgeid.
+const chunkOf = (triple, i) => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple.floor.cpuUs, peer: triple.peer.cpuUs });
+
 /// Runs the interleaved rounds. `entries`: the edgeid builds to measure (undefined: this
 /// checkout's entry). Returns, per edgeid, the medians and per-round figures.
 export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARMUP_ROUNDS, entries = [undefined], log = () => {} } = {}) {
@@ -142,7 +145,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
       const last = triples.slice(-chunks);
       const line = edgeids.map((_, i) => {
         const ratios = last.map((t) => (t.edgeids[i].grant.cpuUs - t.floor.cpuUs) / t.peer.cpuUs);
-        const means = ratioOfMeans(last.map((t) => ({ grant: t.edgeids[i].grant.cpuUs, floor: t.floor.cpuUs, peer: t.peer.cpuUs })));
+        const means = ratioOfMeans(last.map((t) => chunkOf(t, i)));
         return `edgeid${entries.length > 1 ? ` #${i}` : ""} ${fixed(median(last.map((t) => t.edgeids[i].grant.cpuUs)))} µs, above the floor ${fixed(means, 2)}× of the means, chunks ${ratios.map((r) => fixed(r, 2)).join(" ")}`;
       });
       log(`${round < 0 ? `warm-up round ${round + warmup + 1}/${warmup} (not counted)` : `round ${round + 1}/${rounds}`}: floor ${fixed(median(last.map((t) => t.floor.cpuUs)))} µs, oidc-provider ${fixed(median(last.map((t) => t.peer.cpuUs)))} µs; ${line.join("; ")}`);
@@ -153,7 +156,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
       const of = (pick) => median(mine.map(pick));
       const ratios = mine.map((t) => (t.grant.cpuUs - t.floor.cpuUs) / t.peer.cpuUs);
       const ownWork = mine.map((t) => (t.grant.cpuUs - t.adapter.cpuUs) / t.peer.cpuUs);
-      const chunks = mine.map((t) => ({ grant: t.grant.cpuUs, floor: t.floor.cpuUs, peer: t.peer.cpuUs }));
+      const chunks = triples.map((t) => chunkOf(t, i));
       return {
         entry: edgeid.entry,
         grantCpuUs: of((t) => t.grant.cpuUs),

@@ -1,5 +1,6 @@
 // What the benchmark's scripts share (bench/run.mjs, bench/profile.mjs): starting a server of
-// bench/serve.mjs pinned to the server core, its process group's CPU time, and autocannon runs.
+// bench/serve.mjs pinned to the server core, the CPU time of its serving process, and
+// autocannon runs.
 import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
