@@ -78,21 +78,26 @@ export const ratioOfMeans = (chunks) => {
   return above / peer;
 };
 
-/// A 95 % percentile-bootstrap interval of `statistic` over `chunks`: the chunks resampled with
-/// replacement `draws` times, a chunk kept whole (its loads were measured seconds apart and
-/// share the machine's state), from a fixed seed so that the same chunks give the same
-/// interval. Null for fewer than 6 chunks.
-export const bootstrapInterval = (chunks, statistic, draws = 10000, seed = 0x9e3779b9) => {
-  if (chunks.length < 6) return null;
-  // mulberry32: a small deterministic generator; this is resampling, not cryptography.
+/// Uniform numbers in [0, 1) from `seed`: mulberry32, a small deterministic generator (this is
+/// resampling, not cryptography), so that the same chunks give the same interval.
+export const mulberry32 = (seed) => {
   let state = seed >>> 0;
-  const random = () => {
+  return () => {
     state = (state + 0x6d2b79f5) >>> 0;
     let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+};
+
+/// A 95 % percentile-bootstrap interval of `statistic` over `chunks`: the chunks resampled with
+/// replacement `draws` times, a chunk kept whole (its loads were measured seconds apart and
+/// share the machine's state), from a fixed seed so that the same chunks give the same
+/// interval. Null for fewer than 6 chunks.
+export const bootstrapInterval = (chunks, statistic, draws = 10000, seed = 0x9e3779b9) => {
+  if (chunks.length < 6) return null;
+  const random = mulberry32(seed);
   const estimates = [];
   for (let draw = 0; draw < draws; draw++) {
     const sample = Array.from({ length: chunks.length }, () => chunks[Math.floor(random() * chunks.length)]);
