@@ -23,8 +23,10 @@ const WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 2);
 const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
 const entry = process.env.BENCH_AB_ENTRY;
 
-/// B − A over the chunks, as a share of the mean of both: the mean of the chunks' own shares.
-const relative = (chunks) => chunks.reduce((sum, { a, b }) => sum + (b - a) / ((a + b) / 2), 0) / chunks.length;
+/// One chunk's B − A as a share of the mean of both.
+const shareOf = ({ a, b }) => (b - a) / ((a + b) / 2);
+/// B − A over the chunks: the mean of the chunks' own shares.
+const relative = (chunks) => chunks.reduce((sum, chunk) => sum + shareOf(chunk), 0) / chunks.length;
 
 const servers = [];
 try {
@@ -40,7 +42,7 @@ try {
     const [a, b] = await Promise.all(servers.map((server, i) => load(server, codeRequests(server, "/oauth/token", setups[i], codes[i]))));
     const figures = { a: a.cpuUs, b: b.cpuUs };
     if (chunk >= 0) chunks.push(figures);
-    console.log(`${chunk < 0 ? "warm-up" : `chunk ${chunk + 1}/${CHUNKS}`}: A ${fixed(a.cpuUs, 0)} µs, B ${fixed(b.cpuUs, 0)} µs, B − A ${fixed((100 * (b.cpuUs - a.cpuUs)) / ((a.cpuUs + b.cpuUs) / 2), 1)} %`);
+    console.log(`${chunk < 0 ? "warm-up" : `chunk ${chunk + 1}/${CHUNKS}`}: A ${fixed(a.cpuUs, 0)} µs, B ${fixed(b.cpuUs, 0)} µs, B − A ${fixed(100 * shareOf(figures), 1)} %`);
   }
   const share = relative(chunks);
   const interval = bootstrapInterval(chunks, relative);

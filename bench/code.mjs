@@ -103,12 +103,17 @@ export const bootstrapInterval = (chunks, statistic, draws = 10000, seed = 0x9e3
     const sample = Array.from({ length: chunks.length }, () => chunks[Math.floor(random() * chunks.length)]);
     estimates.push(statistic(sample));
   }
+  return percentileInterval(estimates);
+};
+
+/// The 2.5th and 97.5th percentiles of a bootstrap's estimates (sorted here).
+export const percentileInterval = (estimates) => {
   estimates.sort((a, b) => a - b);
-  return [estimates[Math.floor(draws * 0.025)], estimates[Math.ceil(draws * 0.975) - 1]];
+  return [estimates[Math.floor(estimates.length * 0.025)], estimates[Math.ceil(estimates.length * 0.975) - 1]];
 };
 
 /// One chunk's figures for `ratioOfMeans`, of its `i`th edgeid.
-const chunkOf = (triple, i) => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple.floor.cpuUs, peer: triple.peer.cpuUs });
+export const chunkOf = (triple, i) => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple.floor.cpuUs, peer: triple.peer.cpuUs });
 
 /// Runs the interleaved rounds. `entries`: the edgeid builds to measure (undefined: this
 /// checkout's entry). Returns, per edgeid, the medians and per-round figures.
