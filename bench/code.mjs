@@ -36,6 +36,12 @@ export const AUTHORIZE_BATCHES = "r,wrr,wi";
 // A round is CODES codes on each side, minted and redeemed CHUNK at a time.
 export const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
 
+/// Empties oidc-provider's store (`POST /__bench/forget`, bench/oidc-provider.mjs).
+const forget = async (peer) => {
+  const response = await fetch(`${peer.url}/__bench/forget`, { method: "POST" });
+  if (response.status !== 204) throw new Error(`oidc-provider: /__bench/forget answered ${response.status}`);
+};
+
 /// The first and third quartiles.
 const quartiles = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -112,6 +118,32 @@ export const percentileInterval = (estimates) => {
   return [estimates[Math.floor(estimates.length * 0.025)], estimates[Math.ceil(estimates.length * 0.975) - 1]];
 };
 
+/// The mean of `pick` over `chunks`.
+const meanOf = (chunks, pick) => chunks.reduce((sum, chunk) => sum + pick(chunk), 0) / chunks.length;
+
+/// How a run drifts from its first counted chunk to its last: the least-squares slope of each
+/// server's CPU per grant against the chunk's place in the run, as a share of that server's
+/// mean over the run, and the ratio of the means of each third of the run. A peer whose grant
+/// costs more as its in-memory store grows (or a database that slows as it fills) would make
+/// the figure depend on how long a run is.
+export const drift = (chunks) => {
+  const n = chunks.length;
+  const centre = (n - 1) / 2;
+  const slopeShare = (pick) => {
+    let num = 0;
+    let den = 0;
+    chunks.forEach((chunk, i) => {
+      num += (i - centre) * pick(chunk);
+      den += (i - centre) ** 2;
+    });
+    // Over the whole run: the fitted change from the first chunk to the last, per mean.
+    return ((num / den) * (n - 1)) / meanOf(chunks, pick);
+  };
+  const thirds = [0, 1, 2].map((k) => chunks.slice(Math.floor((k * n) / 3), Math.floor(((k + 1) * n) / 3)));
+  const percent = (share) => `${share >= 0 ? "+" : ""}${fixed(100 * share, 1)} %`;
+  return `first to last chunk (fitted): grant ${percent(slopeShare((c) => c.grant))}, floor ${percent(slopeShare((c) => c.floor))}, above the floor ${percent(slopeShare((c) => c.grant - c.floor))}, oidc-provider ${percent(slopeShare((c) => c.peer))}; thirds of the run ${thirds.map((third) => `${fixed(ratioOfMeans(third), 3)}×`).join(", ")}`;
+};
+
 /// One chunk's figures for `ratioOfMeans`, of its `i`th edgeid.
 export const chunkOf = (triple, i) => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple.floor.cpuUs, peer: triple.peer.cpuUs });
 
@@ -150,6 +182,13 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         triple.floor = await load(floor, { url: `${floor.url}/?batches=${CODE_BATCHES}`, amount: CHUNK });
         triple.authorizeFloor = await load(floor, { url: `${floor.url}/?batches=${AUTHORIZE_BATCHES}`, amount: CHUNK });
         triple.peer = await load(peer, codeRequests(peer, "/token", PEER_CODE_CLIENT, peerCodeList));
+        // The peer's in-memory store held every session, grant and token of the run, in its
+        // heap, where a deployment's store is elsewhere: on 2026-12-04 its grant cost 19 % more
+        // at a run's last chunk than at its first while edgeid's and the floor's fell 11–14 %.
+        // Emptied after each chunk, it rose 12 % where they rose 26–28 % and fell 4 % where
+        // they fell 12–16 %. Its heap now holds one chunk's state at most (edgeid's and the
+        // floor's are in D1).
+        await forget(peer);
         triples.push(triple);
       }
       const last = triples.slice(-chunks);
@@ -177,6 +216,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         aboveUs: of((t) => t.grant.cpuUs - t.floor.cpuUs),
         meanRatio: ratioOfMeans(chunks),
         meanRatioInterval: bootstrapInterval(chunks, ratioOfMeans),
+        drift: chunks.length >= 6 ? drift(chunks) : null,
         ratio: median(ratios),
         ratioQuartiles: quartiles(ratios),
         ratioInterval: medianInterval(ratios),
@@ -215,6 +255,7 @@ if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const result = await codeGrantRounds({ entries: compare ? [undefined, compare] : [undefined], log: (line) => console.log(line) });
   console.log(`\n${result.warmup} warm-up rounds, then ${result.rounds} interleaved rounds of ${CODES} codes, ${result.samples} chunks of ${CHUNK}; medians: floor ${fixed(result.floorCpuUs)} µs, oidc-provider ${fixed(result.peerCpuUs)} µs`);
   result.edgeids.forEach((e, i) => {
+    if (e.drift) console.log(`#${i} ${e.drift}`);
     const name = e.entry ?? "this checkout";
     if (i > 0) console.log(`#${i} against #0 in the same chunks: grant ${e.grantOverFirstUs >= 0 ? "+" : ""}${fixed(e.grantOverFirstUs)} µs (quartiles ${fixed(e.grantOverFirstQuartiles[0])} to ${fixed(e.grantOverFirstQuartiles[1])})`);
     const range = (interval) => (interval ? `${fixed(interval[0], 2)}–${fixed(interval[1], 2)}×` : "n/a");

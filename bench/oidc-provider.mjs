@@ -3,7 +3,8 @@
 // refresh grant, refresh-token rotation — on an unbounded in-memory adapter (its own LRU holds
 // 1000 entries, which would evict pre-minted tokens). `POST /__bench/refresh-tokens?n=N` mints
 // refresh tokens through its own models, the way its code exchange saves them, so the refresh
-// grant can be driven without a browser; it exists only in this benchmark process. Codes for
+// grant can be driven without a browser; it exists only in this benchmark process. `POST
+// /__bench/forget` empties the store (bench/code.mjs, between chunks: see there). Codes for
 // its authorization-code grant go through its real flow (bench/lib.mjs `peerCodes`): `/auth`,
 // the interaction, which this server finishes at once with `provider.interactionFinished`
 // (login and consent: the documented way an application ends an interaction), `/auth/:uid`,
@@ -140,6 +141,15 @@ export async function startPeer(port) {
       const n = Number(new URL(request.url, issuer).searchParams.get("n") ?? 100);
       const body = JSON.stringify({ refresh_tokens: await mint(n) });
       response.writeHead(200, { "content-type": "application/json" }).end(body);
+      return;
+    }
+    if (request.method === "POST" && request.url === "/__bench/forget") {
+      // Between chunks of the code grant (bench/code.mjs), once their codes are redeemed: the
+      // store keeps nothing a later chunk reads, so that the heap holds one chunk's sessions,
+      // grants and tokens as a deployment's process holds none (its store is elsewhere), and
+      // the grant's cost does not grow with the run's length.
+      store.clear();
+      response.writeHead(204).end();
       return;
     }
     if (request.method === "GET" && request.url.startsWith("/interaction/")) {

@@ -5,9 +5,10 @@
 // chunks pooled, and a bootstrap that resamples the runs first and then the chunks within each
 // (a run shares the machine's state of its half hour, which resampling chunks alone does not
 // see: on 2026-12-03 three runs of one build gave 0.80×, 0.63× and 0.67×, with intervals that
-// barely touched). Decide which runs to pool before they run: choosing after is choosing data.
+// barely touched), and how each run drifted from its first chunk to its last. Decide which
+// runs to pool before they run: choosing after is choosing data.
 import { readFileSync } from "node:fs";
-import { bootstrapInterval, chunkOf, mulberry32, percentileInterval, ratioOfMeans } from "./code.mjs";
+import { bootstrapInterval, chunkOf, drift, mulberry32, percentileInterval, ratioOfMeans } from "./code.mjs";
 import { fixed } from "./lib.mjs";
 
 const GOAL = 0.75;
@@ -17,6 +18,7 @@ const range = (interval) => (interval ? `${fixed(interval[0], 3)}–${fixed(inte
 const runs = process.argv.slice(2).map((file) => {
   const chunks = JSON.parse(readFileSync(file, "utf8")).map((triple) => chunkOf(triple, 0));
   console.log(`${file}: ${chunks.length} chunks, ${fixed(ratioOfMeans(chunks), 3)}× (${range(bootstrapInterval(chunks, ratioOfMeans))})`);
+  if (chunks.length >= 6) console.log(`  ${drift(chunks)}`);
   return chunks;
 });
 if (runs.length === 0) {
