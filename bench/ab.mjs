@@ -12,7 +12,9 @@
 //
 // A is that entry (a copy of src/cloudflare/entry.mjs whose import points at a copy of another
 // build's build/), B this checkout's build; without BENCH_AB_ENTRY, B against itself (the
-// instrument's own noise). Prints each chunk, then B − A as a share of their mean, with a 95 %
+// instrument's own noise). `BENCH_AB_V8_FLAGS` runs B's workerd with those V8 flags (Miniflare's
+// MINIFLARE_WORKERD_V8_FLAGS): an experiment on the runtime, such as `--no-liftoff`, which no
+// deployment can set. Prints each chunk, then B − A as a share of their mean, with a 95 %
 // bootstrap interval over the chunks; writes the chunks to target/bench/ab.json.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { bootstrapInterval } from "./code.mjs";
@@ -22,6 +24,7 @@ const CHUNKS = Number(process.env.BENCH_AB_CHUNKS ?? 16);
 const WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 2);
 const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
 const entry = process.env.BENCH_AB_ENTRY;
+const v8Flags = process.env.BENCH_AB_V8_FLAGS;
 
 /// One chunk's B − A as a share of the mean of both.
 const shareOf = ({ a, b }) => (b - a) / ((a + b) / 2);
@@ -30,7 +33,9 @@ const relative = (chunks) => chunks.reduce((sum, chunk) => sum + shareOf(chunk),
 
 const servers = [];
 try {
-  for (const env of [entry ? { BENCH_ENTRY: entry } : {}, {}]) servers.push(await start("edgeid", [], env));
+  for (const env of [entry ? { BENCH_ENTRY: entry } : {}, v8Flags ? { MINIFLARE_WORKERD_V8_FLAGS: v8Flags } : {}]) {
+    servers.push(await start("edgeid", [], env));
+  }
   const setups = [];
   for (const server of servers) setups.push(await edgeidCodeSetup(server));
   const chunks = [];
