@@ -3,18 +3,18 @@
 // once with CHUNK codes each. Loads of one server seconds apart differ by ≈ 20 % on this shared
 // machine (bench/noise.mjs), far more than most changes; two identical workloads loaded at
 // once see the same machine, and on 2026-12-03 the same build against itself differed by 3–5 %
-// a chunk (sd), so 16 chunks tell a 2–3 % difference. It compares builds only: loading
-// different servers at once changes each one's CPU per request differently (the floor Worker
-// and oidc-provider rose by a quarter beside edgeid, edgeid's grant by a tenth), so issue 12's
-// goal is measured sequentially (bench/code.mjs).
+// a chunk (sd). The interval printed below undersells the noise: on 2026-12-04 the same build
+// against itself came out at −3.9 % (16 chunks, an interval that excluded 0) and +1.6 % (40
+// chunks); run it so (no BENCH_AB_ENTRY) beside any A/B, as the control. It compares builds
+// only: loading different servers at once changes each one's CPU per request differently (the
+// floor Worker and oidc-provider rose by a quarter beside edgeid, edgeid's grant by a tenth),
+// so issue 12's goal is measured sequentially (bench/code.mjs).
 //
 //   BENCH_AB_ENTRY=/path/to/entry.mjs node bench/ab.mjs
 //
 // A is that entry (a copy of src/cloudflare/entry.mjs whose import points at a copy of another
 // build's build/), B this checkout's build; without BENCH_AB_ENTRY, B against itself (the
-// instrument's own noise). `BENCH_AB_V8_FLAGS` runs B's workerd with those V8 flags (Miniflare's
-// MINIFLARE_WORKERD_V8_FLAGS): an experiment on the runtime, such as `--no-liftoff`, which no
-// deployment can set. Prints each chunk, then B − A as a share of their mean, with a 95 %
+// instrument's own noise). Prints each chunk, then B − A as a share of their mean, with a 95 %
 // bootstrap interval over the chunks; writes the chunks to target/bench/ab.json.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { bootstrapInterval } from "./code.mjs";
@@ -24,7 +24,6 @@ const CHUNKS = Number(process.env.BENCH_AB_CHUNKS ?? 16);
 const WARMUP = Number(process.env.BENCH_AB_WARMUP ?? 2);
 const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
 const entry = process.env.BENCH_AB_ENTRY;
-const v8Flags = process.env.BENCH_AB_V8_FLAGS;
 
 /// One chunk's B − A as a share of the mean of both.
 const shareOf = ({ a, b }) => (b - a) / ((a + b) / 2);
@@ -33,9 +32,7 @@ const relative = (chunks) => chunks.reduce((sum, chunk) => sum + shareOf(chunk),
 
 const servers = [];
 try {
-  for (const env of [entry ? { BENCH_ENTRY: entry } : {}, v8Flags ? { MINIFLARE_WORKERD_V8_FLAGS: v8Flags } : {}]) {
-    servers.push(await start("edgeid", [], env));
-  }
+  for (const env of [entry ? { BENCH_ENTRY: entry } : {}, {}]) servers.push(await start("edgeid", [], env));
   const setups = [];
   for (const server of servers) setups.push(await edgeidCodeSetup(server));
   const chunks = [];
