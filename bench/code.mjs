@@ -125,9 +125,10 @@ const meanOf = (chunks, pick) => chunks.reduce((sum, chunk) => sum + pick(chunk)
 /// server's CPU per grant against the chunk's place in the run, as a share of that server's
 /// mean over the run, and the ratio of the means of each third of the run. A peer whose grant
 /// costs more as its in-memory store grows (or a database that slows as it fills) would make
-/// the figure depend on how long a run is.
+/// the figure depend on how long a run is. Null for fewer than 6 chunks.
 export const drift = (chunks) => {
   const n = chunks.length;
+  if (n < 6) return null;
   const centre = (n - 1) / 2;
   const slopeShare = (pick) => {
     let num = 0;
@@ -216,7 +217,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         aboveUs: of((t) => t.grant.cpuUs - t.floor.cpuUs),
         meanRatio: ratioOfMeans(chunks),
         meanRatioInterval: bootstrapInterval(chunks, ratioOfMeans),
-        drift: chunks.length >= 6 ? drift(chunks) : null,
+        drift: drift(chunks),
         ratio: median(ratios),
         ratioQuartiles: quartiles(ratios),
         ratioInterval: medianInterval(ratios),

@@ -144,10 +144,8 @@ export async function startPeer(port) {
       return;
     }
     if (request.method === "POST" && request.url === "/__bench/forget") {
-      // Between chunks of the code grant (bench/code.mjs), once their codes are redeemed: the
-      // store keeps nothing a later chunk reads, so that the heap holds one chunk's sessions,
-      // grants and tokens as a deployment's process holds none (its store is elsewhere), and
-      // the grant's cost does not grow with the run's length.
+      // After each chunk of the code grant, once its codes are redeemed (bench/code.mjs says
+      // why): no later chunk reads what the store holds.
       store.clear();
       response.writeHead(204).end();
       return;

@@ -18,7 +18,8 @@ const range = (interval) => (interval ? `${fixed(interval[0], 3)}–${fixed(inte
 const runs = process.argv.slice(2).map((file) => {
   const chunks = JSON.parse(readFileSync(file, "utf8")).map((triple) => chunkOf(triple, 0));
   console.log(`${file}: ${chunks.length} chunks, ${fixed(ratioOfMeans(chunks), 3)}× (${range(bootstrapInterval(chunks, ratioOfMeans))})`);
-  if (chunks.length >= 6) console.log(`  ${drift(chunks)}`);
+  const drifted = drift(chunks);
+  if (drifted) console.log(`  ${drifted}`);
   return chunks;
 });
 if (runs.length === 0) {
