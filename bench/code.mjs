@@ -3,8 +3,9 @@
 // servers run side by side, each alone in its process group on the server core, and are
 // loaded one after another in chunks of CHUNK requests: oidc-provider minting codes through
 // its interaction flow and edgeid's authorization endpoint minting its codes, then edgeid's
-// grant redeeming them, the same D1 batch through edgeid's own adapter (`/__bench/d1`), the
-// JavaScript floor Worker running that batch, and oidc-provider's grant. On a shared machine
+// grant redeeming them, a D1 batch of the same shape through edgeid's own adapter
+// (`/__bench/d1`), the JavaScript floor Worker running the grant's own batch (and, for
+// comparison, that batch of the same shape), and oidc-provider's grant. On a shared machine
 // a chunk's CPU moves by tens of per cent from one second to the next, and ratios of medians
 // measured minutes apart moved as much as the whole gap to the goal; so the loads compared are
 // taken within a chunk, seconds apart. The result is the ratio of the means over the chunks,
@@ -24,8 +25,9 @@ export const CODE_ROUNDS = Number(process.env.BENCH_CODE_ROUNDS ?? 5);
 // grants after its start (on 2026-12-03 from ≈ 1 500 µs in the first round to ≈ 900 by the
 // third and after), and ratios taken before then flattered edgeid; the wasm tiers up meanwhile.
 export const CODE_WARMUP_ROUNDS = Number(process.env.BENCH_CODE_WARMUP ?? 2);
-// The code grant's batch: the redemption's (the fence, the code's conditional UPDATE, the
-// grant's and the refresh token's INSERTs, the code's read). The signing keys and the client
+// The code grant's batch, as shaped for `/__bench/d1` and the shaped floor: the redemption's
+// (the fence, the code's conditional UPDATE, the grant's and the refresh token's INSERTs, the
+// code's read; the floor Worker runs the statements themselves, bench/floor-batches.json). The signing keys and the client
 // are cached in the isolate (a minute each; the authorization endpoint has just read the
 // client), so no read of DB. The authorization endpoint's: the client's read (DB) beside the
 // session's and the consent's (the shard, fenced), then the code's INSERT (fenced). See
@@ -35,6 +37,13 @@ export const AUTHORIZE_BATCHES = "r,wrr,wi";
 
 // A round is CODES codes on each side, minted and redeemed CHUNK at a time.
 export const CHUNK = Number(process.env.BENCH_CODE_CHUNK ?? 500);
+
+/// `count` new codes in the floor Worker's database for its next loads (`/?seed=N`,
+/// bench/floor-worker.mjs), written outside the measured loads as each side's codes are.
+const seedFloor = async (floor, count) => {
+  const response = await fetch(`${floor.url}/?seed=${count}`);
+  if (!response.ok) throw new Error(`floor: /?seed answered ${response.status}: ${await response.text()}`);
+};
 
 /// Empties oidc-provider's store (`POST /__bench/forget`, bench/oidc-provider.mjs).
 const forget = async (peer) => {
@@ -145,8 +154,11 @@ export const drift = (chunks) => {
   return `first to last chunk (fitted): grant ${percent(slopeShare((c) => c.grant))}, floor ${percent(slopeShare((c) => c.floor))}, above the floor ${percent(slopeShare((c) => c.grant - c.floor))}, oidc-provider ${percent(slopeShare((c) => c.peer))}; thirds of the run ${thirds.map((third) => `${fixed(ratioOfMeans(third), 3)}×`).join(", ")}`;
 };
 
-/// One chunk's figures for `ratioOfMeans`, of its `i`th edgeid.
-export const chunkOf = (triple, i) => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple.floor.cpuUs, peer: triple.peer.cpuUs });
+/// One chunk's figures for `ratioOfMeans`, of its `i`th edgeid, above `floor`: the grant's own
+/// batch (`floor`, the goal's floor since 2026-12-06) or the batch of the same shape on a table of
+/// the floor Worker's own (`shapedFloor`, the floor until then, which is `floor` in the chunk
+/// files of earlier runs).
+export const chunkOf = (triple, i, floor = "floor") => ({ grant: triple.edgeids[i].grant.cpuUs, floor: triple[floor].cpuUs, peer: triple.peer.cpuUs });
 
 /// Runs the interleaved rounds. `entries`: the edgeid builds to measure (undefined: this
 /// checkout's entry). Returns, per edgeid, the medians and per-round figures.
@@ -171,6 +183,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         // sides): the peer's through its interaction flow, then edgeid's (each minting is also
         // the authorization endpoint's figure for the chunk).
         const peerCodeList = await peerCodes(peer, CHUNK);
+        await seedFloor(floor, CHUNK);
         const minted = [];
         for (const edgeid of edgeids) minted.push(await edgeidCodes(edgeid.server, edgeid.setup, CHUNK));
         const triple = { edgeids: [] };
@@ -180,7 +193,8 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
           const adapter = await load(server, { url: `${server.url}/__bench/d1?batches=${CODE_BATCHES}`, amount: CHUNK });
           triple.edgeids.push({ authorize: minted[i].result, grant, adapter });
         }
-        triple.floor = await load(floor, { url: `${floor.url}/?batches=${CODE_BATCHES}`, amount: CHUNK });
+        triple.floor = await load(floor, { url: `${floor.url}/?flow=code_grant`, amount: CHUNK });
+        triple.shapedFloor = await load(floor, { url: `${floor.url}/?batches=${CODE_BATCHES}`, amount: CHUNK });
         triple.authorizeFloor = await load(floor, { url: `${floor.url}/?batches=${AUTHORIZE_BATCHES}`, amount: CHUNK });
         triple.peer = await load(peer, codeRequests(peer, "/token", PEER_CODE_CLIENT, peerCodeList));
         // The peer's in-memory store held every session, grant and token of the run, in its
@@ -198,15 +212,16 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         const means = ratioOfMeans(last.map((t) => chunkOf(t, i)));
         return `edgeid${entries.length > 1 ? ` #${i}` : ""} ${fixed(median(last.map((t) => t.edgeids[i].grant.cpuUs)))} µs, above the floor ${fixed(means, 2)}× of the means, chunks ${ratios.map((r) => fixed(r, 2)).join(" ")}`;
       });
-      log(`${round < 0 ? `warm-up round ${round + warmup + 1}/${warmup} (not counted)` : `round ${round + 1}/${rounds}`}: floor ${fixed(median(last.map((t) => t.floor.cpuUs)))} µs, oidc-provider ${fixed(median(last.map((t) => t.peer.cpuUs)))} µs; ${line.join("; ")}`);
+      log(`${round < 0 ? `warm-up round ${round + warmup + 1}/${warmup} (not counted)` : `round ${round + 1}/${rounds}`}: floor ${fixed(median(last.map((t) => t.floor.cpuUs)))} µs (shaped ${fixed(median(last.map((t) => t.shapedFloor.cpuUs)))} µs), oidc-provider ${fixed(median(last.map((t) => t.peer.cpuUs)))} µs; ${line.join("; ")}`);
       if (round < 0) triples.length = 0;
     }
     const summaries = edgeids.map((edgeid, i) => {
-      const mine = triples.map((t) => ({ ...t.edgeids[i], floor: t.floor, authorizeFloor: t.authorizeFloor, peer: t.peer }));
+      const mine = triples.map((t) => ({ ...t.edgeids[i], floor: t.floor, shapedFloor: t.shapedFloor, authorizeFloor: t.authorizeFloor, peer: t.peer }));
       const of = (pick) => median(mine.map(pick));
       const ratios = mine.map((t) => (t.grant.cpuUs - t.floor.cpuUs) / t.peer.cpuUs);
       const ownWork = mine.map((t) => (t.grant.cpuUs - t.adapter.cpuUs) / t.peer.cpuUs);
       const chunks = triples.map((t) => chunkOf(t, i));
+      const shapedChunks = triples.map((t) => chunkOf(t, i, "shapedFloor"));
       return {
         entry: edgeid.entry,
         grantCpuUs: of((t) => t.grant.cpuUs),
@@ -218,12 +233,14 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
         meanRatio: ratioOfMeans(chunks),
         meanRatioInterval: bootstrapInterval(chunks, ratioOfMeans),
         drift: drift(chunks),
+        shapedMeanRatio: ratioOfMeans(shapedChunks),
+        shapedMeanRatioInterval: bootstrapInterval(shapedChunks, ratioOfMeans),
         ratio: median(ratios),
         ratioQuartiles: quartiles(ratios),
         ratioInterval: medianInterval(ratios),
         ownWorkRatio: median(ownWork),
         ownWorkQuartiles: quartiles(ownWork),
-        adapterOverUs: of((t) => t.adapter.cpuUs - t.floor.cpuUs),
+        adapterOverUs: of((t) => t.adapter.cpuUs - t.shapedFloor.cpuUs),
         authorizeRatio: of((t) => t.authorize.cpuUs / t.authorizeFloor.cpuUs),
         // Against the first edgeid of the same chunk (an A/B): its grant's CPU, this one's minus
         // the first's, median and quartiles.
@@ -240,6 +257,7 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
       samples: triples.length,
       edgeids: summaries,
       floorCpuUs: median(triples.map((t) => t.floor.cpuUs)),
+      shapedFloorCpuUs: median(triples.map((t) => t.shapedFloor.cpuUs)),
       floorRps: median(triples.map((t) => t.floor.rps)),
       authorizeFloorCpuUs: median(triples.map((t) => t.authorizeFloor.cpuUs)),
       authorizeFloorRps: median(triples.map((t) => t.authorizeFloor.rps)),
@@ -254,12 +272,12 @@ export async function codeGrantRounds({ rounds = CODE_ROUNDS, warmup = CODE_WARM
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const compare = process.env.BENCH_COMPARE_ENTRY;
   const result = await codeGrantRounds({ entries: compare ? [undefined, compare] : [undefined], log: (line) => console.log(line) });
-  console.log(`\n${result.warmup} warm-up rounds, then ${result.rounds} interleaved rounds of ${CODES} codes, ${result.samples} chunks of ${CHUNK}; medians: floor ${fixed(result.floorCpuUs)} µs, oidc-provider ${fixed(result.peerCpuUs)} µs`);
+  console.log(`\n${result.warmup} warm-up rounds, then ${result.rounds} interleaved rounds of ${CODES} codes, ${result.samples} chunks of ${CHUNK}; medians: floor ${fixed(result.floorCpuUs)} µs (shaped ${fixed(result.shapedFloorCpuUs)} µs), oidc-provider ${fixed(result.peerCpuUs)} µs`);
   result.edgeids.forEach((e, i) => {
     if (e.drift) console.log(`#${i} ${e.drift}`);
     const name = e.entry ?? "this checkout";
     if (i > 0) console.log(`#${i} against #0 in the same chunks: grant ${e.grantOverFirstUs >= 0 ? "+" : ""}${fixed(e.grantOverFirstUs)} µs (quartiles ${fixed(e.grantOverFirstQuartiles[0])} to ${fixed(e.grantOverFirstQuartiles[1])})`);
     const range = (interval) => (interval ? `${fixed(interval[0], 2)}–${fixed(interval[1], 2)}×` : "n/a");
-    console.log(`#${i} ${name}: grant ${fixed(e.grantCpuUs)} µs; above its floor ${fixed(e.meanRatio, 3)}× oidc-provider, of the means (95 % bootstrap interval ${range(e.meanRatioInterval)}; goal ≤ 0.75×); median of the chunks' ratios ${fixed(e.ratio, 3)}× (95 % interval ${range(e.ratioInterval)}, quartiles ${range(e.ratioQuartiles)}); own work ${fixed(e.ownWorkRatio, 3)}×; adapter +${fixed(e.adapterOverUs)} µs; authorize ${fixed(e.authorizeCpuUs)} µs (${fixed(e.authorizeRatio, 2)}× its floor)`);
+    console.log(`#${i} ${name}: grant ${fixed(e.grantCpuUs)} µs; above its floor ${fixed(e.meanRatio, 3)}× oidc-provider, of the means (95 % bootstrap interval ${range(e.meanRatioInterval)}; goal ≤ 0.75×); median of the chunks' ratios ${fixed(e.ratio, 3)}× (95 % interval ${range(e.ratioInterval)}, quartiles ${range(e.ratioQuartiles)}); above the shaped floor ${fixed(e.shapedMeanRatio, 3)}× (${range(e.shapedMeanRatioInterval)}); own work ${fixed(e.ownWorkRatio, 3)}×; adapter +${fixed(e.adapterOverUs)} µs; authorize ${fixed(e.authorizeCpuUs)} µs (${fixed(e.authorizeRatio, 2)}× its floor)`);
   });
 }

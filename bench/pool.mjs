@@ -16,10 +16,15 @@ const DRAWS = 10000;
 const range = (interval) => (interval ? `${fixed(interval[0], 3)}–${fixed(interval[1], 3)}×` : "n/a");
 
 const runs = process.argv.slice(2).map((file) => {
-  const chunks = JSON.parse(readFileSync(file, "utf8")).map((triple) => chunkOf(triple, 0));
+  const triples = JSON.parse(readFileSync(file, "utf8"));
+  const chunks = triples.map((triple) => chunkOf(triple, 0));
   console.log(`${file}: ${chunks.length} chunks, ${fixed(ratioOfMeans(chunks), 3)}× (${range(bootstrapInterval(chunks, ratioOfMeans))})`);
   const drifted = drift(chunks);
   if (drifted) console.log(`  ${drifted}`);
+  if (triples.every((triple) => triple.shapedFloor)) {
+    const shaped = triples.map((triple) => chunkOf(triple, 0, "shapedFloor"));
+    console.log(`  above the shaped floor (before 2026-12-06): ${fixed(ratioOfMeans(shaped), 3)}× (${range(bootstrapInterval(shaped, ratioOfMeans))})`);
+  }
   return chunks;
 });
 if (runs.length === 0) {

@@ -35,6 +35,18 @@ async function createFloorTables(db) {
   await db.prepare("CREATE INDEX floor_rows_expiry ON floor_rows (expires_at)").run();
 }
 
+/// edgeid's schema, as `wrangler d1 migrations apply` (scripts/migrate-local.mjs for wrangler
+/// dev) would apply it.
+async function migrate(db) {
+  const files = readdirSync(`${root}migrations`).filter((f) => f.endsWith(".sql")).sort();
+  for (const file of files) {
+    const sql = readFileSync(`${root}migrations/${file}`, "utf8").replace(/--.*$/gm, "");
+    for (const statement of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
+      await db.prepare(statement).run();
+    }
+  }
+}
+
 if (kind === "edgeid") {
   const vars = Object.fromEntries(assignments.map((assignment) => assignment.split(/=(.*)/s).slice(0, 2)));
   // DB and the user shards the development configuration declares (`USERS_0` … `USERS_{N-1}`
@@ -69,16 +81,7 @@ if (kind === "edgeid") {
   });
   // The schema in every database, as `wrangler d1 migrations apply` (scripts/migrate-local.mjs
   // for wrangler dev) would: each binding runs the same migrations.
-  const files = readdirSync(`${root}migrations`).filter((f) => f.endsWith(".sql")).sort();
-  for (const binding of databases) {
-    const db = await mf.getD1Database(binding);
-    for (const file of files) {
-      const sql = readFileSync(`${root}migrations/${file}`, "utf8").replace(/--.*$/gm, "");
-      for (const statement of sql.split(";").map((s) => s.trim()).filter(Boolean)) {
-        await db.prepare(statement).run();
-      }
-    }
-  }
+  for (const binding of databases) await migrate(await mf.getD1Database(binding));
   // The floor Worker's table (below), in DB, for /__bench/d1: its batches through edgeid's adapter.
   await createFloorTables(await mf.getD1Database("DB"));
 } else if (kind === "constant") {
@@ -87,45 +90,17 @@ if (kind === "edgeid") {
     script: `export default { fetch() { return new Response("ok"); } };`,
   });
 } else if (kind === "d1") {
-  // The least a Worker can do with D1: `/?batches=5,3` runs a batch of 5 statements, then one
-  // of 3, and answers "ok". The statements alternate between an upsert and a read of one row
-  // (a rate-limit budget, a token's rotation, a lookup), as edgeid's batches do; a batch
-  // spelled in letters says which is which (`/?batches=r,wwir`: one read, then two upserts, a
-  // new row and a read; `i` inserts a new row into a table with two indexes). `&spin=MS` keeps the CPU busy for MS ms after the first batch, as a login's
-  // Argon2id does.
+  // bench/floor-worker.mjs, with the code grant's batch (bench/floor-batches.json) and
+  // edgeid's schema beside the shaped batches' tables.
   const mf = await miniflare({
     modules: true,
+    scriptPath: `${root}bench/floor-worker.mjs`,
     d1Databases: { DB: "bench-d1-floor" },
-    script: `const busy = (ms) => {
-      const end = performance.now() + ms;
-      for (let i = 0; performance.now() < end && i < 1e9; i++);
-    };
-    export default {
-      async fetch(request, env) {
-        const query = new URL(request.url).searchParams;
-        const shapes = (query.get("batches") ?? "").split(",").filter(Boolean)
-          .map((spec) => (/^[rwi]+$/.test(spec) ? [...spec] : Array.from({ length: Number(spec) }, (_, i) => (i % 2 === 0 ? "w" : "r"))));
-        let spin = Number(query.get("spin") ?? 0);
-        for (const shape of shapes) {
-          const statements = [];
-          for (let i = 0; i < shape.length; i++) {
-            statements.push(shape[i] === "w"
-              ? env.DB.prepare("INSERT INTO floor (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = excluded.v").bind(i, Date.now())
-              : shape[i] === "i"
-              ? env.DB.prepare("INSERT INTO floor_rows (id, owner, created_at, expires_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
-                  .bind(crypto.randomUUID() + crypto.randomUUID(), "u-" + (i % 7), Date.now(), Date.now() + 86400000, "p".repeat(160))
-              : env.DB.prepare("SELECT v FROM floor WHERE k = ?1").bind(Math.max(i - 1, 0)));
-          }
-          await env.DB.batch(statements);
-          busy(spin);
-          spin = 0;
-        }
-        busy(spin);
-        return new Response("ok");
-      },
-    };`,
+    bindings: { CODE_GRANT: JSON.parse(readFileSync(`${root}bench/floor-batches.json`, "utf8")).code_grant },
   });
-  await createFloorTables(await mf.getD1Database("DB"));
+  const db = await mf.getD1Database("DB");
+  await createFloorTables(db);
+  await migrate(db);
 } else if (kind === "oidc-provider") {
   const { startPeer } = await import("./oidc-provider.mjs");
   await startPeer(port);

@@ -8,6 +8,7 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use edgeid::api::ApiRequest;
+use edgeid::ports::SqlValue;
 use serde_json::{json, Value};
 
 use crate::pages::Browser;
@@ -651,6 +652,75 @@ fn oidcc_codereuse_a_second_redemption_revokes_what_the_first_issued() {
     // The browser session itself lives on: a new code works.
     let code = code_of(&code_for(&browser, &client, &[], "reuse@example.com"));
     assert_eq!(redeem(&app, &client, Auth::Basic, &code, &[]).status, 200);
+}
+
+/// The benchmark's floor for the code grant (`bench/floor-batches.json`, which the floor Worker
+/// of bench/serve.mjs runs) is this grant's own D1 batch: the same statements, and each
+/// parameter what the file names. A change to the grant's SQL fails here until the file follows
+/// (the message shows what the grant sent).
+#[test]
+fn the_code_grants_batch_is_the_benchmark_floors() {
+    let app = app();
+    app.verified_account("floor@example.com", PASSWORD);
+    let client = register(
+        &app,
+        json!({"skip_consent": true, "grant_types": ["authorization_code", "refresh_token"], "id_token_signed_response_alg": "ES256"}),
+    );
+    let browser = Browser::new(&app);
+    let pkce =
+        [("scope", "openid email offline_access"), ("code_challenge", CHALLENGE), ("code_challenge_method", "S256")];
+    let code = code_of(&code_for(&browser, &client, &pkce, "floor@example.com"));
+    let databases = || std::iter::once(&app.db).chain(app.user_shards());
+    databases().for_each(|db| *db.recorded.borrow_mut() = Some(Vec::new()));
+    let granted = redeem(&app, &client, Auth::Basic, &code, &[("code_verifier", VERIFIER)]);
+    assert_eq!(granted.status, 200, "{}", granted.text());
+    let batches: Vec<_> = databases().flat_map(|db| db.recorded.borrow_mut().take().unwrap()).collect();
+    let redemption: Vec<_> = batches
+        .into_iter()
+        .filter(|batch| batch.iter().any(|statement| statement.sql.starts_with("UPDATE authorization_codes")))
+        .collect();
+    assert_eq!(redemption.len(), 1, "one batch redeems the code");
+    let sent = &redemption[0];
+    let spec: Value = serde_json::from_str(include_str!("../bench/floor-batches.json")).unwrap();
+    let floor = spec["code_grant"]["statements"].as_array().unwrap();
+    let as_sent = || {
+        let statements: Vec<Value> = sent.iter().map(|statement| json!({"sql": statement.sql})).collect();
+        serde_json::to_string_pretty(&statements).unwrap()
+    };
+    let floor_sql: Vec<&str> = floor.iter().map(|statement| statement["sql"].as_str().unwrap()).collect();
+    let sent_sql: Vec<&str> = sent.iter().map(|statement| statement.sql).collect();
+    assert_eq!(floor_sql, sent_sql, "bench/floor-batches.json is not the grant's batch, which is:\n{}", as_sent());
+    let now = app.now.get();
+    let grant_id = app.users_text("SELECT id FROM sessions WHERE client_id IS NOT NULL");
+    let refresh = granted.json["refresh_token"].as_str().unwrap();
+    let hash_of = |token: &str| edgeid::domain::opaque_token::TokenHash::routed(token).unwrap().1.as_str().to_owned();
+    let text = |value: String| SqlValue::Text(value);
+    let expected = |role: &str| -> Option<SqlValue> {
+        Some(match role {
+            "code" => text(hash_of(&code)),
+            "now" => SqlValue::Integer(now.timestamp()),
+            "client_id" => text(client.id.clone()),
+            "redirect_uri" => text(REDIRECT.to_owned()),
+            "code_challenge" => text(CHALLENGE.to_owned()),
+            "grant_id" => text(grant_id.clone()),
+            "grant_expires_at" => SqlValue::Integer(now.timestamp() + app.config.session_absolute_ttl_seconds),
+            "refresh_token" => text(hash_of(refresh)),
+            "refresh_expires_at" => SqlValue::Integer(now.timestamp() + app.config.refresh_token_ttl_seconds),
+            // The account's bucket: any integer.
+            "bucket" => return None,
+            other => panic!("bench/floor-batches.json names an unknown parameter {other}"),
+        })
+    };
+    for (statement, spec) in sent.iter().zip(floor) {
+        let roles: Vec<&str> = spec["params"].as_array().unwrap().iter().map(|role| role.as_str().unwrap()).collect();
+        assert_eq!(roles.len(), statement.params.len(), "parameters of {}", statement.sql);
+        for (role, value) in roles.iter().zip(&statement.params) {
+            match expected(role) {
+                Some(expected) => assert_eq!(value, &expected, "{role} in {}", statement.sql),
+                None => assert!(matches!(value, SqlValue::Integer(bucket) if *bucket >= 0), "{role}: {value:?}"),
+            }
+        }
+    }
 }
 
 #[test]

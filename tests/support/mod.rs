@@ -40,6 +40,8 @@ pub struct Sqlite {
     /// When set to `n`, the batch after the next `n` fails (and this is cleared): an
     /// interruption at a chosen point.
     pub fail_after: Cell<Option<usize>>,
+    /// While set, every batch sent here is kept, in order (its statements as sent).
+    pub recorded: RefCell<Option<Vec<Vec<Statement>>>>,
 }
 
 /// Counts sequential round trips across databases: a batch that starts while another is in
@@ -100,6 +102,7 @@ impl Sqlite {
             statements: Cell::new(0),
             trips: Rc::default(),
             fail_after: Cell::new(None),
+            recorded: RefCell::new(None),
         }
     }
 
@@ -140,6 +143,9 @@ impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
         self.batches.set(self.batches.get() + 1);
         self.statements.set(self.statements.get() + statements.len());
+        if let Some(recorded) = self.recorded.borrow_mut().as_mut() {
+            recorded.push(statements.clone());
+        }
         if self.trips.in_flight.get() == 0 {
             self.trips.sequential.set(self.trips.sequential.get() + 1);
         }
