@@ -90,17 +90,16 @@ if (kind === "edgeid") {
     script: `export default { fetch() { return new Response("ok"); } };`,
   });
 } else if (kind === "d1") {
-  // bench/floor-worker.mjs, with the code grant's batch (bench/floor-batches.json) and
-  // edgeid's schema beside the shaped batches' tables.
+  // bench/floor-worker.mjs: the shaped batches' tables in DB; the code grant's batch
+  // (bench/floor-batches.json) in SHARD, a database with edgeid's schema and nothing else.
   const mf = await miniflare({
     modules: true,
     scriptPath: `${root}bench/floor-worker.mjs`,
-    d1Databases: { DB: "bench-d1-floor" },
+    d1Databases: { DB: "bench-d1-floor", SHARD: "bench-d1-floor-shard" },
     bindings: { CODE_GRANT: JSON.parse(readFileSync(`${root}bench/floor-batches.json`, "utf8")).code_grant },
   });
-  const db = await mf.getD1Database("DB");
-  await createFloorTables(db);
-  await migrate(db);
+  await createFloorTables(await mf.getD1Database("DB"));
+  await migrate(await mf.getD1Database("SHARD"));
 } else if (kind === "oidc-provider") {
   const { startPeer } = await import("./oidc-provider.mjs");
   await startPeer(port);

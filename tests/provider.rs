@@ -655,9 +655,9 @@ fn oidcc_codereuse_a_second_redemption_revokes_what_the_first_issued() {
 }
 
 /// The benchmark's floor for the code grant (`bench/floor-batches.json`, which the floor Worker
-/// of bench/serve.mjs runs) is this grant's own D1 batch: the same statements, and each
-/// parameter what the file names. A change to the grant's SQL fails here until the file follows
-/// (the message shows what the grant sent).
+/// bench/floor-worker.mjs runs) is this grant's own D1 batch: the same statements, each
+/// parameter what the file names, each changing the rows the file says. A change to the grant's
+/// SQL fails here until the file follows (the message shows what the grant sent).
 #[test]
 fn the_code_grants_batch_is_the_benchmark_floors() {
     let app = app();
@@ -677,10 +677,10 @@ fn the_code_grants_batch_is_the_benchmark_floors() {
     let batches: Vec<_> = databases().flat_map(|db| db.recorded.borrow_mut().take().unwrap()).collect();
     let redemption: Vec<_> = batches
         .into_iter()
-        .filter(|batch| batch.iter().any(|statement| statement.sql.starts_with("UPDATE authorization_codes")))
+        .filter(|(batch, _)| batch.iter().any(|statement| statement.sql.starts_with("UPDATE authorization_codes")))
         .collect();
     assert_eq!(redemption.len(), 1, "one batch redeems the code");
-    let sent = &redemption[0];
+    let (sent, changed) = &redemption[0];
     let spec: Value = serde_json::from_str(include_str!("../bench/floor-batches.json")).unwrap();
     let floor = spec["code_grant"]["statements"].as_array().unwrap();
     let as_sent = || {
@@ -711,6 +711,8 @@ fn the_code_grants_batch_is_the_benchmark_floors() {
             other => panic!("bench/floor-batches.json names an unknown parameter {other}"),
         })
     };
+    let floor_changes: Vec<u64> = floor.iter().map(|statement| statement["changes"].as_u64().unwrap()).collect();
+    assert_eq!(&floor_changes, changed, "rows each statement changed");
     for (statement, spec) in sent.iter().zip(floor) {
         let roles: Vec<&str> = spec["params"].as_array().unwrap().iter().map(|role| role.as_str().unwrap()).collect();
         assert_eq!(roles.len(), statement.params.len(), "parameters of {}", statement.sql);

@@ -40,9 +40,12 @@ pub struct Sqlite {
     /// When set to `n`, the batch after the next `n` fails (and this is cleared): an
     /// interruption at a chosen point.
     pub fail_after: Cell<Option<usize>>,
-    /// While set, every batch sent here is kept, in order (its statements as sent).
-    pub recorded: RefCell<Option<Vec<Vec<Statement>>>>,
+    /// While set, every batch that ran here is kept, in order.
+    pub recorded: RefCell<Option<Vec<RecordedBatch>>>,
 }
+
+/// A batch that ran: its statements as sent, and the rows each changed.
+pub type RecordedBatch = (Vec<Statement>, Vec<u64>);
 
 /// Counts sequential round trips across databases: a batch that starts while another is in
 /// flight (the flows run some at once, on `DB` and a shard) shares that one's round trip. Each
@@ -143,9 +146,7 @@ impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
         self.batches.set(self.batches.get() + 1);
         self.statements.set(self.statements.get() + statements.len());
-        if let Some(recorded) = self.recorded.borrow_mut().as_mut() {
-            recorded.push(statements.clone());
-        }
+
         if self.trips.in_flight.get() == 0 {
             self.trips.sequential.set(self.trips.sequential.get() + 1);
         }
@@ -206,6 +207,9 @@ impl Database for Sqlite {
             outcomes.push(StatementOutcome { rows: collected, changes: 0 });
         }
         transaction.commit().map_err(error)?;
+        if let Some(recorded) = self.recorded.borrow_mut().as_mut() {
+            recorded.push((statements, outcomes.iter().map(|outcome| outcome.changes).collect()));
+        }
         Ok(outcomes)
     }
 }
