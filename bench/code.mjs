@@ -27,9 +27,9 @@ export const CODE_ROUNDS = Number(process.env.BENCH_CODE_ROUNDS ?? 5);
 export const CODE_WARMUP_ROUNDS = Number(process.env.BENCH_CODE_WARMUP ?? 2);
 // The code grant's batch, as shaped for `/__bench/d1` and the shaped floor: the redemption's
 // (the fence, the code's conditional UPDATE, the grant's and the refresh token's INSERTs, the
-// code's read; the floor Worker runs the statements themselves, bench/floor-batches.json). The signing keys and the client
-// are cached in the isolate (a minute each; the authorization endpoint has just read the
-// client), so no read of DB. The authorization endpoint's: the client's read (DB) beside the
+// code's read; the floor Worker runs the statements themselves, bench/floor-batches.json). The
+// signing keys and the client are cached in the isolate (a minute each; the authorization
+// endpoint has just read the client), so no read of DB. The authorization endpoint's: the client's read (DB) beside the
 // session's and the consent's (the shard, fenced), then the code's INSERT (fenced). See
 // bench/run.mjs for the letters.
 export const CODE_BATCHES = "wwiir";

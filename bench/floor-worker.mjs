@@ -45,12 +45,6 @@ const DAY = 86400;
 const ready = [];
 let accountWritten = false;
 
-// The fence of every batch to a user shard (the grant's first statement).
-const fence = (db, statements) => {
-  const { sql } = statements[0];
-  return db.prepare(sql).bind(BUCKET);
-};
-
 async function seed(db, statements, count) {
   const now = Math.floor(Date.now() / 1000);
   if (!accountWritten) {
@@ -62,10 +56,12 @@ async function seed(db, statements, count) {
     ).bind(BROWSER_SESSION, randomHash(), USER, now, now + 30 * DAY)]);
     accountWritten = true;
   }
+  // The fence every batch to a user shard starts with: the grant's first statement.
+  const [fence] = statements;
   for (let i = 0; i < count; i++) {
     const code = { code: randomHash(), grant_id: randomId(), refresh_token: randomHash() };
     await db.batch([
-      fence(db, statements),
+      db.prepare(fence.sql).bind(BUCKET),
       db.prepare(
         "INSERT INTO authorization_codes (code_hash, client_id, user_id, browser_session_id, redirect_uri, scope, nonce, code_challenge, auth_time, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, 'openid email offline_access', 'bench-nonce', ?6, ?7, ?7, ?8)",
       ).bind(code.code, CLIENT, USER, BROWSER_SESSION, REDIRECT, CHALLENGE, now, now + 60),

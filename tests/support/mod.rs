@@ -146,7 +146,6 @@ impl Database for Sqlite {
     async fn batch(&self, statements: Vec<Statement>) -> Result<Vec<StatementOutcome>, DatabaseError> {
         self.batches.set(self.batches.get() + 1);
         self.statements.set(self.statements.get() + statements.len());
-
         if self.trips.in_flight.get() == 0 {
             self.trips.sequential.set(self.trips.sequential.get() + 1);
         }
